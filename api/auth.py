@@ -1,0 +1,158 @@
+"""Who is calling: API keys (query, form, JSON body or Bearer) and session cookies; permissions.
+
+Another account's rows are invisible: every lookup goes through the
+principal's account, so a foreign id is a 404, never a 403.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from flask import g, request
+from peewee import JOIN
+
+from api.envelope import APIError
+from engine import security
+from engine.models import Account, ApiKey, PermissionGroup, User, UserSession, now
+
+# The complete list of permission modules (DESIGN.md).
+MODULES = (
+    "call_center_api", "users", "phone_lists", "queues", "agents", "devices",
+    "pauses", "timegroups", "settings", "events", "reports",
+)
+SESSION_COOKIE = "switchdesk_session"
+_LAST_USED_EVERY = 60  # seconds between writes of a key's last_used / a session's expiry
+
+
+@dataclass
+class Principal:
+    user: User
+    account: Account
+    via: str  # "key" or "session"
+    permissions: frozenset[str]
+    session: UserSession | None = None
+
+    @property
+    def account_id(self) -> int:
+        return self.account.id
+
+    def can(self, module: str) -> bool:
+        return module in self.permissions
+
+
+def effective_permissions(user: User, group: PermissionGroup | None) -> frozenset[str]:
+    """Admins have all; otherwise the group's grants, then the user's own overrides."""
+    if user.is_admin:
+        return frozenset(MODULES)
+    granted = {m for m, on in ((group.permissions if group else {}) or {}).items() if on}
+    for module, on in (user.permissions or {}).items():
+        (granted.add if on else granted.discard)(module)
+    return frozenset(granted & set(MODULES))
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    key = request.args.get("api_key")
+    if key:
+        return key
+    if request.form and request.form.get("api_key"):
+        return request.form["api_key"]
+    if request.is_json:
+        from api.spec import request_json
+
+        body = request_json()
+        if isinstance(body, dict) and isinstance(body.get("api_key"), str):
+            return body["api_key"]
+    return None
+
+
+def _unauthorized() -> APIError:
+    return APIError(401, "Unauthorized")
+
+
+def _load(user_id: int) -> tuple[User, Account, PermissionGroup | None]:
+    row = (
+        User.select(User, Account, PermissionGroup)
+        .join(Account).switch(User)
+        .join(PermissionGroup, join_type=JOIN.LEFT_OUTER, on=(User.pgroup == PermissionGroup.id))
+        .where(User.id == user_id)
+        .first()
+    )
+    if row is None:
+        raise _unauthorized()
+    return row, row.account, row.pgroup
+
+
+def _remote_ip() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return None
+
+
+def _by_key(key: str) -> Principal:
+    parts = security.split_api_key(key)
+    if parts is None:
+        raise _unauthorized()
+    prefix, secret = parts
+    row = ApiKey.get_or_none(ApiKey.prefix == prefix)
+    if row is None or not security.same_digest(row.digest, security.digest(secret)):
+        raise _unauthorized()
+    user, account, group = _load(row.user_id)
+    if not user.active:
+        raise _unauthorized()
+    if user.api_ip_ranges:
+        ip = _remote_ip()
+        if ip is None or not any(ip in ipaddress.ip_network(net, strict=False) for net in user.api_ip_ranges):
+            raise APIError(403, "API key not allowed from this address")
+    t = now()
+    if row.last_used is None or t - row.last_used >= _LAST_USED_EVERY:
+        ApiKey.update(last_used=t).where(ApiKey.id == row.id).execute()
+    principal = Principal(user, account, "key", effective_permissions(user, group))
+    # The vendor API: a key works only for users with the Call Center API permission.
+    if not principal.can("call_center_api"):
+        raise APIError(403, "Permission denied: call_center_api")
+    return principal
+
+
+def session_ttl(user: User, account: Account) -> int:
+    return user.effective("session_ttl", account)
+
+
+def _by_session(token: str) -> Principal | None:
+    row = UserSession.get_or_none(UserSession.digest == security.digest(token))
+    t = now()
+    if row is None or row.expires <= t:
+        return None
+    user, account, group = _load(row.user_id)
+    if not user.active:
+        return None
+    ttl = session_ttl(user, account)
+    # Sliding expiry: the session ends `session_ttl` seconds after its last use.
+    if row.expires - t < ttl - _LAST_USED_EVERY:
+        UserSession.update(expires=t + ttl).where(UserSession.id == row.id).execute()
+        row.expires = t + ttl
+    return Principal(user, account, "session", effective_permissions(user, group), row)
+
+
+def authenticate() -> Principal:
+    """The caller of this request; raises 401 when there is none."""
+    if "principal" in g:
+        return g.principal
+    key = _presented_key()
+    if key is not None:
+        principal = _by_key(key)
+    else:
+        token = request.cookies.get(SESSION_COOKIE)
+        principal = _by_session(token) if token else None
+        if principal is None:
+            raise _unauthorized()
+    g.principal = principal
+    return principal
+
+
+def require_permission(principal: Principal, module: str) -> None:
+    if not principal.can(module):
+        raise APIError(403, f"Permission denied: {module}")

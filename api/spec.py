@@ -1,0 +1,304 @@
+"""Routes declared once: the same declaration validates requests and builds the OpenAPI document.
+
+`endpoint(...)` registers a Flask view, authenticates, checks the module
+permission, parses the query and the body (JSON or form; query parameters are
+accepted as body fields too, the way the vendor API is used) through pydantic
+models, and records everything needed for `/api/openapi.json`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from flask import Blueprint, g, request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from api.envelope import APIError
+
+# --- reusable field types ------------------------------------------------------------------------
+
+
+def split_list(value: Any) -> Any:
+    """'1,2,3' or '[1,2]' or a list: the vendor API's "array or comma separated list"."""
+    if value is None:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return value
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, int | float):
+        return [value]
+    return value
+
+
+def parse_json_text(value: Any) -> Any:
+    """A JSON object may arrive as a JSON string in a form field."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=2**53)]
+IdList = Annotated[list[Id], BeforeValidator(split_list)]
+Seconds = Annotated[int, Field(ge=0, le=10 * 365 * 86400)]
+Flag = Annotated[int, Field(ge=0, le=1)]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _no_control(value: Any) -> Any:
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ValueError("control characters are not allowed")
+    if isinstance(value, list):
+        for item in value:
+            _no_control(item)
+    return value
+
+
+class Schema(BaseModel):
+    """Base of request models: unknown and read-only fields are ignored, not errors.
+
+    Control characters are refused in every text field: they have no business
+    in names and would otherwise reach FreeSWITCH or PostgreSQL (NUL).
+    """
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _refuse_control_characters(cls, value: Any) -> Any:
+        return _no_control(value)
+
+
+class Page(Schema):
+    limit: Annotated[int, Field(ge=1, le=100000)] | None = None
+    offset: Annotated[int, Field(ge=0)] = 0
+
+
+# --- request parsing ---------------------------------------------------------------------------
+
+
+def _form_dict(multidict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in multidict:
+        values = multidict.getlist(key)
+        if key.endswith("[]"):
+            out[key[:-2]] = values
+        else:
+            out[key] = values[-1] if len(values) == 1 else values
+    return out
+
+
+def request_json() -> Any:
+    """The parsed JSON body (cached), or None for a non-JSON request; 400 when malformed."""
+    if "json_body" not in g:
+        g.json_body = None
+        if request.is_json:
+            raw = request.get_data(cache=True)
+            if raw.strip():
+                try:
+                    g.json_body = json.loads(raw)
+                except (ValueError, UnicodeDecodeError):
+                    raise APIError(400, "Malformed JSON body") from None
+    return g.json_body
+
+
+def body_fields() -> dict[str, Any]:
+    """Query parameters overlaid with the JSON object or form body."""
+    data = _form_dict(request.args)
+    body = request_json()
+    if body is not None:
+        if not isinstance(body, dict):
+            raise APIError(400, "The JSON body must be an object")
+        data.update(body)
+    elif request.form:
+        data.update(_form_dict(request.form))
+    data.pop("api_key", None)
+    return data
+
+
+def _loc(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "body"
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    errors = [{"field": _loc(e), "reason": e["msg"]} for e in exc.errors(include_url=False)]
+    first = errors[0]
+    return APIError(400, f"{first['field']}: {first['reason']}", {"errors": errors})
+
+
+def parse(model: type[Schema], data: dict[str, Any]) -> Schema:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    rule: str
+    methods: list[str]
+    summary: str
+    tag: str
+    permission: str | None
+    auth: bool
+    query: type[Schema] | None
+    body: type[Schema] | None
+    response: Any
+    description: str = ""
+    body_doc: dict[str, Any] | None = None
+    extra_params: list[dict[str, Any]] = field(default_factory=list)
+
+
+REGISTRY: list[Endpoint] = []
+
+
+def endpoint(
+    bp: Blueprint,
+    rule: str,
+    methods: list[str],
+    *,
+    summary: str,
+    tag: str,
+    permission: str | None = None,
+    auth: bool = True,
+    query: type[Schema] | None = None,
+    body: type[Schema] | None = None,
+    response: Any = None,
+    body_doc: dict[str, Any] | None = None,
+) -> Callable:
+    """Declare a route. The view receives `principal`, and `query`/`body` when models are given."""
+
+    def decorate(fn: Callable) -> Callable:
+        from api.auth import authenticate, require_permission
+
+        @functools.wraps(fn)
+        def view(**kwargs: Any):
+            principal = authenticate() if auth else None
+            if principal is not None and permission:
+                require_permission(principal, permission)
+            if auth:
+                kwargs["principal"] = principal
+            if query is not None:
+                kwargs["query"] = parse(query, _form_dict(request.args))
+            if body is not None:
+                kwargs["body"] = parse(body, body_fields())
+            return fn(**kwargs)
+
+        bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=methods)
+        REGISTRY.append(Endpoint(
+            rule=(bp.url_prefix or "") + rule, methods=methods, summary=summary, tag=tag,
+            permission=permission, auth=auth, query=query, body=body, response=response,
+            description=(fn.__doc__ or "").strip(), body_doc=body_doc,
+        ))
+        return view
+
+    return decorate
+
+
+# --- OpenAPI -----------------------------------------------------------------------------------
+
+_PATH_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+def _schema_of(model: Any, components: dict[str, Any]) -> dict[str, Any]:
+    if model is None:
+        return {}
+    if isinstance(model, dict):
+        return model
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        components[name] = definition
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def openapi_document(title: str, version: str) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    envelope = {
+        "type": "object",
+        "required": ["success"],
+        "properties": {"success": {"type": "boolean"}, "msg": {"type": "string"}, "data": {}},
+    }
+    components["Envelope"] = envelope
+    for ep in REGISTRY:
+        path = _PATH_PARAM.sub(r"{\2}", ep.rule)
+        params: list[dict[str, Any]] = []
+        for kind, name in _PATH_PARAM.findall(ep.rule):
+            params.append({
+                "name": name, "in": "path", "required": True,
+                "schema": {"type": "integer" if kind == "int" else "string"},
+            })
+        if ep.query is not None:
+            qschema = ep.query.model_json_schema()
+            required = set(qschema.get("required", []))
+            for name, prop in qschema.get("properties", {}).items():
+                params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        slug = re.sub(r"\W+", "_", path).strip("_")
+        for method in ep.methods:
+            op: dict[str, Any] = {
+                "summary": ep.summary,
+                "tags": [ep.tag],
+                "operationId": f"{method.lower()}_{slug}",
+                "parameters": params,
+                "responses": {
+                    "200": {
+                        "description": "success (or a documented `success: false` result)",
+                        "content": {"application/json": {"schema": {"allOf": [
+                            {"$ref": "#/components/schemas/Envelope"},
+                            {"type": "object", "properties": {"data": _schema_of(ep.response, components)}},
+                        ] if ep.response is not None else [{"$ref": "#/components/schemas/Envelope"}]}}},
+                    },
+                    "400": {"$ref": "#/components/responses/Error"},
+                },
+            }
+            if ep.description:
+                op["description"] = ep.description
+            if ep.auth:
+                op["security"] = [{"apiKeyQuery": []}, {"bearer": []}, {"session": []}]
+                op["responses"]["401"] = {"$ref": "#/components/responses/Error"}
+                if ep.permission:
+                    op["responses"]["403"] = {"$ref": "#/components/responses/Error"}
+                    op["x-permission"] = ep.permission
+            if "<" in ep.rule:
+                op["responses"]["404"] = {"$ref": "#/components/responses/Error"}
+            if ep.body is not None or ep.body_doc is not None:
+                schema = ep.body_doc if ep.body_doc is not None else _schema_of(ep.body, components)
+                op["requestBody"] = {"content": {
+                    "application/json": {"schema": schema},
+                    "application/x-www-form-urlencoded": {"schema": schema},
+                }}
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "responses": {"Error": {
+                "description": "error: `success` is false and `msg` says why",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+            }},
+            "securitySchemes": {
+                "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "switchdesk_session"},
+            },
+        },
+    }

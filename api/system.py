@@ -1,0 +1,21 @@
+"""The OpenAPI document and a liveness probe."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from api.spec import endpoint, openapi_document
+
+bp = Blueprint("system", __name__, url_prefix="/api")
+
+VERSION = "0.1.0"
+
+
+@endpoint(bp, "/openapi.json", ["GET"], summary="This API as an OpenAPI 3.1 document", tag="system", auth=False)
+def openapi():
+    """Generated from the same declarations that validate requests."""
+    return jsonify(openapi_document("switchdesk", VERSION))
+
+
+@endpoint(bp, "/health", ["GET"], summary="Liveness probe", tag="system", auth=False)
+def health():
+    return jsonify({"success": True})

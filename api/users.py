@@ -1,0 +1,322 @@
+"""Users (vendor doc: Users): CRUD, search, login and logout."""
+from __future__ import annotations
+
+import ipaddress
+import re
+import zoneinfo
+from typing import Annotated, Any
+
+import phonenumbers
+from flask import Blueprint, make_response, request
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
+from api.envelope import APIError, ok
+from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list
+from engine import users as service
+from engine.models import PermissionGroup, User
+
+bp = Blueprint("users", __name__, url_prefix="/api/user")
+
+_TIMEZONES = frozenset(zoneinfo.available_timezones())
+_COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def _timezone(value: str) -> str:
+    if value not in _TIMEZONES:
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Jerusalem')")
+    return value
+
+
+def _geo_limit(value: str) -> str:
+    codes = [c.strip().upper() for c in value.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in _COUNTRIES]
+    if unknown:
+        raise ValueError(f"unknown country code(s): {', '.join(unknown)}")
+    return ",".join(dict.fromkeys(codes))
+
+
+def _password(value: str) -> str:
+    from engine.security import password_problem
+
+    problem = password_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _email(value: str) -> str:
+    if not re.fullmatch(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+", value) or len(value) > 254:
+        raise ValueError("not a valid e-mail address")
+    return value
+
+
+def _permissions(value: dict[str, bool]) -> dict[str, bool]:
+    unknown = sorted(set(value) - set(MODULES))
+    if unknown:
+        raise ValueError(f"unknown permission module(s): {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    return value
+
+
+def _cidrs(value: list[str]) -> list[str]:
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP range in CIDR form") from None
+    return out
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Username = Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{3,100}$")]
+Password = Annotated[str, AfterValidator(_password)]
+Email = Annotated[str, AfterValidator(_email)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
+ShortText = Annotated[str, Field(max_length=100)]
+Permissions = Annotated[dict[str, bool], BeforeValidator(parse_json_text), AfterValidator(_permissions)]
+
+
+class UserFields(Schema):
+    """Writable user fields. On PUT only the submitted ones change."""
+
+    active: Flag | None = None
+    is_agent: bool | None = None
+    in_reports: bool | None = None
+    name: Name | None = None
+    username: Username | None = None
+    password: Password | None = Field(None, description="write-only; " + "8+ chars with a digit, lower and upper case")
+    email: Email | None = None
+    timezone: Timezone | None = None
+    sites: IdList | None = None
+    groups: IdList | None = None
+    intercept_groups: IdList | None = None
+    intercept_other_groups: IdList | None = None
+    geo_limit: Annotated[str, Field(max_length=400), AfterValidator(_geo_limit)] | None = None
+    follow_me: Annotated[int, Field(ge=0, le=3600)] | None = None
+    dr_id: Id | None = None
+    call_timeout: Annotated[int, Field(ge=0, le=3600)] | None = None
+    vm_id: Id | None = None
+    pgroup_id: Annotated[int, Field(ge=0)] | None = None
+    permissions: Permissions | None = None
+    override_device: bool | None = None
+    ecnam: ShortText | None = None
+    ecnum: Annotated[str, Field(pattern=r"^\+?[0-9*#]{0,32}$")] | None = None
+    ocnam: ShortText | None = None
+    ocnum: Annotated[str, Field(pattern=r"^\+?[0-9*#]{0,32}$")] | None = None
+    user_record: Flag | None = None
+    cnum_by_country: Flag | None = None
+    blf_ext: Flag | None = None
+    rec_inb_ext: Flag | None = None
+    rec_out_ext: Flag | None = None
+    rec_inb_int: Flag | None = None
+    rec_out_int: Flag | None = None
+    session_ttl: Annotated[int, Field(ge=60, le=31536000)] | None = None
+    max_snooze: Annotated[int, Field(ge=0, le=100)] | None = None
+    wrap_up_time: Annotated[int, Field(ge=0, le=86400)] | None = None
+    no_answer_delay_time: Annotated[int, Field(ge=0, le=86400)] | None = None
+    reject_delay_time: Annotated[int, Field(ge=0, le=86400)] | None = None
+    busy_delay_time: Annotated[int, Field(ge=0, le=86400)] | None = None
+    max_no_answer: Annotated[int, Field(ge=0, le=1000)] | None = None
+    api_ip_ranges: Annotated[list[str], BeforeValidator(split_list), AfterValidator(_cidrs)] | None = None
+
+
+class UserCreate(UserFields):
+    name: Name
+    username: Username
+    password: Password
+    email: Email
+
+
+class UserQuery(Page):
+    q: Annotated[str, Field(max_length=200)] | None = None
+    is_agent: Flag | None = None
+
+
+class LoginBody(Schema):
+    username: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+# Fields that must be set explicitly to null to fall back to the account default.
+_NULLABLE = {
+    "dr_id", "vm_id", "call_timeout", "session_ttl", "max_snooze", "wrap_up_time",
+    "no_answer_delay_time", "reject_delay_time", "busy_delay_time", "max_no_answer", "pgroup_id",
+}
+_DEFAULT_WHEN_NULL = {
+    "sites": [], "groups": [], "intercept_groups": [], "intercept_other_groups": [], "geo_limit": "",
+    "permissions": {}, "api_ip_ranges": [], "timezone": "UTC", "follow_me": 0,
+}
+
+
+def submitted(body: UserFields) -> dict[str, Any]:
+    """The fields the client sent, with explicit nulls kept only where null means something."""
+    fields: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None:
+            if name in _NULLABLE or name in service.DEVICE_OVERRIDE_FIELDS:
+                fields[name] = None
+            elif name in _DEFAULT_WHEN_NULL:
+                fields[name] = _DEFAULT_WHEN_NULL[name]
+            else:
+                raise APIError(400, f"{name}: may not be null")
+        else:
+            fields[name] = value
+    return fields
+
+
+def user_record(user: User, group: PermissionGroup | None, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The user as the API returns it (never the password)."""
+    extras = extras or {}
+    overrides = user.device_overrides or {}
+    record = {
+        "id": user.id,
+        "account_id": user.account_id,
+        "active": user.active,
+        "is_admin": user.is_admin,
+        "is_agent": user.is_agent,
+        "in_reports": user.in_reports,
+        "name": user.name,
+        "username": user.username,
+        "email": user.email,
+        "timezone": user.timezone,
+        "sites": user.sites or [],
+        "groups": user.groups or [],
+        "intercept_groups": user.intercept_groups or [],
+        "intercept_other_groups": user.intercept_other_groups or [],
+        "geo_limit": user.geo_limit,
+        "follow_me": user.follow_me,
+        "last_login": user.last_login,
+        "ts": user.ts,
+        "devices": extras.get("devices", []),
+        "extensions": extras.get("extensions", ""),
+        "dids": extras.get("dids", ""),
+        "dr_id": user.dr_id,
+        "call_timeout": user.call_timeout,
+        "vm_id": user.vm_id,
+        "vm_name": extras.get("vm_name"),
+        "pgroup_id": user.pgroup_id or 0,
+        "pgroup": group.name if group else None,
+        "permissions": user.permissions or {},
+        "queue_perms": extras.get("queue_perms", []),
+        "override_device": user.override_device,
+        "pause_id": extras.get("pause_id"),
+        "online": extras.get("online", 0),
+        "queues": extras.get("queues", []),
+        "api_ip_ranges": user.api_ip_ranges or [],
+    }
+    for name in service.DEVICE_OVERRIDE_FIELDS:
+        record[name] = overrides.get(name)
+    for name in ("session_ttl", "max_snooze", "wrap_up_time", "no_answer_delay_time",
+                 "reject_delay_time", "busy_delay_time", "max_no_answer"):
+        record[name] = getattr(user, name)
+    return record
+
+
+# Later features (devices, queues, agent state) register functions here that add their
+# read-only fields for a batch of users in a constant number of queries.
+EXTRA_PROVIDERS: list = []
+
+
+def records(users: list[User]) -> list[dict[str, Any]]:
+    ids = [u.id for u in users]
+    extras: dict[int, dict[str, Any]] = {i: {} for i in ids}
+    for provider in EXTRA_PROVIDERS:
+        for user_id, values in provider(ids).items():
+            extras.setdefault(user_id, {}).update(values)
+    group_ids = {u.pgroup_id for u in users if u.pgroup_id}
+    groups = {g.id: g for g in PermissionGroup.select().where(PermissionGroup.id.in_(group_ids))} if group_ids else {}
+    return [user_record(u, groups.get(u.pgroup_id), extras.get(u.id)) for u in users]
+
+
+def record(user: User) -> dict[str, Any]:
+    return records([user])[0]
+
+
+def _check_grants(principal: Principal, user: User, fields: dict[str, Any]) -> None:
+    """A non-admin cannot hand out permissions it does not hold itself."""
+    if principal.user.is_admin or not ({"permissions", "pgroup_id"} & fields.keys()):
+        return
+    group_id = fields.get("pgroup_id", user.pgroup_id)
+    group = PermissionGroup.get_or_none(PermissionGroup.id == group_id) if group_id else None
+    probe = User(is_admin=False, permissions=fields.get("permissions", user.permissions))
+    excess = effective_permissions(probe, group) - principal.permissions
+    if excess:
+        raise APIError(403, f"You cannot grant permissions you do not have: {', '.join(sorted(excess))}")
+
+
+@endpoint(bp, "", ["GET"], summary="List users", tag="users", permission="users", query=UserQuery)
+def list_users(principal: Principal, query: UserQuery):
+    """`q` matches name, username or email case-insensitively; `is_agent=1` lists agents only."""
+    rows = User.of(principal.account_id).order_by(User.id)
+    if query.q:
+        q = query.q
+        rows = rows.where(User.name.contains(q) | User.username.contains(q) | User.email.contains(q))
+    if query.is_agent is not None:
+        rows = rows.where(User.is_agent == bool(query.is_agent))
+    if query.limit:
+        rows = rows.limit(query.limit).offset(query.offset)
+    elif query.offset:
+        rows = rows.offset(query.offset)
+    return ok(records(list(rows)))
+
+
+@endpoint(bp, "/<int:user_id>", ["GET"], summary="Get a user", tag="users")
+def get_user(principal: Principal, user_id: int):
+    """Any user may read its own record; other users need the `users` permission."""
+    if user_id != principal.user.id and not principal.can("users"):
+        raise APIError(403, "Permission denied: users")
+    return ok(record(service.get_user(principal.account_id, user_id)))
+
+
+@endpoint(bp, "", ["POST"], summary="Create a user", tag="users", permission="users", body=UserCreate)
+def create_user(principal: Principal, body: UserCreate):
+    fields = submitted(body)
+    _check_grants(principal, User(pgroup=None, permissions={}), fields)
+    return ok(record(service.create_user(principal.account_id, fields)))
+
+
+@endpoint(bp, "/<int:user_id>", ["PUT"], summary="Update a user (only submitted fields)", tag="users",
+          permission="users", body=UserFields)
+def update_user(principal: Principal, user_id: int, body: UserFields):
+    fields = submitted(body)
+    current = service.get_user(principal.account_id, user_id)
+    _check_grants(principal, current, fields)
+    return ok(record(service.update_user(principal.account_id, user_id, fields)))
+
+
+@endpoint(bp, "/<int:user_id>", ["DELETE"], summary="Delete a user", tag="users", permission="users")
+def delete_user(principal: Principal, user_id: int):
+    service.delete_user(principal.account_id, user_id, principal.user.id)
+    return ok()
+
+
+def _cookie_secure() -> bool:
+    return request.is_secure
+
+
+@endpoint(bp, "/login", ["POST"], summary="Log in: sets the session cookie", tag="users", auth=False,
+          body=LoginBody)
+def login(body: LoginBody):
+    """The session lasts the user's `session_ttl` (or the account default) after its last use.
+
+    Five failed logins in a row within 15 minutes lock the username for 15 minutes (429).
+    """
+    user, account, token, _expires = service.login(body.username, body.password, request.remote_addr or "")
+    response, status = ok(record(user))
+    response = make_response(response, status)
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=user.effective("session_ttl", account), httponly=True,
+        samesite="Strict", secure=_cookie_secure(), path="/",
+    )
+    return response
+
+
+@endpoint(bp, "/logout", ["GET", "POST"], summary="Log out: ends the session", tag="users")
+def logout(principal: Principal):
+    service.logout(principal.session)
+    response, status = ok()
+    response = make_response(response, status)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response

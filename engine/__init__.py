@@ -1,0 +1,1 @@
+"""switchdesk engine: storage, services and (later) the FreeSWITCH side of the process."""

@@ -1,0 +1,141 @@
+"""The `switchdesk` command: init, account create, apikey, serve.
+
+gevent's monkey-patching happens here, once, before anything else is
+imported, and only for `serve` (the other commands are plain scripts).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def _db_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", default=os.environ.get("SWITCHDESK_DB", "sqlite:///switchdesk.db"),
+        help="database URL: sqlite:///FILE or postgresql://... (env SWITCHDESK_DB)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchdesk", description="Call-center control plane for FreeSWITCH")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create or upgrade the schema; on the first run create account 1 and its admin")
+    _db_arg(p)
+    p.add_argument("--domain", default=None, help="FreeSWITCH domain of account 1 (default: this host's name)")
+
+    p = sub.add_parser("account", help="manage accounts")
+    acc = p.add_subparsers(dest="account_command", required=True)
+    pc = acc.add_parser("create", help="a further account with its own admin; prints that admin's API key")
+    _db_arg(pc)
+    pc.add_argument("name")
+    pc.add_argument("--domain", required=True)
+    pc.add_argument("--admin-username", required=True)
+
+    p = sub.add_parser("apikey", help="issue a new API key for a user; prints the key")
+    _db_arg(p)
+    p.add_argument("username")
+
+    p = sub.add_parser("serve", help="serve the API (and, later, the FreeSWITCH engine)")
+    _db_arg(p)
+    p.add_argument("--listen", default=os.environ.get("SWITCHDESK_LISTEN", DEFAULT_LISTEN),
+                   help="HOST:PORT for the API (env SWITCHDESK_LISTEN; default 127.0.0.1:8080)")
+    p.add_argument("--max-body", type=int, default=None, help="largest request body in bytes")
+    return parser
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"switchdesk: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _fail(msg: str) -> int:
+    print(f"switchdesk: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from engine import accounts, db, schema
+    from engine.errors import ServiceError
+    from engine.models import Account
+
+    database = db.bind(args.db)
+    with database.connection_context():
+        fresh = schema.init_schema(database)
+        if Account.select().exists():
+            print("schema is up to date" if not fresh else "schema created", file=sys.stderr)
+            return 0
+        domain = (args.domain or socket.getfqdn() or "localhost").lower()
+        try:
+            new = accounts.create_account("Default", domain, "admin")
+        except ServiceError as exc:
+            return _fail(exc.msg)
+    print(f"Created account 1 (domain {new.account.domain}) and its admin user.")
+    print("These credentials are shown once; store them now:")
+    print("  username: admin")
+    print(f"  password: {new.password}")
+    print(f"  api key:  {new.api_key}")
+    return 0
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    from engine import accounts, db, schema
+    from engine.errors import ServiceError
+
+    database = db.bind(args.db)
+    with database.connection_context():
+        schema.init_schema(database)
+        try:
+            new = accounts.create_account(args.name, args.domain, args.admin_username)
+        except ServiceError as exc:
+            return _fail(exc.msg)
+    print(f"account {new.account.id} created; admin {args.admin_username} password: {new.password}", file=sys.stderr)
+    print(new.api_key)
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from engine import accounts, db
+    from engine.errors import ServiceError
+
+    database = db.bind(args.db)
+    with database.connection_context():
+        try:
+            key = accounts.issue_api_key_for(args.username)
+        except ServiceError as exc:
+            return _fail(exc.msg)
+    print(key)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.server import serve
+
+    host, port = split_hostport(args.listen)
+    return serve(args.db, host, port, max_body=args.max_body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        from gevent import monkey
+
+        monkey.patch_all()
+    args = build_parser().parse_args(argv)
+    if args.command == "init":
+        return cmd_init(args)
+    if args.command == "account":
+        return cmd_account_create(args)
+    if args.command == "apikey":
+        return cmd_apikey(args)
+    return cmd_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

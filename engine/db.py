@@ -1,0 +1,74 @@
+"""Database binding shared by the API and the engine.
+
+One `DatabaseProxy` is bound at start-up from a URL, so every model works on
+SQLite (the embedded default) and on PostgreSQL (several boxes, one database)
+alike. Nothing in the code may assume SQLite.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+DEFAULT_URL = "sqlite:///switchdesk.db"
+
+db = peewee.DatabaseProxy()
+
+# WAL lets the API read while the engine writes; a short busy timeout keeps a
+# blocked writer from stalling the gevent loop for long (writes are kept short).
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    "synchronous": "normal",
+    "busy_timeout": 5000,
+    "cache_size": -16000,
+}
+
+
+def make_database(url: str) -> peewee.Database:
+    """Build (but do not open) the database named by `url`."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme
+    if scheme == "sqlite":
+        # sqlite:///relative.db, sqlite:////abs/path.db, sqlite:///:memory:
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else parsed.path
+        if not path:
+            raise ValueError(f"no database file in {url!r}")
+        return PooledSqliteDatabase(
+            path, pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=300,
+            check_same_thread=False,
+        )
+    if scheme in ("postgres", "postgresql"):
+        return PooledPostgresqlDatabase(
+            url.replace("postgres://", "postgresql://", 1),
+            max_connections=32, stale_timeout=300, prefer_psycopg3=True,
+        )
+    raise ValueError(f"unsupported database URL scheme {scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def bind(url: str) -> peewee.Database:
+    """Bind the global proxy to the database at `url` and return it."""
+    database = make_database(url)
+    db.initialize(database)
+    return database
+
+
+def is_sqlite() -> bool:
+    return isinstance(db.obj, peewee.SqliteDatabase)
+
+
+class JSONField(peewee.TextField):
+    """JSON stored as text: portable between SQLite and PostgreSQL, returned exactly as stored."""
+
+    def db_value(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value: Any) -> Any:
+        if value is None or not isinstance(value, str):
+            return value
+        return json.loads(value)

@@ -1,0 +1,37 @@
+"""Every table of switchdesk. A new model module adds its classes to ALL_MODELS here."""
+from engine.models.account import (
+    ACCOUNT_DEFAULTS,
+    Account,
+    ApiKey,
+    LoginFailure,
+    PermissionGroup,
+    User,
+    UserSession,
+)
+from engine.models.base import AccountScoped, BaseModel, now
+from engine.models.outbox import OutboxEvent
+
+ALL_MODELS: list[type[BaseModel]] = [
+    Account,
+    PermissionGroup,
+    User,
+    ApiKey,
+    UserSession,
+    LoginFailure,
+    OutboxEvent,
+]
+
+__all__ = [
+    "ACCOUNT_DEFAULTS",
+    "ALL_MODELS",
+    "Account",
+    "AccountScoped",
+    "ApiKey",
+    "BaseModel",
+    "LoginFailure",
+    "OutboxEvent",
+    "PermissionGroup",
+    "User",
+    "UserSession",
+    "now",
+]

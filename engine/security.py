@@ -1,0 +1,119 @@
+"""Secrets: password hashing, API keys, session tokens, and encryption at rest.
+
+Passwords get a slow salted hash (Argon2id) computed in gevent's thread pool:
+inline, each hash would stall every greenlet of the process. API keys and
+session tokens are 256-bit random values, so a fast SHA-256 digest compared in
+constant time is enough (DESIGN.md, Secrets).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+
+import gevent
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+# OWASP's Argon2id baseline (m=19 MiB, t=2, p=1): slow for an attacker, ~20 ms for us.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+# Verifying a password against this hash costs as much as a real check, so an
+# unknown username takes as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("dummy-password-for-timing-0")
+
+PASSWORD_RULE = "must have at least 8 characters, with a digit, a lower-case and an upper-case letter"  # noqa: S105
+KEY_PREFIX = "sdk"
+
+
+def password_problem(password: str) -> str | None:
+    """Why `password` breaks the documented policy, or None when it is acceptable."""
+    if (
+        len(password) < 8
+        or not re.search(r"\d", password)
+        or not re.search(r"[a-z]", password)
+        or not re.search(r"[A-Z]", password)
+    ):
+        return PASSWORD_RULE
+    if len(password) > 1024:
+        return "must have at most 1024 characters"
+    return None
+
+
+def _off_loop(fn, *args):
+    return gevent.get_hub().threadpool.apply(fn, args)
+
+
+def hash_password(password: str) -> str:
+    return _off_loop(_hasher.hash, password)
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return _off_loop(check)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """A fresh key as (key shown once, public prefix, digest to store)."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)  # 256 bits
+    return f"{KEY_PREFIX}_{prefix}_{secret}", prefix, digest(secret)
+
+
+def split_api_key(key: str) -> tuple[str, str] | None:
+    """(prefix, secret) of a well-formed key, else None."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def same_digest(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def random_password(length: int = 16) -> str:
+    """A generated password that satisfies the policy."""
+    while True:
+        candidate = secrets.token_urlsafe(length)[:length]
+        if password_problem(candidate) is None:
+            return candidate
+
+
+# --- encryption at rest (webhook secrets) -------------------------------------------------------
+
+SECRET_KEY_ENV = "SWITCHDESK_SECRET_KEY"  # noqa: S105
+
+
+def _fernet():
+    from cryptography.fernet import Fernet
+
+    raw = os.environ.get(SECRET_KEY_ENV)
+    if not raw:
+        raise RuntimeError(f"{SECRET_KEY_ENV} is not set: it encrypts webhook secrets at rest")
+    # Any string works as the key: it is stretched to Fernet's 32 bytes.
+    key = base64.urlsafe_b64encode(hashlib.sha256(raw.encode()).digest())
+    return Fernet(key)
+
+
+def encrypt_secret(plain: str) -> str:
+    return _fernet().encrypt(plain.encode()).decode()
+
+
+def decrypt_secret(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()

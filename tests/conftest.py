@@ -1,0 +1,108 @@
+"""Shared fixtures: a fresh database and app per test, an account with an admin key."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("SWITCHDESK_SECRET_KEY", "test-secret-key")
+
+from api import create_app  # noqa: E402
+from engine import accounts, db, schema  # noqa: E402
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator:
+    url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{tmp_path / 'switchdesk.db'}"
+    database = db.bind(url)
+    database.connect(reuse_if_open=True)
+    if url.startswith("postgres"):
+        from engine.models import ALL_MODELS
+
+        database.drop_tables(ALL_MODELS, cascade=True)
+        database.execute_sql("DROP TABLE IF EXISTS schema_migration")
+    schema.init_schema(database)
+    yield database
+    if not database.is_closed():
+        database.close()
+    if hasattr(database, "close_all"):
+        database.close_all()
+
+
+@pytest.fixture
+def app(database):
+    app = create_app({"TESTING": True})
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@dataclass
+class Tenant:
+    account_id: int
+    admin_id: int
+    key: str
+    password: str
+    domain: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_tenant(name: str, domain: str, admin: str) -> Tenant:
+    new = accounts.create_account(name, domain, admin)
+    return Tenant(new.account.id, new.admin.id, new.api_key, new.password, domain)
+
+
+@pytest.fixture
+def tenant(database) -> Tenant:
+    return make_tenant("Acme", "acme.test", "admin")
+
+
+@pytest.fixture
+def other_tenant(database) -> Tenant:
+    return make_tenant("Globex", "globex.test", "globexadmin")
+
+
+class Api:
+    """A thin helper over the test client that authenticates with a tenant's key."""
+
+    def __init__(self, client, tenant: Tenant):
+        self.client = client
+        self.tenant = tenant
+
+    def __call__(self, method: str, url: str, **kwargs):
+        headers = kwargs.pop("headers", {})
+        headers.update(self.tenant.auth())
+        return self.client.open(url, method=method, headers=headers, **kwargs)
+
+    def get(self, url, **kw):
+        return self("GET", url, **kw)
+
+    def post(self, url, **kw):
+        return self("POST", url, **kw)
+
+    def put(self, url, **kw):
+        return self("PUT", url, **kw)
+
+    def delete(self, url, **kw):
+        return self("DELETE", url, **kw)
+
+
+@pytest.fixture
+def api(client, tenant) -> Api:
+    return Api(client, tenant)
+
+
+@pytest.fixture
+def other_api(client, other_tenant) -> Api:
+    return Api(client, other_tenant)

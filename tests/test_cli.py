@@ -1,0 +1,131 @@
+"""The `switchdesk` command line, the schema upgrade, and a real server on a free port."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine import db, schema
+from engine.models import ALL_MODELS, User
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, **(env or {})}, timeout=60,
+    )
+
+
+def test_init_creates_admin_once_and_is_idempotent(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sd.db'}"
+    first = run_cli("init", "--db", url, "--domain", "Pbx.Example.com")
+    assert first.returncode == 0, first.stderr
+    assert "username: admin" in first.stdout
+    password = next(line.split()[-1] for line in first.stdout.splitlines() if "password:" in line)
+    key = next(line.split()[-1] for line in first.stdout.splitlines() if "api key:" in line)
+    assert key.startswith("sdk_") and len(password) >= 8
+    again = run_cli("init", "--db", url)
+    assert again.returncode == 0
+    assert "password" not in again.stdout and key not in again.stdout
+    database = db.bind(url)
+    with database.connection_context():
+        assert User.select().count() == 1
+        assert User.get().account.domain == "pbx.example.com"
+
+
+def test_account_create_and_apikey_print_key_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sd.db'}"
+    assert run_cli("init", "--db", url, "--domain", "one.test").returncode == 0
+    made = run_cli("account", "create", "Second", "--domain", "two.test", "--admin-username", "boss", "--db", url)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip().startswith("sdk_") and len(made.stdout.strip().splitlines()) == 1
+    dup = run_cli("account", "create", "Third", "--domain", "two.test", "--admin-username", "boss2", "--db", url)
+    assert dup.returncode != 0 and "already used" in dup.stderr
+    key = run_cli("apikey", "boss", "--db", url, env={"SWITCHDESK_DB": url})
+    assert key.returncode == 0 and key.stdout.strip().startswith("sdk_")
+    assert key.stdout.strip() != made.stdout.strip()
+    missing = run_cli("apikey", "ghost", "--db", url)
+    assert missing.returncode != 0 and "no user ghost" in missing.stderr
+
+
+def test_upgrade_from_older_schema_keeps_data(tmp_path):
+    """A database of the first release (before migration 0002) is upgraded by init."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    database = db.bind(url)
+    with database.connection_context():
+        database.create_tables(ALL_MODELS)
+        run = schema.runner(database)
+        run.fake("0001_initial")
+        migrator = run.migrator
+        migrator.migrate(migrator.drop_column("user", "api_ip_ranges"))
+        database.execute_sql(
+            "INSERT INTO account (name, domain, country, timezone, session_ttl, max_snooze, wrap_up_time, "
+            "no_answer_delay_time, reject_delay_time, busy_delay_time, max_no_answer, ts) "
+            "VALUES ('Old', 'old.test', 'US', 'UTC', 3600, 3, 10, 10, 10, 10, 3, 0)")
+        database.execute_sql(
+            "INSERT INTO user (account_id, active, is_admin, is_agent, in_reports, name, username, username_key, "
+            "email, email_key, password_hash, timezone, sites, groups, intercept_groups, intercept_other_groups, "
+            "geo_limit, follow_me, ts, permissions, override_device, device_overrides) VALUES "
+            "(1, 1, 1, 0, 1, 'Old Admin', 'olda', 'olda', 'o@old.test', 'o@old.test', 'x', 'UTC', '[]', '[]', "
+            "'[]', '[]', '', 0, 0, '{}', 0, '{}')")
+        assert "api_ip_ranges" not in {c.name for c in database.get_columns("user")}
+    database.close_all()
+    result = run_cli("init", "--db", url)
+    assert result.returncode == 0, result.stderr
+    database = db.bind(url)
+    with database.connection_context():
+        assert "api_ip_ranges" in {c.name for c in database.get_columns("user")}
+        user = User.get()
+        assert user.username == "olda" and user.api_ip_ranges == []
+        assert {m.name for m in schema.runner(database).status() if m.applied} >= {"0001_initial",
+                                                                                   "0002_user_api_ip_ranges"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_subprocess_answers_http_and_stops_on_sigterm(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sd.db'}"
+    init = run_cli("init", "--db", url, "--domain", "serve.test")
+    key = next(line.split()[-1] for line in init.stdout.splitlines() if "api key:" in line)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "--db", url, "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    assert json.load(r) == {"success": True}
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/user?api_key={key}", timeout=5) as r:
+            body = json.load(r)
+        assert body["success"] is True and body["data"][0]["username"] == "admin"
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/user", timeout=5)
+        assert err.value.code == 401 and json.load(err.value) == {"success": False, "msg": "Unauthorized"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, errs = proc.communicate(timeout=15)
+    assert proc.returncode == 0, errs
+    assert key not in errs and key not in out  # no secrets in logs
