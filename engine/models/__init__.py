@@ -9,6 +9,7 @@ from engine.models.account import (
     UserSession,
 )
 from engine.models.base import AccountScoped, BaseModel, now
+from engine.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.models.outbox import OutboxEvent
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -19,6 +20,13 @@ ALL_MODELS: list[type[BaseModel]] = [
     UserSession,
     LoginFailure,
     OutboxEvent,
+    TimeGroup,
+    PauseReason,
+    Queue,
+    Tier,
+    Device,
+    Extension,
+    Did,
 ]
 
 __all__ = [
@@ -28,9 +36,16 @@ __all__ = [
     "AccountScoped",
     "ApiKey",
     "BaseModel",
+    "Device",
+    "Did",
+    "Extension",
     "LoginFailure",
     "OutboxEvent",
+    "PauseReason",
     "PermissionGroup",
+    "Queue",
+    "Tier",
+    "TimeGroup",
     "User",
     "UserSession",
     "now",
