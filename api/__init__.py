@@ -20,10 +20,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config.get("DATABASE_URL"):
         dbmod.bind(app.config["DATABASE_URL"])
 
-    from api import pgroups, system, users
+    from api import freeswitch, pgroups, system, users
     from api.envelope import install_error_handlers
 
-    for module in (system, users, pgroups):
+    for module in (system, users, pgroups, freeswitch):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
 

@@ -1,0 +1,257 @@
+"""mod_xml_curl endpoints: FreeSWITCH fetches its directory, callcenter.conf and dialplan here.
+
+Reachable only from allowed networks (loopback by default) and with HTTP
+basic auth. Every answer is a `freeswitch/xml` document built with
+ElementTree, so client strings are always escaped; "not found" makes
+FreeSWITCH fall back to its local files, which the `freeswitch-conf/`
+overlay leaves empty.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+
+from flask import Blueprint, Response, current_app, request
+
+from api.spec import endpoint
+from engine import fsconfig
+from engine.models import Account, Device, Did, Extension, Queue
+
+bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")
+
+DIAL_STRING = (
+    "{^^:sip_invite_domain=${dialed_domain}:presence_id=${dialed_user}@${dialed_domain}}"
+    "${sofia_contact(*/${dialed_user}@${dialed_domain})}"
+)
+CHECKIN = re.compile(r"^\*\*\*(\d{6,12})$")
+PHONE = re.compile(r"^\+?\d{3,20}$")
+GATEWAY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _xml(section: ET.Element | None) -> Response:
+    doc = ET.Element("document", type="freeswitch/xml")
+    if section is None:
+        section = ET.Element("section", name="result")
+        ET.SubElement(section, "result", status="not found")
+    doc.append(section)
+    body = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(doc, encoding="utf-8")
+    return Response(body, mimetype="text/xml")
+
+
+def not_found() -> Response:
+    return _xml(None)
+
+
+def _allowed() -> bool:
+    try:
+        ip = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    networks = current_app.config.get("XMLCURL_ALLOW", ("127.0.0.0/8", "::1/128"))
+    if not any(ip in ipaddress.ip_network(n, strict=False) for n in networks):
+        return False
+    password = current_app.config.get("XMLCURL_PASSWORD")
+    if not password:
+        return False  # never served without credentials
+    auth = request.authorization
+    user = current_app.config.get("XMLCURL_USER", "freeswitch")
+    return bool(
+        auth is not None and auth.type == "basic"
+        and hmac.compare_digest((auth.username or "").encode(), user.encode())
+        and hmac.compare_digest((auth.password or "").encode(), password.encode())
+    )
+
+
+def _denied() -> Response:
+    response = not_found()
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Basic realm="switchdesk"'
+    return response
+
+
+def _field(name: str) -> str:
+    return request.form.get(name, "")
+
+
+def _params(parent: ET.Element, tag: str, items: Iterable[tuple[str, str]]) -> None:
+    holder = ET.SubElement(parent, tag + "s")
+    for name, value in items:
+        ET.SubElement(holder, tag, name=name, value=value)
+
+
+# --- directory ----------------------------------------------------------------------------------
+
+
+def directory_section(account: Account, device: Device) -> ET.Element:
+    section = ET.Element("section", name="directory")
+    domain = ET.SubElement(section, "domain", name=account.domain)
+    _params(domain, "param", [("dial-string", DIAL_STRING)])
+    _params(domain, "variable", [
+        ("user_context", account.domain),
+        ("switchdesk_account_id", str(account.id)),
+    ])
+    user = ET.SubElement(domain, "user", id=device.sip_username)
+    _params(user, "param", [("a1-hash", device.sip_a1_hash)])
+    variables = [("switchdesk_device_id", str(device.id)), ("user_context", account.domain)]
+    if device.cid_name:
+        variables.append(("effective_caller_id_name", device.cid_name))
+    if device.cid_num:
+        variables.append(("effective_caller_id_number", device.cid_num))
+    _params(user, "variable", variables)
+    return section
+
+
+def _directory() -> Response:
+    domain = _field("domain") or _field("key_value")
+    username = _field("user")
+    if _field("purpose") or not domain or not username:
+        return not_found()
+    account = Account.get_or_none(Account.domain == domain.lower())
+    if account is None:
+        return not_found()
+    device = Device.get_or_none((Device.account == account.id) & (Device.sip_username == username))
+    if device is None:
+        return not_found()
+    return _xml(directory_section(account, device))
+
+
+# --- configuration: callcenter.conf ---------------------------------------------------------------
+
+
+def callcenter_section(queues: list[tuple[Queue, str]]) -> ET.Element:
+    """Settings and queues only: agents and tiers always come over ESL (DESIGN.md)."""
+    section = ET.Element("section", name="configuration")
+    conf = ET.SubElement(section, "configuration", name="callcenter.conf", description="switchdesk")
+    ET.SubElement(conf, "settings")
+    holder = ET.SubElement(conf, "queues")
+    for queue, domain in queues:
+        element = ET.SubElement(holder, "queue", name=fsconfig.queue_name(queue.id, domain))
+        for name, value in fsconfig.queue_params(queue):
+            ET.SubElement(element, "param", name=name, value=value)
+    return section
+
+
+def _configuration() -> Response:
+    if _field("key_value") != "callcenter.conf":
+        return not_found()
+    wanted = _field("CC-Queue")
+    query = Queue.select(Queue, Account).join(Account)
+    if wanted:
+        parsed = fsconfig.parse_name(wanted)
+        if parsed is None:
+            return not_found()
+        query = query.where((Queue.id == parsed[0]) & (Account.domain == parsed[1]))
+    queues = [(q, q.account.domain) for q in query.order_by(Queue.id)]
+    if wanted and not queues:
+        return not_found()
+    return _xml(callcenter_section(queues))
+
+
+# --- dialplan -----------------------------------------------------------------------------------
+
+
+def _extension(context: ET.Element, name: str, number: str, actions: list[tuple[str, str]]) -> None:
+    ext = ET.SubElement(context, "extension", name=name)
+    cond = ET.SubElement(ext, "condition", field="destination_number", expression=f"^{re.escape(number)}$")
+    for app, data in actions:
+        attrs = {"application": app}
+        if data:
+            attrs["data"] = data
+        ET.SubElement(cond, "action", **attrs)
+
+
+def route_actions(account: Account, target_type: str, target_id: int) -> list[tuple[str, str]] | None:
+    """The dialplan actions that reach an extension's target, or None when it is gone."""
+    if target_type == "queue":
+        if not Queue.select().where((Queue.id == target_id) & (Queue.account == account.id)).exists():
+            return None
+        return [
+            ("set", "hangup_after_bridge=true"),
+            ("set", f"switchdesk_queue_id={target_id}"),
+            ("answer", ""),
+            ("callcenter", fsconfig.queue_name(target_id, account.domain)),
+            ("hangup", ""),
+        ]
+    if target_type == "device":
+        devices = list(Device.select().where((Device.id == target_id) & (Device.account == account.id)))
+    elif target_type == "user":
+        devices = list(Device.select().where((Device.user == target_id) & (Device.account == account.id))
+                       .order_by(Device.id))
+    else:
+        return None
+    if not devices:
+        return None
+    timeout = max((d.timeout for d in devices), default=30) or 30
+    dial = ",".join(fsconfig.device_contact(d, account) for d in devices)
+    return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
+
+
+def dialplan_section(account: Account, number: str) -> ET.Element | None:
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name=account.domain)
+    if CHECKIN.match(number):
+        host, port = current_app.config.get("OUTBOUND_SOCKET", ("127.0.0.1", 8040))
+        _extension(context, "switchdesk_checkin", number, [
+            ("set", f"switchdesk_account_id={account.id}"),
+            ("socket", f"{host}:{port} async full"),
+        ])
+        return section
+    ext = Extension.get_or_none((Extension.account == account.id) & (Extension.number == number))
+    if ext is not None:
+        actions = route_actions(account, ext.target_type, ext.target_id)
+        if actions:
+            _extension(context, f"switchdesk_ext_{ext.id}", number, actions)
+            return section
+        return None
+    gateway = account.outbound_gateway
+    if gateway and GATEWAY.match(gateway) and PHONE.match(number):
+        _extension(context, "switchdesk_outbound", number, [
+            ("set", "hangup_after_bridge=true"),
+            ("bridge", f"sofia/gateway/{gateway}/{number}"),
+        ])
+        return section
+    return None
+
+
+def _public_section(number: str) -> ET.Element | None:
+    did = Did.get_or_none(Did.number == number)
+    if did is None:
+        return None
+    account = Account.get_by_id(did.account_id)
+    actions = route_actions(account, did.target_type, did.target_id)
+    if not actions:
+        return None
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name="public")
+    _extension(context, f"switchdesk_did_{did.id}", number,
+               [("set", f"switchdesk_account_id={account.id}"), ("set", f"domain_name={account.domain}"), *actions])
+    return section
+
+
+def _dialplan() -> Response:
+    context = _field("Hunt-Context") or _field("Caller-Context")
+    number = _field("Hunt-Destination-Number") or _field("Caller-Destination-Number")
+    if not context or not number:
+        return not_found()
+    if context == "public":
+        section = _public_section(number)
+    else:
+        account = Account.get_or_none(Account.domain == context)
+        section = dialplan_section(account, number) if account is not None else None
+    return _xml(section) if section is not None else not_found()
+
+
+_SECTIONS = {"directory": _directory, "configuration": _configuration, "dialplan": _dialplan}
+
+
+@endpoint(bp, "/<section>", ["POST"], summary="mod_xml_curl lookups (directory, configuration, dialplan)",
+          tag="freeswitch", auth=False)
+def xml_curl(section: str):
+    """FreeSWITCH's own requests; HTTP basic auth from allowed networks only. Answers `freeswitch/xml`."""
+    if not _allowed():
+        return _denied()
+    handler = _SECTIONS.get(_field("section") or section)
+    return handler() if handler else not_found()
