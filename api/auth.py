@@ -12,7 +12,8 @@ from flask import g, request
 from peewee import JOIN
 
 from api.envelope import APIError
-from engine import security
+from engine import fastq, security
+from engine.db import db
 from engine.models import Account, ApiKey, PermissionGroup, User, UserSession, now
 
 # The complete list of permission modules (DESIGN.md).
@@ -73,16 +74,27 @@ def _unauthorized() -> APIError:
 
 
 def _load(user_id: int) -> tuple[User, Account, PermissionGroup | None]:
-    row = (
+    """User, account and permission group in one query, compiled once (it runs on every request)."""
+    sql, _ = fastq.compiled("principal", lambda: (
         User.select(User, Account, PermissionGroup)
-        .join(Account).switch(User)
-        .join(PermissionGroup, join_type=JOIN.LEFT_OUTER, on=(User.pgroup == PermissionGroup.id))
-        .where(User.id == user_id)
-        .first()
-    )
+        .join(Account, on=(User.account == Account.id))
+        .join(PermissionGroup, JOIN.LEFT_OUTER, on=(User.pgroup == PermissionGroup.id))
+        .where(User.id == 0)
+    ))
+    row = db.obj.execute_sql(sql, (user_id,)).fetchone()
     if row is None:
         raise _unauthorized()
-    return row, row.account, row.pgroup
+    user = fastq.make(User, row)
+    account = fastq.make(Account, row, fastq.width(User))
+    offset = fastq.width(User) + fastq.width(Account)
+    group = fastq.make(PermissionGroup, row, offset) if row[offset] is not None else None
+    return user, account, group
+
+
+def _api_key(prefix: str) -> ApiKey | None:
+    sql, _ = fastq.compiled("api_key", lambda: ApiKey.select().where(ApiKey.prefix == ""))
+    row = db.obj.execute_sql(sql, (prefix,)).fetchone()
+    return fastq.make(ApiKey, row) if row is not None else None
 
 
 def _remote_ip() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -97,7 +109,7 @@ def _by_key(key: str) -> Principal:
     if parts is None:
         raise _unauthorized()
     prefix, secret = parts
-    row = ApiKey.get_or_none(ApiKey.prefix == prefix)
+    row = _api_key(prefix)
     if row is None or not security.same_digest(row.digest, security.digest(secret)):
         raise _unauthorized()
     user, account, group = _load(row.user_id)

@@ -5,7 +5,7 @@ from typing import Any
 
 import peewee
 
-from engine import geo, security
+from engine import fastq, geo, security
 from engine.db import db
 from engine.errors import ServiceError
 from engine.models import Account, LoginFailure, PermissionGroup, User, UserSession, now
@@ -19,7 +19,7 @@ DEVICE_OVERRIDE_FIELDS = (
 
 
 def get_user(account_id: int, user_id: int) -> User:
-    user = User.get_or_none((User.id == user_id) & (User.account == account_id))
+    user = fastq.get_scoped(User, account_id, user_id)
     if user is None:
         raise ServiceError(404, f"User {user_id} not found")
     return user
