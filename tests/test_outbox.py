@@ -1,0 +1,39 @@
+"""emit() records events in the caller's transaction: committed with the change, or not at all."""
+from __future__ import annotations
+
+import pytest
+
+from engine.db import db
+from engine.events import emit
+from engine.models import OutboxEvent, User
+
+
+def test_emit_outside_transaction_refused(tenant):
+    with pytest.raises(RuntimeError):
+        emit(tenant.account_id, "agent:checkout", {"user_id": tenant.admin_id})
+
+
+def test_unknown_event_refused(tenant):
+    with db.atomic(), pytest.raises(ValueError):
+        emit(tenant.account_id, "agent:dance", {})
+
+
+def test_event_commits_with_change(tenant):
+    with db.atomic():
+        User.update(is_agent=True).where(User.id == tenant.admin_id).execute()
+        event = emit(tenant.account_id, "agent:checkout", {"user_id": tenant.admin_id})
+    stored = OutboxEvent.get(OutboxEvent.id == event.id)
+    assert stored.data == {"user_id": tenant.admin_id} and stored.status == "pending"
+    assert len(stored.id) == 36
+
+
+def test_event_rolls_back_with_change(tenant):
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), db.atomic():
+        User.update(is_agent=True).where(User.id == tenant.admin_id).execute()
+        emit(tenant.account_id, "agent:checkout", {"user_id": tenant.admin_id})
+        raise Boom
+    assert OutboxEvent.select().count() == 0
+    assert User.get_by_id(tenant.admin_id).is_agent is False
