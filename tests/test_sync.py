@@ -1,0 +1,153 @@
+"""mod_callcenter kept in step with the database, against the emulator's port of mod_callcenter."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from engine import fsconfig, sync
+from engine.models import Account, Queue, Tier, TimeGroup, User
+from tests.fakeswitch.callcenter import CallCenter
+
+
+def provider(name: str):
+    parsed = fsconfig.parse_name(name)
+    if parsed is None:
+        return None
+    queue = Queue.get_or_none(Queue.id == parsed[0])
+    return dict(fsconfig.queue_params(queue)) if queue else None
+
+
+class Switch:
+    """The api side of a switch: every command goes to the mod_callcenter model."""
+
+    def __init__(self):
+        self.cc = CallCenter(provider)
+        self.sent: list[str] = []
+
+    def api_many(self, commands: list[str]) -> list[str]:
+        self.sent.extend(commands)
+        out = []
+        for command in commands:
+            app, _, args = command.partition(" ")
+            assert app == "callcenter_config"
+            out.append(self.cc.command(args))
+        return out
+
+    def cc_list(self, what: str) -> list[dict[str, str]]:
+        return sync.parse_table(self.cc.command(f"{what} list"))
+
+
+def agent_user(account, name):
+    return User.create(account=account, name=name, username=name, username_key=name, email=f"{name}@x.test",
+                       email_key=f"{name}@x.test", password_hash="x", is_agent=True)
+
+
+@pytest.fixture
+def world(database):
+    account = Account.create(name="Acme", domain="acme.test", max_no_answer=3, wrap_up_time=10)
+    support = Queue.create(account=account, name="Support", strategy="longest-idle-agent")
+    sales = Queue.create(account=account, name="Sales", strategy="sequentially-by-next-agent-order")
+    alice, bob = agent_user(account, "alice"), agent_user(account, "bob")
+    Tier.create(account=account, queue=support, user=alice, level=1, position=1, joined=True)
+    Tier.create(account=account, queue=support, user=bob, level=2, position=3, joined=True)
+    Tier.create(account=account, queue=sales, user=bob, level=1, position=1, joined=False)
+    return account, support, sales, alice, bob
+
+
+def names(rows, key="name"):
+    return sorted(r[key] for r in rows)
+
+
+def test_full_sync_into_empty_switch_then_nothing_to_do(world):
+    account, support, sales, alice, bob = world
+    switch = Switch()
+    result = sync.Syncer(switch.api_many).run()
+    assert result.errors == [] and result.commands > 0
+    assert names(switch.cc_list("queue")) == sorted([f"{support.id}@acme.test", f"{sales.id}@acme.test"])
+    queues = {r["name"]: r for r in switch.cc_list("queue")}
+    assert queues[f"{sales.id}@acme.test"]["strategy"] == "round-robin"
+    agents = {r["name"]: r for r in switch.cc_list("agent")}
+    assert set(agents) == {f"{alice.id}@acme.test", f"{bob.id}@acme.test"}
+    assert agents[f"{alice.id}@acme.test"]["status"] == "Logged Out"  # quoted: not just "Logged"
+    assert agents[f"{alice.id}@acme.test"]["max_no_answer"] == "3"
+    tiers = {(r["queue"], r["agent"]): (r["level"], r["position"]) for r in switch.cc_list("tier")}
+    assert tiers == {(f"{support.id}@acme.test", f"{alice.id}@acme.test"): ("1", "1"),
+                     (f"{support.id}@acme.test", f"{bob.id}@acme.test"): ("2", "3")}
+    again = sync.Syncer(switch.api_many).run()
+    assert again.commands == 0
+
+
+def test_changes_behind_our_back_are_healed_and_foreign_names_left_alone(world):
+    account, support, sales, alice, bob = world
+    switch = Switch()
+    sync.Syncer(switch.api_many).run()
+    cc = switch.cc
+    a, b, q = f"{alice.id}@acme.test", f"{bob.id}@acme.test", f"{support.id}@acme.test"
+    assert cc.command(f"agent set max_no_answer {a} 9").startswith("+OK")
+    assert cc.command(f"tier del {q} {b}").startswith("+OK")
+    assert cc.command(f"tier set level {q} {a} 5").startswith("+OK")
+    assert cc.command("agent add 999@acme.test callback").startswith("+OK")  # stale one of ours
+    assert cc.command("agent add 1001@default callback").startswith("+OK")  # the admin's own
+    result = sync.Syncer(switch.api_many).run()
+    assert result.errors == []
+    agents = {r["name"]: r for r in switch.cc_list("agent")}
+    assert agents[a]["max_no_answer"] == "3"
+    assert "999@acme.test" not in agents and "1001@default" in agents
+    tiers = {(r["queue"], r["agent"]): (r["level"], r["position"]) for r in switch.cc_list("tier")}
+    assert tiers[(q, b)] == ("2", "3") and tiers[(q, a)] == ("1", "1")
+
+
+def test_database_changes_reach_the_switch(world):
+    account, support, sales, alice, bob = world
+    switch = Switch()
+    sync.Syncer(switch.api_many).run()
+    Queue.update(strategy="ring-all", max_wait_time=120).where(Queue.id == support.id).execute()
+    Tier.update(joined=True).where(Tier.queue == sales.id).execute()
+    Tier.delete().where((Tier.queue == support.id) & (Tier.user == alice.id)).execute()
+    User.update(wrap_up_time=30).where(User.id == bob.id).execute()
+    switch.sent.clear()
+    sync.Syncer(switch.api_many).run()
+    sent = switch.sent[3:]
+    assert f"callcenter_config queue reload {support.id}@acme.test" in sent
+    assert f"callcenter_config tier add {sales.id}@acme.test {bob.id}@acme.test 1 1" in sent
+    assert f"callcenter_config tier del {support.id}@acme.test {alice.id}@acme.test" in sent
+    assert f"callcenter_config agent set wrap_up_time {bob.id}@acme.test 30" in sent
+    queues = {r["name"]: r for r in switch.cc_list("queue")}
+    assert queues[f"{support.id}@acme.test"]["strategy"] == "ring-all"
+    Queue.delete().where(Queue.id == sales.id).execute()
+    User.delete().where(User.id == alice.id).execute()
+    sync.Syncer(switch.api_many).run()
+    assert f"{sales.id}@acme.test" not in names(switch.cc_list("queue"))
+    assert f"{alice.id}@acme.test" not in names(switch.cc_list("agent"))
+
+
+def test_switch_restart_is_healed(world):
+    switch = Switch()
+    sync.Syncer(switch.api_many).run()
+    before = (switch.cc_list("queue"), switch.cc_list("agent"), switch.cc_list("tier"))
+    switch.cc = CallCenter(provider)  # FreeSWITCH restarted: empty mod_callcenter
+    sync.Syncer(switch.api_many).run()
+    after = (switch.cc_list("queue"), switch.cc_list("agent"), switch.cc_list("tier"))
+    assert names(after[0]) == names(before[0]) and names(after[1]) == names(before[1])
+    assert len(after[2]) == len(before[2]) == 2
+
+
+def test_time_group_closed_means_no_tier(world):
+    account, support, sales, alice, bob = world
+    group = TimeGroup.create(account=account, name="Office", timezone="UTC",
+                             ranges=[{"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}])
+    Tier.update(timegroup=group).where((Tier.queue == support.id) & (Tier.user == alice.id)).execute()
+    monday_noon = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    sunday = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+    open_state, _ = sync.desired_state(at=monday_noon)
+    closed_state, _ = sync.desired_state(at=sunday)
+    key = (f"{support.id}@acme.test", f"{alice.id}@acme.test")
+    assert key in open_state.tiers and key not in closed_state.tiers
+
+
+def test_quote_refuses_what_cannot_be_sent():
+    assert sync.quote("Logged Out") == "'Logged Out'"
+    assert sync.quote("Available") == "Available"
+    with pytest.raises(ValueError):
+        sync.quote("a'b")
