@@ -1,0 +1,13 @@
+"""switchdesk's FreeSWITCH event-socket layer.
+
+Three pieces, as in wazo-amid: a pure parser (:mod:`.protocol`), a client
+(:mod:`.client`, built on greenswitch) and a supervisor that rebuilds the
+connection (:mod:`.supervisor`); plus the outbound-socket server
+(:mod:`.outbound`) and the one escaping function for channel variables
+(:mod:`.quoting`).  Everything uses explicit gevent APIs, so it works whether
+or not the process is monkey-patched.
+"""
+
+from .protocol import Event, Frame, FrameParser, ProtocolError
+
+__all__ = ["Event", "Frame", "FrameParser", "ProtocolError"]
