@@ -33,7 +33,7 @@ def compiled(key: str, build: Callable[[], peewee.Query]) -> tuple[str, list]:
 def _converters(model: type[peewee.Model]) -> list[tuple[str, Callable[[Any], Any] | None]]:
     out = []
     for field in model._meta.sorted_fields:
-        converter = field.python_value if type(field).python_value is not peewee.Field.python_value else None
+        converter = field.python_value  # booleans, JSON, ... exactly as a peewee select converts them
         out.append((field.name if not isinstance(field, peewee.ForeignKeyField) else field.name + "_id", converter))
     return out
 

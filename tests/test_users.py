@@ -16,6 +16,8 @@ def create(api, **over):
 def test_create_returns_record_without_password(api, tenant):
     data = create(api)
     assert data["account_id"] == tenant.account_id
+    again = api.get(f"/api/user/{data['id']}").get_json()["data"]
+    assert again["is_agent"] is True and again["is_admin"] is False and again["override_device"] is False
     assert data["active"] == 1 and data["in_reports"] is True and data["pgroup_id"] == 0
     assert data["username"] == "Jonh123" and data["name"] == "John Smith"
     assert "password" not in data and "password_hash" not in data
