@@ -40,11 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(p)
     p.add_argument("username")
 
+    p = sub.add_parser("leads", help="import or export the leads of a phone list as CSV")
+    leads = p.add_subparsers(dest="leads_command", required=True)
+    pi = leads.add_parser("import", help="add or update leads from a CSV file with a header row")
+    _db_arg(pi)
+    pi.add_argument("list_id", type=int)
+    pi.add_argument("file", help="CSV file ('-' for stdin)")
+    pe = leads.add_parser("export", help="write the list's leads as CSV to stdout")
+    _db_arg(pe)
+    pe.add_argument("list_id", type=int)
+
     p = sub.add_parser("serve", help="serve the API (and, later, the FreeSWITCH engine)")
     _db_arg(p)
     p.add_argument("--listen", default=os.environ.get("SWITCHDESK_LISTEN", DEFAULT_LISTEN),
                    help="HOST:PORT for the API (env SWITCHDESK_LISTEN; default 127.0.0.1:8080)")
     p.add_argument("--max-body", type=int, default=None, help="largest request body in bytes")
+    p.add_argument("--esl", default=os.environ.get("SWITCHDESK_ESL", "127.0.0.1:8021"),
+                   help="FreeSWITCH event socket HOST:PORT (env SWITCHDESK_ESL; default 127.0.0.1:8021)")
+    p.add_argument("--esl-password", default=os.environ.get("SWITCHDESK_ESL_PASSWORD", "ClueCon"),
+                   help="event socket password (env SWITCHDESK_ESL_PASSWORD)")
+    p.add_argument("--no-esl", action="store_true", help="serve the API only, without the FreeSWITCH engine")
+    p.add_argument("--xml-curl-password", default=os.environ.get("SWITCHDESK_XMLCURL_PASSWORD"),
+                   help="password FreeSWITCH's mod_xml_curl uses (user 'freeswitch'; env SWITCHDESK_XMLCURL_PASSWORD)")
+    p.add_argument("--webhook-allow-private", action="store_true",
+                   help="allow Event Push URLs on loopback, link-local and private addresses")
     return parser
 
 
@@ -118,7 +137,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.server import serve
 
     host, port = split_hostport(args.listen)
-    return serve(args.db, host, port, max_body=args.max_body)
+    esl = None if args.no_esl else split_hostport(args.esl)
+    return serve(args.db, host, port, max_body=args.max_body, webhook_allow_private=args.webhook_allow_private,
+                 esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_account_create(args)
     if args.command == "apikey":
         return cmd_apikey(args)
+    if args.command == "leads":
+        from engine import leads_cli
+
+        return leads_cli.run(args)
     return cmd_serve(args)
 
 

@@ -28,7 +28,10 @@ def make_server(app, host: str, port: int) -> WSGIServer:
     return WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None, error_log=log)
 
 
-def serve(db_url: str, host: str, port: int, *, max_body: int | None = None) -> int:
+def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
+          webhook_allow_private: bool = False, esl: tuple[str, int] | None = None, esl_password: str = "",
+          xmlcurl_password: str | None = None) -> int:
+    """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process."""
     from api import create_app
     from engine import db, schema
 
@@ -37,6 +40,15 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None) -> 
     with database.connection_context():
         schema.init_schema(database)
     config = {"MAX_CONTENT_LENGTH": max_body} if max_body else {}
+    config["WEBHOOK_ALLOW_PRIVATE"] = webhook_allow_private
+    if xmlcurl_password:
+        config["XMLCURL_PASSWORD"] = xmlcurl_password
+    engine = None
+    if esl is not None:
+        from engine.engine import Engine
+
+        engine = Engine(esl[0], esl[1], esl_password)
+        config["ENGINE"] = engine
     app = create_app(config)
     server = make_server(app, host, port)
     try:
@@ -45,6 +57,9 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None) -> 
         print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
     log.info("serving the API on http://%s:%d", host, server.server_port)
+    if engine is not None:
+        engine.start()
+        log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:
@@ -54,6 +69,8 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None) -> 
     gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
     stopped.wait()
+    if engine is not None:
+        engine.stop()
     server.stop(timeout=5)
     database.close_all() if hasattr(database, "close_all") else None
     log.info("stopped")

@@ -5,7 +5,8 @@ from typing import Any
 
 import peewee
 
-from engine import fastq, geo, security
+from engine import extensions, fastq, geo, queues, security
+from engine.changes import Pending
 from engine.db import db
 from engine.errors import ServiceError
 from engine.models import Account, LoginFailure, PermissionGroup, User, UserSession, now
@@ -60,19 +61,28 @@ def _apply(user: User, account_id: int, fields: dict[str, Any]) -> None:
 
 def create_user(account_id: int, fields: dict[str, Any]) -> User:
     password_hash = security.hash_password(fields["password"])
+    fields = dict(fields)
+    queue_perms = fields.pop("queue_perms", None)  # rows of engine.queues.Membership, replace semantics
+    pending = Pending()
     try:
         with db.atomic():
             _check_unique(fields)
             user = User(account=account_id, password_hash=password_hash)
             _apply(user, account_id, fields)
             user.save(force_insert=True)
+            if queue_perms is not None:
+                queues.write_user_queues(account_id, user, queue_perms, replace=True, pending=pending)
     except peewee.IntegrityError:
         raise ServiceError(409, "username or email is already taken") from None
+    pending.send()
     return user
 
 
 def update_user(account_id: int, user_id: int, fields: dict[str, Any]) -> User:
     password_hash = security.hash_password(fields["password"]) if fields.get("password") else None
+    fields = dict(fields)
+    queue_perms = fields.pop("queue_perms", None)  # rows of engine.queues.Membership, replace semantics
+    pending = Pending()
     try:
         with db.atomic():
             user = get_user(account_id, user_id)
@@ -81,20 +91,28 @@ def update_user(account_id: int, user_id: int, fields: dict[str, Any]) -> User:
             if password_hash:
                 user.password_hash = password_hash
             user.save()
+            if queue_perms is not None:
+                queues.write_user_queues(account_id, user, queue_perms, replace=True, pending=pending)
             if password_hash or fields.get("active") == 0:
                 # A new password or a disabled user ends every session of that user.
                 UserSession.delete().where(UserSession.user == user.id).execute()
     except peewee.IntegrityError:
         raise ServiceError(409, "username or email is already taken") from None
+    pending.send()
     return user
 
 
 def delete_user(account_id: int, user_id: int, acting_user_id: int) -> None:
+    pending = Pending()
     with db.atomic():
         user = get_user(account_id, user_id)
         if user.id == acting_user_id:
             raise ServiceError(400, "You cannot delete your own user")
+        queues.drop_user_tiers(account_id, user.id, pending)
+        # Numbers routed to the user would otherwise point at nothing; its devices stay, unassigned.
+        extensions.delete_for("user", [user.id])
         user.delete_instance()
+    pending.send()
 
 
 def _lock_state(username_key: str, t: int) -> LoginFailure | None:
@@ -108,7 +126,10 @@ def _record_failure(username_key: str, t: int) -> None:
     with db.atomic():
         row = _lock_state(username_key, t)
         if row is None:
-            LoginFailure.replace(username_key=username_key, failures=1, first_failure=t, locked_until=0).execute()
+            LoginFailure.insert(username_key=username_key, failures=1, first_failure=t, locked_until=0).on_conflict(
+                conflict_target=[LoginFailure.username_key],
+                update={LoginFailure.failures: 1, LoginFailure.first_failure: t, LoginFailure.locked_until: 0},
+            ).execute()
             return
         failures = row.failures + 1
         locked_until = t + LOCK_WINDOW if failures >= LOCK_AFTER else row.locked_until

@@ -1,0 +1,154 @@
+"""The FreeSWITCH side of `switchdesk serve`: ESL connections, mod_callcenter sync, registrations.
+
+Two connections (DESIGN.md, ESL connections): one subscribed to events, one
+for commands, because a synchronous `api` holds back its connection's events.
+After every (re)connect of the command connection, after every committed
+configuration change (engine.changes) and every few minutes, a sync brings
+mod_callcenter in step with the database. Syncs are coalesced: one runs at a
+time, and changes that arrive meanwhile cause exactly one more.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.pool
+
+from engine import changes, sync
+from engine.db import db
+from engine.esl.client import ESLError
+from engine.esl.supervisor import ESLSupervisor
+from engine.models import Account, Device, OutboxEvent, now
+
+log = logging.getLogger("switchdesk.engine")
+
+EVENTS = ("CUSTOM sofia::register sofia::unregister sofia::expire callcenter::info",)
+RESYNC_EVERY = 300.0
+
+
+class Engine:
+    def __init__(self, host: str, port: int, password: str, *, resync_every: float = RESYNC_EVERY,
+                 group: gevent.pool.Group | None = None):
+        self.group = group or gevent.pool.Group()
+        self.events = ESLSupervisor(host, port, password, events=EVENTS, event_format="json", name="events",
+                                    group=self.group)
+        self.commands = ESLSupervisor(host, port, password, events=(), name="commands", group=self.group)
+        self.resync_every = resync_every
+        self.last_sync: sync.SyncResult | None = None
+        self.last_sync_at: float | None = None
+        self._wanted = gevent.event.Event()
+        self._synced = gevent.event.Event()
+        self._loop: gevent.Greenlet | None = None
+        self.commands.on_connect(lambda _client: self.request_sync())
+        for subclass in ("sofia::register", "sofia::unregister", "sofia::expire"):
+            self.events.on_event(subclass, self._registration)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Engine:
+        changes.listen(self._on_change)
+        self.events.start()
+        self.commands.start()
+        self._loop = self.group.spawn(self._sync_loop)
+        return self
+
+    def stop(self) -> None:
+        changes.unlisten(self._on_change)
+        if self._loop is not None:
+            self._loop.kill()
+        self.events.stop()
+        self.commands.stop()
+
+    # -- sync ------------------------------------------------------------------------------------
+
+    def _on_change(self, kind: str, account_id: int, ids: list[int]) -> None:
+        self.request_sync()
+
+    def request_sync(self) -> None:
+        self._synced.clear()
+        self._wanted.set()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    def _api_many(self, commands: list[str]) -> list[str]:
+        client = self.commands.require_client()
+        return [r.text if isinstance(r, ESLError) else r for r in client.api_many(commands, timeout=120)]
+
+    def sync_now(self) -> sync.SyncResult:
+        with db.connection_context():
+            result = sync.Syncer(self._api_many).run()
+        self.last_sync, self.last_sync_at = result, time.time()
+        return result
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._wanted.wait(self.resync_every)
+            self._wanted.clear()
+            if self.commands.client is None:
+                continue  # the on_connect callback asks again
+            try:
+                self.sync_now()
+                if not self._wanted.is_set():
+                    self._synced.set()
+            except ESLError as exc:
+                log.warning("sync interrupted: %s", exc)
+            except Exception:
+                log.exception("sync failed")
+                gevent.sleep(1)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _registration(self, event: Any) -> None:
+        """sofia::register / unregister / expire: the device's registration status."""
+        username = event.get("username") or event.get("from-user")
+        realm = (event.get("realm") or event.get("from-host") or "").lower()
+        if not username or not realm:
+            return
+        registered = event.subclass == "sofia::register"
+        values: dict[str, Any] = {"registered": registered, "reg_ts": now()}
+        if registered:
+            expires = event.get("expires")
+            values.update(
+                reg_contact=(event.get("contact") or "")[:500],
+                reg_user_agent=(event.get("user-agent") or "")[:300],
+                reg_network_ip=(event.get("network-ip") or "")[:64],
+                reg_expires=now() + int(expires) if expires and str(expires).isdigit() else None,
+            )
+        else:
+            values.update(reg_contact=None, reg_expires=None)
+        with db.connection_context():
+            account = Account.get_or_none(Account.domain == realm)
+            if account is not None:
+                Device.update(**values).where(
+                    (Device.account == account.id) & (Device.sip_username == username)
+                ).execute()
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        events, commands = self.events.status(), self.commands.status()
+        with db.connection_context():
+            pending = OutboxEvent.select().where(OutboxEvent.status == "pending")
+            backlog = pending.count()
+            oldest = pending.order_by(OutboxEvent.seq).first()
+        return {
+            "freeswitch": {
+                "connected": events.connected and commands.connected,
+                "since": commands.since,
+                "version": commands.version or events.version,
+                "last_error": commands.last_error or events.last_error,
+                "event_lag": events.event_lag,
+                "reconnects": commands.reconnects,
+            },
+            "sync": {
+                "at": self.last_sync_at,
+                "commands": self.last_sync.commands if self.last_sync else None,
+                "errors": len(self.last_sync.errors) if self.last_sync else None,
+                "seconds": round(self.last_sync.seconds, 4) if self.last_sync else None,
+            },
+            "outbox": {"backlog": backlog, "oldest_ts": oldest.ts if oldest else None},
+        }

@@ -1,0 +1,112 @@
+"""The engine against the emulator over the real wire protocol: sync on connect, on change, after a
+FreeSWITCH restart; device registrations; /api/status."""
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from api import create_app
+from engine import fsconfig, sync
+from engine.engine import Engine
+from engine.models import Account, Device, Queue, Tier, User
+from tests.fakeswitch.callcenter import CallCenter
+from tests.fakeswitch.server import FakeSwitch
+
+
+def provider(name: str):
+    parsed = fsconfig.parse_name(name)
+    queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None
+    return dict(fsconfig.queue_params(queue)) if queue else None
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = gevent.get_hub().loop.now() + timeout
+    while not predicate():
+        if gevent.get_hub().loop.now() > deadline:
+            raise AssertionError("condition not reached")
+        gevent.sleep(0.02)
+
+
+@pytest.fixture
+def switch(database):
+    fs = FakeSwitch(password="ClueCon").start()
+    fs.callcenter = CallCenter(provider)
+    yield fs
+    fs.stop()
+
+
+@pytest.fixture
+def engine(switch):
+    eng = Engine("127.0.0.1", switch.port, "ClueCon", resync_every=3600).start()
+    assert eng.commands.wait_connected(10) and eng.events.wait_connected(10)
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture
+def world(database):
+    account = Account.create(name="Acme", domain="shop.test")
+    queue = Queue.create(account=account, name="Support")
+    agent = User.create(account=account, name="Alice", username="alice", username_key="alice",
+                        email="alice@shop.test", email_key="alice@shop.test", password_hash="x", is_agent=True)
+    Tier.create(account=account, queue=queue, user=agent, joined=True)
+    device = Device.create(account=account, name="Desk", sip_username="2001", sip_a1_hash="0" * 32)
+    return account, queue, agent, device
+
+
+def listed(fs, what):
+    return {row.get("name") or (row["queue"], row["agent"]): row
+            for row in sync.parse_table(fs.callcenter.command(f"{what} list"))}
+
+
+def test_sync_on_connect(world, switch, engine):
+    account, queue, agent, _ = world
+    assert engine.wait_synced(10)
+    assert f"{queue.id}@shop.test" in listed(switch, "queue")
+    assert listed(switch, "agent")[f"{agent.id}@shop.test"]["status"] == "Logged Out"
+    assert (f"{queue.id}@shop.test", f"{agent.id}@shop.test") in listed(switch, "tier")
+    # the commands went over the wire, pipelined on the command connection
+    assert any(c.line.startswith("api callcenter_config queue load") for c in switch.received)
+
+
+def test_api_change_reaches_the_switch(world, switch, engine, tenant):
+    assert engine.wait_synced(10)
+    app = create_app({"TESTING": True, "ENGINE": engine})
+    client = app.test_client()
+    r = client.post("/api/cc_queue", json={"name": "Sales", "strategy": "ring-all", "time_base_score": "system"},
+                    headers=tenant.auth())
+    assert r.status_code == 200, r.get_json()
+    new_id = r.get_json()["data"]["id"]
+    domain = Account.get_by_id(tenant.account_id).domain
+    wait_until(lambda: f"{new_id}@{domain}" in listed(switch, "queue"))
+    status = client.get("/api/status", headers=tenant.auth()).get_json()["data"]
+    assert status["engine"] is True and status["freeswitch"]["connected"] is True
+    assert status["sync"]["errors"] == 0
+
+
+def test_freeswitch_restart_is_healed(world, switch, engine):
+    account, queue, agent, _ = world
+    assert engine.wait_synced(10)
+    switch.callcenter = CallCenter(provider)  # mod_callcenter starts empty
+    switch.restart()
+    wait_until(lambda: f"{agent.id}@shop.test" in listed(switch, "agent"))
+    wait_until(lambda: (f"{queue.id}@shop.test", f"{agent.id}@shop.test") in listed(switch, "tier"))
+
+
+def test_device_registration_status(world, switch, engine):
+    account, _, _, device = world
+    switch.wait_for_subscribers(1)
+    switch.push_event([("Event-Name", "CUSTOM"), ("Event-Subclass", "sofia::register"), ("profile-name", "internal"),
+                       ("contact", '"" <sip:2001@127.0.0.1:5071>'), ("expires", "3600"), ("network-ip", "127.0.0.1"),
+                       ("username", "2001"), ("realm", "shop.test"), ("user-agent", "sipp-ua")])
+    wait_until(lambda: Device.get_by_id(device.id).registered)
+    stored = Device.get_by_id(device.id)
+    assert stored.reg_user_agent == "sipp-ua" and stored.reg_network_ip == "127.0.0.1"
+    switch.push_event([("Event-Name", "CUSTOM"), ("Event-Subclass", "sofia::unregister"),
+                       ("username", "2001"), ("realm", "shop.test")])
+    wait_until(lambda: not Device.get_by_id(device.id).registered)
+
+
+def test_status_without_engine(client, tenant):
+    data = client.get("/api/status", headers=tenant.auth()).get_json()["data"]
+    assert data == {"engine": False, "freeswitch": {"connected": False}}
