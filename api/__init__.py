@@ -20,10 +20,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config.get("DATABASE_URL"):
         dbmod.bind(app.config["DATABASE_URL"])
 
-    from api import freeswitch, pgroups, system, users
+    from api import (
+        account,
+        devices,
+        dids,
+        extensions,
+        freeswitch,
+        pauses,
+        pgroups,
+        phone_lists,
+        queues,
+        system,
+        timegroups,
+        users,
+    )
     from api.envelope import install_error_handlers
 
-    for module in (system, users, pgroups, freeswitch):
+    for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
+                   devices, extensions, dids, pauses, timegroups):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
 

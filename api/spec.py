@@ -31,7 +31,7 @@ def split_list(value: Any) -> Any:
         if text.startswith("["):
             try:
                 return json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return value
         return [part.strip() for part in text.split(",") if part.strip()]
     if isinstance(value, int | float):
@@ -44,7 +44,7 @@ def parse_json_text(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return value
     return value
 
@@ -110,7 +110,7 @@ def request_json() -> Any:
             if raw.strip():
                 try:
                     g.json_body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
                     raise APIError(400, "Malformed JSON body") from None
     return g.json_body
 

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
 from api.envelope import APIError, ok
+from api.membership import QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list
 from engine import users as service
 from engine.models import PermissionGroup, User
@@ -119,6 +120,8 @@ class UserFields(Schema):
     busy_delay_time: Annotated[int, Field(ge=0, le=86400)] | None = None
     max_no_answer: Annotated[int, Field(ge=0, le=1000)] | None = None
     api_ip_ranges: Annotated[list[str], BeforeValidator(split_list), AfterValidator(_cidrs)] | None = None
+    queue_perms: Annotated[QueueRows, Field(description="the agent's queues; replaces them all (needs the "
+                                                        "`queues` permission too)")] | None = None
 
 
 class UserCreate(UserFields):
@@ -145,7 +148,7 @@ _NULLABLE = {
 }
 _DEFAULT_WHEN_NULL = {
     "sites": [], "groups": [], "intercept_groups": [], "intercept_other_groups": [], "geo_limit": "",
-    "permissions": {}, "api_ip_ranges": [], "timezone": "UTC", "follow_me": 0,
+    "permissions": {}, "api_ip_ranges": [], "timezone": "UTC", "follow_me": 0, "queue_perms": [],
 }
 
 
@@ -163,6 +166,8 @@ def submitted(body: UserFields) -> dict[str, Any]:
                 raise APIError(400, f"{name}: may not be null")
         else:
             fields[name] = value
+    if "queue_perms" in fields:
+        fields["queue_perms"] = memberships(fields["queue_perms"])
     return fields
 
 
@@ -236,6 +241,8 @@ def record(user: User) -> dict[str, Any]:
 
 def _check_grants(principal: Principal, user: User, fields: dict[str, Any]) -> None:
     """A non-admin cannot hand out permissions it does not hold itself."""
+    if "queue_perms" in fields and not principal.can("queues"):
+        raise APIError(403, "Permission denied: queues (needed to write queue_perms)")
     if principal.user.is_admin or not ({"permissions", "pgroup_id"} & fields.keys()):
         return
     group_id = fields.get("pgroup_id", user.pgroup_id)

@@ -1,13 +1,20 @@
 """Accounts and API keys: what `switchdesk init`, `account create` and `apikey` do."""
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import peewee
 
 from engine import security
+from engine.changes import Pending
 from engine.db import db
 from engine.errors import ServiceError
-from engine.models import Account, ApiKey, User
+from engine.models import Account, ApiKey, Device, User
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 
@@ -67,3 +74,108 @@ def issue_api_key_for(username: str) -> str:
     if user is None:
         raise ServiceError(404, f"no user {username}")
     return issue_api_key(user)
+
+
+# --- account settings ----------------------------------------------------------------------------
+
+
+def address_is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, link-local, private and other non-public addresses a webhook must not reach."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (address.is_loopback or address.is_link_local or address.is_private or address.is_unspecified
+            or address.is_multicast or address.is_reserved or not address.is_global)
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` as an IP address when it is one, including the old IPv4 forms (`127.1`, `2130706433`)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fA-FxX.]+", host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def webhook_url_problem(url: str, allow_private: bool) -> str | None:
+    """Why `url` cannot be the Event Push URL, or None.
+
+    Only literal addresses are checked here; the sender checks the resolved
+    address again, since a name can change what it points to (DESIGN.md, Webhooks).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return "the URL has no host"
+    if allow_private:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return "must not point to a loopback, link-local or private address"
+    address = _literal_address(host)
+    if address is not None and address_is_private(address):
+        return "must not point to a loopback, link-local or private address"
+    return None
+
+
+def get_account(account_id: int) -> Account:
+    account = Account.get_or_none(Account.id == account_id)
+    if account is None:
+        raise ServiceError(404, f"Account {account_id} not found")
+    return account
+
+
+def update_settings(account_id: int, fields: dict[str, Any], *, allow_private_webhooks: bool = False) -> Account:
+    """Change only the given settings.
+
+    The domain is the FreeSWITCH domain devices register in (their SIP a1-hash
+    includes it), so it is fixed once the account has a device.
+    `webhook_secret` is write-only: stored encrypted, never returned.
+    """
+    fields = dict(fields)
+    if fields.get("domain") is not None:
+        fields["domain"] = fields["domain"].strip().lower()
+        problem = domain_problem(fields["domain"])
+        if problem:
+            raise ServiceError(400, f"domain: {problem}")
+    if fields.get("event_push_url"):
+        problem = webhook_url_problem(fields["event_push_url"], allow_private_webhooks)
+        if problem:
+            raise ServiceError(400, f"event_push_url: {problem}")
+    if "webhook_secret" in fields:
+        secret = fields.pop("webhook_secret")
+        fields["webhook_secret_enc"] = security.encrypt_secret(secret) if secret else None
+    for name in ("event_push_url", "outbound_gateway"):
+        if name in fields and not fields[name]:
+            fields[name] = None
+    pending = Pending()
+    try:
+        with db.atomic():
+            account = get_account(account_id)
+            if "domain" in fields and fields["domain"] != account.domain:
+                if Device.select(Device.id).where(Device.account == account.id).exists():
+                    raise ServiceError(409, "domain: the domain cannot change once the account has a device "
+                                            "(devices register in it); delete the devices first")
+                if Account.select(Account.id).where(
+                    (Account.domain == fields["domain"]) & (Account.id != account.id)
+                ).exists():
+                    raise ServiceError(409, f"domain: {fields['domain']} is already used by another account")
+            changed = {k: v for k, v in fields.items() if getattr(account, k) != v}
+            if changed:
+                for name, value in changed.items():
+                    setattr(account, name, value)
+                account.save()
+                pending.add("account", account.id, [account.id])
+    except peewee.IntegrityError:
+        raise ServiceError(409, f"domain: {fields.get('domain')} is already used by another account") from None
+    pending.send()
+    return account

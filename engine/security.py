@@ -42,6 +42,30 @@ def password_problem(password: str) -> str | None:
     return None
 
 
+SIP_PASSWORD_RULE = "must have at least 12 characters, with letters and digits"  # noqa: S105
+
+
+def sip_password_problem(password: str) -> str | None:
+    """Why `password` is too weak for a SIP device, or None.
+
+    Stricter than a login password: SIP digest authentication is exposed to
+    the whole network and its a1-hash (MD5) is cheap to attack offline.
+    Printable ASCII only, since phones' keypads and provisioning files are.
+    """
+    if len(password) < 12 or not re.search(r"\d", password) or not re.search(r"[A-Za-z]", password):
+        return SIP_PASSWORD_RULE
+    if len(password) > 128:
+        return "must have at most 128 characters"
+    if not re.fullmatch(r"[\x21-\x7e]+", password):
+        return "may contain printable ASCII characters only, without spaces"
+    return None
+
+
+def sip_a1_hash(username: str, domain: str, password: str) -> str:
+    """FreeSWITCH's `a1-hash` directory parameter: md5("user:domain:password") (the SIP realm is the domain)."""
+    return hashlib.md5(f"{username}:{domain}:{password}".encode(), usedforsecurity=False).hexdigest()
+
+
 def _off_loop(fn, *args):
     return gevent.get_hub().threadpool.apply(fn, args)
 

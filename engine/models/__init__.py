@@ -11,6 +11,7 @@ from engine.models.account import (
 from engine.models.base import AccountScoped, BaseModel, now
 from engine.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.models.outbox import OutboxEvent
+from engine.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 
 ALL_MODELS: list[type[BaseModel]] = [
     Account,
@@ -27,11 +28,15 @@ ALL_MODELS: list[type[BaseModel]] = [
     Device,
     Extension,
     Did,
+    PhoneList,
+    LeadImport,
+    Lead,
 ]
 
 __all__ = [
     "ACCOUNT_DEFAULTS",
     "ALL_MODELS",
+    "LIST_TYPES",
     "Account",
     "AccountScoped",
     "ApiKey",
@@ -39,10 +44,13 @@ __all__ = [
     "Device",
     "Did",
     "Extension",
+    "Lead",
+    "LeadImport",
     "LoginFailure",
     "OutboxEvent",
     "PauseReason",
     "PermissionGroup",
+    "PhoneList",
     "Queue",
     "Tier",
     "TimeGroup",

@@ -1,0 +1,127 @@
+"""Devices: SIP phones that register with FreeSWITCH in the account's domain.
+
+The SIP password is kept only as FreeSWITCH's a1-hash, md5("user:domain:password").
+The hash covers the username and the domain, so a new username needs the
+password again, and the account's domain is fixed once a device exists.
+
+Change notifications (engine.changes), sent after the commit:
+`device` — device ids created, updated or deleted; `extension` — when a
+device's extension changed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+from engine import extensions, security
+from engine.changes import Pending
+from engine.db import db
+from engine.errors import ServiceError
+from engine.models import Account, Device, User
+
+SIP_USERNAME_REQUIRES_PASSWORD = "sip_password is required when sip_username changes"  # noqa: S105
+
+
+def get_device(account_id: int, device_id: int) -> Device:
+    device = Device.get_or_none((Device.id == device_id) & (Device.account == account_id))
+    if device is None:
+        raise ServiceError(404, f"Device {device_id} not found")
+    return device
+
+
+def account_has_devices(account_id: int) -> bool:
+    """Whether the account's domain is frozen: every device's a1-hash depends on it."""
+    return Device.select().where(Device.account == account_id).exists()
+
+
+def _check_username(account_id: int, username: str, exclude_id: int | None) -> None:
+    # Case-insensitively: two phones told apart only by case are a provisioning accident.
+    query = Device.select().where(
+        (Device.account == account_id) & (peewee.fn.LOWER(Device.sip_username) == username.lower()))
+    if exclude_id is not None:
+        query = query.where(Device.id != exclude_id)
+    if query.exists():
+        raise ServiceError(409, f"sip_username: {username} is already taken")
+
+
+def _apply(device: Device, account_id: int, fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        if name in ("sip_password", "extension"):
+            continue
+        if name == "user_id":
+            if value is not None and not User.select().where(
+                (User.id == value) & (User.account == account_id)
+            ).exists():
+                raise ServiceError(400, f"user_id: no user with id {value}")
+            device.user = value
+        else:
+            setattr(device, name, value)
+    if "sip_password" in fields:
+        domain = Account.select(Account.domain).where(Account.id == account_id).scalar()
+        device.sip_a1_hash = security.sip_a1_hash(device.sip_username, domain, fields["sip_password"])
+
+
+def _save(account_id: int, device: Device, fields: dict[str, Any], pending: Pending) -> None:
+    _check_username(account_id, device.sip_username, device.id)
+    _apply(device, account_id, fields)
+    device.save()
+    pending.add("device", account_id, [device.id])
+    if "extension" in fields:
+        pending.add("extension", account_id,
+                    extensions.set_device_extension(account_id, device.id, fields["extension"]))
+
+
+def create_device(account_id: int, fields: dict[str, Any]) -> Device:
+    pending = Pending()
+    try:
+        with db.atomic():
+            device = Device(account=account_id, sip_username=fields["sip_username"])
+            _save(account_id, device, fields, pending)
+    except peewee.IntegrityError:
+        raise ServiceError(409, f"sip_username: {fields['sip_username']} is already taken") from None
+    pending.send()
+    return device
+
+
+def update_device(account_id: int, device_id: int, fields: dict[str, Any]) -> Device:
+    pending = Pending()
+    try:
+        with db.atomic():
+            device = get_device(account_id, device_id)
+            renamed = "sip_username" in fields and fields["sip_username"] != device.sip_username
+            if renamed and "sip_password" not in fields:
+                raise ServiceError(400, SIP_USERNAME_REQUIRES_PASSWORD)
+            if "sip_username" in fields:
+                device.sip_username = fields["sip_username"]
+            _save(account_id, device, fields, pending)
+    except peewee.IntegrityError:
+        raise ServiceError(409, f"sip_username: {fields.get('sip_username')} is already taken") from None
+    pending.send()
+    return device
+
+
+def delete_device(account_id: int, device_id: int) -> None:
+    """Delete a device and the extensions that route to it.
+
+    Agent control (check-in with a device) will refuse or check the agent out here.
+    """
+    pending = Pending()
+    with db.atomic():
+        device = get_device(account_id, device_id)
+        extensions.delete_for("device", [device.id])
+        device.delete_instance()
+        pending.add("device", account_id, [device_id])
+    pending.send()
+
+
+def devices_of_users(user_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each user's devices as the user record shows them; one query per 5,000 users."""
+    out: dict[int, list[dict[str, Any]]] = {u: [] for u in user_ids}
+    for chunk in extensions.chunks(user_ids):
+        rows = (Device.select(Device.id, Device.user, Device.ring, Device.delay, Device.timeout, Device.name)
+                .where(Device.user.in_(chunk)).order_by(Device.user, Device.id))
+        for d in rows:
+            out[d.user_id].append(
+                {"device_id": d.id, "ring": d.ring, "delay": d.delay, "timeout": d.timeout, "name": d.name})
+    return out

@@ -1,0 +1,90 @@
+"""Pause reasons: the ids setPause takes, each with an optional maximum duration.
+
+mod_callcenter puts an agent On Break by itself (max-no-answer). The engine
+records that as a pause too, under one reserved reason per account created on
+first need, so reports and `agent:status` events always carry a pause id.
+
+Change notifications (engine.changes), sent after the commit: `pause` — the
+reason ids created, updated or deleted (their `max_duration` drives timers).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+from engine.changes import Pending
+from engine.db import db
+from engine.errors import ServiceError
+from engine.models import PauseReason
+
+SYSTEM_REASON_NAME = "On Break"
+
+
+def get_reason(account_id: int, reason_id: int) -> PauseReason:
+    reason = PauseReason.get_or_none((PauseReason.id == reason_id) & (PauseReason.account == account_id))
+    if reason is None:
+        raise ServiceError(404, f"Pause reason {reason_id} not found")
+    return reason
+
+
+def system_reason(account_id: int) -> PauseReason:
+    """The account's reserved On Break reason, created the first time anything needs it."""
+    reason = PauseReason.get_or_none((PauseReason.account == account_id) & PauseReason.system)
+    if reason is not None:
+        return reason
+    try:
+        with db.atomic():
+            return PauseReason.create(account=account_id, name=SYSTEM_REASON_NAME, max_duration=0, system=True)
+    except peewee.IntegrityError:
+        # Created at the same moment by another request: the name is unique per account.
+        return PauseReason.get((PauseReason.account == account_id) & PauseReason.system)
+
+
+def _refuse_system(reason: PauseReason) -> None:
+    if reason.system:
+        raise ServiceError(400, f"Pause reason {reason.id} is the system's own {reason.name!r}: it cannot be changed")
+
+
+def _check_name(account_id: int, name: str, exclude_id: int | None) -> None:
+    if name.strip().lower() == SYSTEM_REASON_NAME.lower():
+        raise ServiceError(400, f"name: {SYSTEM_REASON_NAME!r} is reserved for mod_callcenter's own break")
+    query = PauseReason.select().where((PauseReason.account == account_id) & (PauseReason.name == name))
+    if exclude_id is not None:
+        query = query.where(PauseReason.id != exclude_id)
+    if query.exists():
+        raise ServiceError(409, f"name: a pause reason named {name!r} exists")
+
+
+def save_reason(account_id: int, reason_id: int | None, fields: dict[str, Any]) -> PauseReason:
+    """Create (`reason_id` None) or change a reason; only the given fields change."""
+    pending = Pending()
+    try:
+        with db.atomic():
+            reason = PauseReason(account=account_id) if reason_id is None else get_reason(account_id, reason_id)
+            _refuse_system(reason)
+            if "name" in fields:
+                _check_name(account_id, fields["name"], reason.id)
+            for name, value in fields.items():
+                setattr(reason, name, value)
+            reason.save()
+            pending.add("pause", account_id, [reason.id])
+    except peewee.IntegrityError:
+        raise ServiceError(409, f"name: a pause reason named {fields.get('name')!r} exists") from None
+    pending.send()
+    return reason
+
+
+def delete_reason(account_id: int, reason_id: int) -> None:
+    """Delete a client's reason.
+
+    Nothing stores a pause reason yet; agent control, which will record the
+    agent's current pause, must refuse here (409) while an agent uses it.
+    """
+    pending = Pending()
+    with db.atomic():
+        reason = get_reason(account_id, reason_id)
+        _refuse_system(reason)
+        reason.delete_instance()
+        pending.add("pause", account_id, [reason_id])
+    pending.send()

@@ -1,0 +1,337 @@
+"""Phone list leads (vendor doc: Phone List Leads): writes, batches, CSV, streaming, CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from engine import leads as service
+from engine.models import Lead, LeadImport, PhoneList
+from tests.test_phone_lists import add, make_list
+
+
+def get_leads(api, list_id: int, **query) -> list[dict]:
+    r = api.get(f"/api/phone_list/{list_id}/lead", query_string=query)
+    assert r.status_code == 200
+    body = json.loads(r.get_data())
+    assert body["success"] is True
+    return body["data"]
+
+
+def phones(api, list_id: int, **query) -> list[str]:
+    return [x["phone"] for x in get_leads(api, list_id, **query)]
+
+
+@pytest.fixture
+def plist(api) -> int:
+    return make_list(api, "Leads")["id"]
+
+
+def test_one_lead_shape_matches_the_document(api, plist):
+    assert add(api, plist, {"phone": "972501234567", "name": "ABC office", "lead_id": "3", "priority": 1}) == {
+        "added": 1, "updated": 0, "duplicates": 0, "list_rows": 1}
+    assert get_leads(api, plist) == [{"id": "972501234567", "phone": "972501234567", "lead_id": "3", "priority": 1,
+                                      "name": "ABC office", "tags": None, "ext_api_vars": {}}]
+
+
+def test_ext_api_vars_returned_exactly_with_key_order(api, plist):
+    ext = {"zeta": 1, "alpha": {"y": [3, "b"], "b": None}, "m": "שלום", "n": 1.5, "t": True}
+    add(api, plist, {"phone": "5551000", "ext_api_vars": ext})
+    raw = api.get(f"/api/phone_list/{plist}/lead").get_data(as_text=True)
+    assert '"ext_api_vars":{"zeta":1,"alpha":{"y":[3,"b"],"b":null},"m":"שלום","n":1.5,"t":true}' in raw
+    assert json.loads(raw)["data"][0]["ext_api_vars"] == ext
+    r = api.put(f"/api/phone_list/{plist}/lead/5551000", json={"name": "x"})
+    assert list(r.get_json()["data"]["ext_api_vars"]) == ["zeta", "alpha", "m", "n", "t"]
+
+
+def test_phones_normalised_and_unique_per_list(api, plist):
+    add(api, plist, {"phone": "+1 (555) 123-4567", "name": "a"})
+    result = add(api, plist, [{"phone": "+1.555.123.4567", "name": "b"}, {"phone": "1 555 1234567", "name": "c"}])
+    assert result == {"added": 1, "updated": 1, "duplicates": 0, "list_rows": 2}
+    assert [(x["id"], x["name"]) for x in get_leads(api, plist)] == [("+15551234567", "b"), ("15551234567", "c")]
+    assert Lead.select().where(Lead.phone_list == plist).count() == 2
+    other = make_list(api, "Other")["id"]
+    assert add(api, other, {"phone": "+15551234567"})["added"] == 1  # unique per list only
+
+
+def test_post_upsert_replaces_the_lead_and_keeps_its_place(api, plist):
+    add(api, plist, [{"phone": "5551000", "name": "first", "tags": "x", "lead_id": "9"}, {"phone": "5552000"}])
+    assert add(api, plist, {"phone": "5551000", "name": "again"})["updated"] == 1
+    data = get_leads(api, plist)
+    assert [x["phone"] for x in data] == ["5551000", "5552000"]
+    assert data[0] == {"id": "5551000", "phone": "5551000", "lead_id": None, "priority": 0, "name": "again",
+                       "tags": None, "ext_api_vars": {}}
+
+
+def test_order_priority_desc_then_insertion(api, plist):
+    add(api, plist, [{"phone": "5550001", "priority": 0}, {"phone": "5550002", "priority": 5},
+                     {"phone": "5550003", "priority": 0}, {"phone": "5550004", "priority": -2},
+                     {"phone": "5550005", "priority": 5}])
+    add(api, plist, {"phone": "5550006", "priority": 5})
+    assert phones(api, plist) == ["5550002", "5550005", "5550006", "5550001", "5550003", "5550004"]
+
+
+def test_duplicates_inside_a_batch_last_one_wins(api, plist):
+    result = add(api, plist, [{"phone": "5551000", "name": "one"}, {"phone": "555-1000", "name": "two"},
+                              {"phone": "5552000"}])
+    assert result == {"added": 2, "updated": 0, "duplicates": 1, "list_rows": 2}
+    assert get_leads(api, plist)[0]["name"] == "two"
+
+
+def test_bad_batch_refused_whole_with_every_bad_row(api, plist):
+    add(api, plist, {"phone": "5559999", "name": "kept"})
+    batch = [{"phone": "5551000"}, {"phone": "12"}, {"name": "no phone"}, {"phone": "5552000", "priority": "high"},
+             "not an object", {"phone": "5553000", "ext_api_vars": [1]}, {"phone": "5554000", "name": "a\x01b"},
+             {"phone": "5555000", "name": "x" * 201}, {"phone": "5556000", "tags": {"a": 1}},
+             {"phone": "5557000", "priority": True}, {"phone": "5558000", "name": "fine"}]
+    r = api.post(f"/api/phone_list/{plist}/lead", json=batch)
+    assert r.status_code == 400
+    body = r.get_json()
+    assert body["success"] is False and body["msg"].startswith("leads[1].phone:")
+    assert [(e["index"], e["field"]) for e in body["data"]["errors"]] == [
+        (1, "phone"), (2, "phone"), (3, "priority"), (4, "lead"), (5, "ext_api_vars"), (6, "name"), (7, "name"),
+        (8, "tags"), (9, "priority")]
+    assert all(e["reason"] for e in body["data"]["errors"])
+    assert phones(api, plist) == ["5559999"]
+    assert api.get(f"/api/phone_list/{plist}").get_json()["data"]["list_rows"] == 1
+
+
+def test_empty_and_malformed_bodies_are_400(api, plist):
+    assert api.post(f"/api/phone_list/{plist}/lead", json=[]).status_code == 400
+    r = api.post(f"/api/phone_list/{plist}/lead", data="[{", content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["msg"] == "Malformed JSON body"
+    assert api.post(f"/api/phone_list/{plist}/lead", json=[1, 2]).status_code == 400
+    assert api.post("/api/phone_list/999/lead", json={"phone": "5551000"}).status_code == 404
+
+
+def test_form_and_query_single_lead(api, plist):
+    r = api.post(f"/api/phone_list/{plist}/lead", data={"phone": "555 1000", "priority": "3",
+                                                          "ext_api_vars": '{"b": 1, "a": 2}'})
+    assert r.status_code == 200, r.get_json()
+    r = api.post(f"/api/phone_list/{plist}/lead", query_string={"phone": "5552000", "name": "q"})
+    assert r.status_code == 200, r.get_json()
+    data = get_leads(api, plist)
+    assert [(x["phone"], x["priority"]) for x in data] == [("5551000", 3), ("5552000", 0)]
+    assert list(data[0]["ext_api_vars"]) == ["b", "a"]
+
+
+def test_put_one_lead_is_partial(api, plist):
+    add(api, plist, {"phone": "5551000", "name": "a", "lead_id": "1", "tags": "t", "ext_api_vars": {"k": 1}})
+    r = api.put(f"/api/phone_list/{plist}/lead/555-1000", json={"priority": 7, "tags": None})
+    assert r.status_code == 200
+    assert r.get_json()["data"] == {"id": "5551000", "phone": "5551000", "lead_id": "1", "priority": 7,
+                                    "name": "a", "tags": None, "ext_api_vars": {"k": 1}}
+    r = api.put(f"/api/phone_list/{plist}/lead/5551000", json={"priority": "x"})
+    assert r.status_code == 400 and r.get_json()["msg"].startswith("priority:")
+    assert api.put(f"/api/phone_list/{plist}/lead/5550000", json={"name": "x"}).status_code == 404
+    assert api.put(f"/api/phone_list/{plist}/lead/abc", json={"name": "x"}).status_code == 404
+
+
+def test_put_renumbers_and_refuses_a_taken_number(api, plist):
+    add(api, plist, [{"phone": "5551000"}, {"phone": "5552000"}])
+    r = api.put(f"/api/phone_list/{plist}/lead/5551000", json={"phone": "+1 555 3000"})
+    assert r.status_code == 200 and r.get_json()["data"]["id"] == "+15553000"
+    r = api.put(f"/api/phone_list/{plist}/lead/+15553000", json={"phone": "5552000"})
+    assert r.status_code == 409
+    assert phones(api, plist) == ["+15553000", "5552000"]
+
+
+def test_delete_one_and_many(api, plist):
+    add(api, plist, [{"phone": f"555100{i}"} for i in range(8)])
+    assert api.delete(f"/api/phone_list/{plist}/lead/555-1000").status_code == 200
+    assert api.delete(f"/api/phone_list/{plist}/lead/5551000").status_code == 404
+    r = api.delete(f"/api/phone_list/{plist}/lead", json=["5551001", "555 1002", "5559999"])
+    assert r.get_json()["data"] == {"deleted": 2}
+    r = api.delete(f"/api/phone_list/{plist}/lead", json={"phones": ["5551003"]})
+    assert r.get_json()["data"] == {"deleted": 1}
+    r = api.delete(f"/api/phone_list/{plist}/lead", query_string={"phones": "5551004,5551005"})
+    assert r.get_json()["data"] == {"deleted": 2}
+    r = api.delete(f"/api/phone_list/{plist}/lead", json=["5551006", "xx"])
+    assert r.status_code == 400 and r.get_json()["data"]["errors"][0]["index"] == 1
+    assert api.delete(f"/api/phone_list/{plist}/lead", json={}).status_code == 400
+    assert phones(api, plist) == ["5551006", "5551007"]
+    assert api.get(f"/api/phone_list/{plist}").get_json()["data"]["list_rows"] == 2
+
+
+def test_csv_post_maps_known_columns_and_keeps_the_rest(api, plist):
+    text = ("Phone,Name,crm_stage,priority,lead_id,region\n"
+            "+1 555 100 0000,Ann,hot,2,A1,north\n"
+            "\n"
+            "5552000,,cold,,A2,\n")
+    r = api.post(f"/api/phone_list/{plist}/lead", data=text.encode(), content_type="text/csv")
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["data"]["added"] == 2
+    data = get_leads(api, plist)
+    assert data[0] == {"id": "+15551000000", "phone": "+15551000000", "lead_id": "A1", "priority": 2, "name": "Ann",
+                       "tags": None, "ext_api_vars": {"crm_stage": "hot", "region": "north"}}
+    assert data[1]["name"] is None and data[1]["ext_api_vars"] == {"crm_stage": "cold", "region": ""}
+
+
+def test_csv_bad_rows_refused_whole(api, plist):
+    text = "phone,priority\n5551000,1\nnope,2\n5553000,high\n"
+    r = api.post(f"/api/phone_list/{plist}/lead", data=text, content_type="text/csv")
+    assert r.status_code == 400
+    assert [(e["index"], e["field"]) for e in r.get_json()["data"]["errors"]] == [(1, "phone"), (2, "priority")]
+    assert phones(api, plist) == []
+    r = api.post(f"/api/phone_list/{plist}/lead", data="name\nAnn\n", content_type="text/csv")
+    assert r.status_code == 400 and "phone" in r.get_json()["msg"]
+    r = api.post(f"/api/phone_list/{plist}/lead", data=b"phone\n\xff\xfe\n", content_type="text/csv")
+    assert r.status_code == 400
+
+
+def test_csv_export_round_trips_through_import(api, plist):
+    add(api, plist, [{"phone": "5551000", "name": 'Ann "A", Jr', "priority": 2, "ext_api_vars": {"z": 1, "a": [1]}},
+                     {"phone": "+15552000", "tags": "t1,t2", "lead_id": "7"}])
+    import io
+
+    out = io.StringIO()
+    assert service.write_csv(plist, out) == 2
+    copy = make_list(api, "Copy")["id"]
+    r = api.post(f"/api/phone_list/{copy}/lead", data=out.getvalue(), content_type="text/csv")
+    assert r.status_code == 200, r.get_json()
+    assert get_leads(api, copy) == get_leads(api, plist)
+
+
+# --- large batches: the staged import -----------------------------------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(service, "LARGE_BATCH", 10)
+    monkeypatch.setattr(service, "CHUNK", 4)
+    monkeypatch.setattr(service, "READ_CHUNK", 7)
+
+
+def test_large_batch_is_staged_and_counts_and_places_are_right(api, plist, small_chunks):
+    add(api, plist, [{"phone": f"55510{i:02d}", "name": "old"} for i in range(5)])
+    batch = [{"phone": f"55510{i:02d}", "name": "new", "priority": i % 2} for i in range(3, 30)]
+    assert add(api, plist, batch) == {"added": 25, "updated": 2, "duplicates": 0, "list_rows": 30}
+    data = get_leads(api, plist)
+    assert len(data) == 30 and Lead.select().where(Lead.import_id.is_null(False)).count() == 0
+    odd = [x["phone"] for x in data if x["priority"] == 1]
+    assert odd == [f"55510{i:02d}" for i in range(3, 30) if i % 2]
+    even = [x["phone"] for x in data if x["priority"] == 0]
+    # 5551000..02 kept their (first) place; 03 and 04 were updated in place, before the new rows
+    assert even[:5] == ["5551000", "5551001", "5551002", "5551004", "5551006"]
+    assert [x["name"] for x in data if x["phone"] in ("5551000", "5551004")] == ["old", "new"]
+    assert LeadImport.select().count() == 0
+
+
+def test_staged_import_is_invisible_until_published(api, plist, tenant, small_chunks):
+    add(api, plist, {"phone": "5559999", "priority": 1})
+    seen = []
+
+    def peek(done: int, total: int) -> None:
+        seen.append((done, phones(api, plist), PhoneList.get_by_id(plist).list_rows))
+
+    service.add_leads(tenant.account_id, plist, [{"phone": f"55510{i:02d}"} for i in range(12)], progress=peek)
+    assert [s[0] for s in seen] == [4, 8, 12]
+    assert all(s[1] == ["5559999"] and s[2] == 1 for s in seen)
+    assert len(phones(api, plist)) == 13
+
+
+def test_failed_staged_import_leaves_the_list_unchanged(api, plist, tenant, small_chunks, monkeypatch):
+    add(api, plist, {"phone": "5559999", "name": "kept"})
+
+    def boom(list_id: int, import_id: int):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(service, "_publish", boom)
+    with pytest.raises(RuntimeError):
+        service.add_leads(tenant.account_id, plist, [{"phone": f"55510{i:02d}"} for i in range(12)])
+    assert Lead.select().count() == 1 and LeadImport.select().count() == 0
+    assert get_leads(api, plist)[0]["name"] == "kept"
+
+
+def test_large_batch_with_one_bad_row_writes_nothing(api, plist, small_chunks):
+    batch = [{"phone": f"55510{i:02d}"} for i in range(40)] + [{"phone": "x"}]
+    r = api.post(f"/api/phone_list/{plist}/lead", json=batch)
+    assert r.status_code == 400 and r.get_json()["data"]["errors"] == [
+        {"index": 40, "field": "phone", "reason": "not a phone number (3 to 20 digits, optional +)"}]
+    assert Lead.select().count() == 0 and LeadImport.select().count() == 0
+
+
+def test_stale_import_rows_are_purged_by_the_next_import(api, plist, small_chunks):
+    stale = LeadImport.create(phone_list=plist, started=1)
+    Lead.create(phone_list=plist, phone="5550000", import_id=stale.id)
+    add(api, plist, [{"phone": f"55510{i:02d}"} for i in range(12)])
+    assert Lead.select().where(Lead.phone == "5550000").count() == 0
+    assert LeadImport.select().count() == 0
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def test_keyset_pages_match_a_full_sort(api, plist, small_chunks):
+    batch = [{"phone": f"5551{i:03d}", "priority": (i * 7) % 4} for i in range(60)]
+    add(api, plist, batch)
+    expected = [b["phone"] for b in sorted(batch, key=lambda b: -b["priority"])]  # stable: insertion order
+    assert phones(api, plist) == expected
+    assert phones(api, plist, limit=10, offset=13) == expected[13:23]
+    assert phones(api, plist, offset=55) == expected[55:]
+    assert phones(api, plist, limit=100) == expected
+
+
+def test_filter_by_phone_prefix_or_name(api, plist):
+    add(api, plist, [{"phone": "+972501111111", "name": "Dana"}, {"phone": "15551000", "name": "Office 972"},
+                     {"phone": "97250222", "name": "Eli"}, {"phone": "4412345", "name": "bob danaher"}])
+    assert phones(api, plist, q="dana") == ["+972501111111", "4412345"]
+    assert phones(api, plist, q="972") == ["15551000", "97250222"]
+    assert phones(api, plist, q="+972-50") == ["+972501111111"]
+    assert phones(api, plist, q="100%") == []
+
+
+def test_stream_of_50000_leads_is_valid_json_in_order(api, plist):
+    batch = [{"phone": f"9725{i:07d}", "name": f"L{i}", "priority": 1 if i % 10 == 0 else 0,
+              "ext_api_vars": {"i": i}} for i in range(50_000)]
+    assert add(api, plist, batch)["added"] == 50_000
+    r = api.get(f"/api/phone_list/{plist}/lead")
+    assert r.is_streamed and r.mimetype == "application/json"
+    data = json.loads(r.get_data())["data"]
+    order = [x["ext_api_vars"]["i"] for x in data]
+    assert order == [i for i in range(50_000) if i % 10 == 0] + [i for i in range(50_000) if i % 10]
+    assert data[0] == {"id": "97250000000", "phone": "97250000000", "lead_id": None, "priority": 1, "name": "L0",
+                       "tags": None, "ext_api_vars": {"i": 0}}
+    page = get_leads(api, plist, limit=3, offset=4999)
+    assert [x["ext_api_vars"]["i"] for x in page] == [49990, 1, 2]
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    from tests.test_cli import ROOT
+
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, input=stdin)
+
+
+def test_cli_import_and_export(tmp_path):
+    from engine import db
+    from engine.models import Account
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert run_cli("init", "--db", url, "--domain", "cli.test").returncode == 0
+    database = db.bind(url)
+    with database.connection_context():
+        list_id = PhoneList.create(account=Account.get().id, name="cli", name_key="cli").id
+    database.close_all()
+    rows = "\n".join(f"555{i:05d},Lead {i},{i % 3},north" for i in range(7000))
+    (tmp_path / "leads.csv").write_text("phone,name,priority,region\n" + rows + "\n")
+    done = run_cli("leads", "import", str(list_id), str(tmp_path / "leads.csv"), "--db", url)
+    assert done.returncode == 0, done.stderr
+    assert "added 7000, updated 0" in done.stdout
+    assert "7000/7000 leads" in done.stderr and "[####" in done.stderr
+    again = run_cli("leads", "import", str(list_id), "-", "--db", url, stdin="phone,name\n55500001,Renamed\n")
+    assert "added 0, updated 1" in again.stdout and "7000 leads" in again.stdout
+    bad = run_cli("leads", "import", str(list_id), "-", "--db", url, stdin="phone\n5551234\n\nnope\n")
+    assert bad.returncode == 1 and "line 4: phone" in bad.stderr
+    out = run_cli("leads", "export", str(list_id), "--db", url)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "phone,name,lead_id,priority,tags,ext_api_vars" and len(lines) == 7001
+    assert lines[1] == '55500002,Lead 2,,2,,"{""region"":""north""}"'
+    assert "55500001,Renamed,,0,,{}" in lines
+    assert run_cli("leads", "export", "999", "--db", url).returncode == 1
