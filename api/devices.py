@@ -8,8 +8,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from api import users as users_api
 from api.auth import Principal
-from api.envelope import APIError, ok
-from api.spec import Id, Page, Schema, endpoint
+from api.envelope import ok
+from api.spec import Id, Page, Schema, endpoint, submitted_fields
 from engine import devices as service
 from engine import extensions
 from engine.models import Device, Extension
@@ -93,13 +93,7 @@ _NULLABLE = {"cid_num", "cid_name", "user_id", "extension"}
 
 
 def submitted(body: DeviceFields) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name in body.model_fields_set:
-        value = getattr(body, name)
-        if value is None and name not in _NULLABLE:
-            raise APIError(400, f"{name}: may not be null")
-        fields[name] = value
-    return fields
+    return submitted_fields(body, _NULLABLE)
 
 
 def records(devices: list[Device]) -> list[dict[str, Any]]:

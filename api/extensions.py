@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field
 from api import users as users_api
 from api.auth import Principal
 from api.envelope import APIError, ok
-from api.spec import Id, Page, Schema, endpoint
+from api.spec import Id, Page, Schema, endpoint, submitted_fields
 from engine import extensions as service
 from engine.models import Extension
 
@@ -68,13 +68,7 @@ def visible_types(principal: Principal, wanted: str | None) -> list[str]:
 
 
 def submitted(body: Schema) -> dict[str, Any]:
-    fields = {}
-    for name in body.model_fields_set:
-        value = getattr(body, name)
-        if value is None:
-            raise APIError(400, f"{name}: may not be null")
-        fields[name] = value
-    return fields
+    return submitted_fields(body)
 
 
 def record(ext: Extension) -> dict[str, Any]:

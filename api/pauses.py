@@ -7,8 +7,8 @@ from flask import Blueprint
 from pydantic import Field
 
 from api.auth import Principal
-from api.envelope import APIError, ok
-from api.spec import Schema, endpoint
+from api.envelope import ok
+from api.spec import Schema, endpoint, submitted_fields
 from engine import pauses as service
 from engine.models import PauseReason
 
@@ -34,13 +34,7 @@ def record(reason: PauseReason) -> dict[str, Any]:
 
 
 def submitted(body: PauseFields) -> dict[str, Any]:
-    fields = {}
-    for name in body.model_fields_set:
-        value = getattr(body, name)
-        if value is None:
-            raise APIError(400, f"{name}: may not be null")
-        fields[name] = value
-    return fields
+    return submitted_fields(body)
 
 
 @endpoint(bp, "", ["GET"], summary="List pause reasons", tag="pauses", permission="pauses")

@@ -82,6 +82,17 @@ class Schema(BaseModel):
         return _no_control(value)
 
 
+def submitted_fields(body: BaseModel, nullable: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The fields a client sent (partial PUT); an explicit null is a 400 unless the field is `nullable`."""
+    fields: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None and name not in nullable:
+            raise APIError(400, f"{name}: may not be null")
+        fields[name] = value
+    return fields
+
+
 class Page(Schema):
     limit: Annotated[int, Field(ge=1, le=100000)] | None = None
     offset: Annotated[int, Field(ge=0)] = 0
