@@ -217,7 +217,9 @@ def dialplan_section(account: Account, number: str) -> ET.Element | None:
 
 
 def _public_section(number: str) -> ET.Element | None:
-    did = Did.get_or_none(Did.number == number)
+    # DIDs are stored in E.164; carriers often send the international number without its '+'.
+    digits = number.lstrip("+")
+    did = Did.get_or_none(Did.number.in_([number, f"+{digits}"]))
     if did is None:
         return None
     account = Account.get_by_id(did.account_id)

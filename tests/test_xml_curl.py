@@ -200,6 +200,9 @@ def test_dialplan_outbound_gateway_and_dids(fs_client, example):
     actions = [(a.get("application"), a.get("data")) for a in
                parse(post(fs_client, "/dialplan", _dialplan_body("+97235550100", "public"))).iter("action")]
     assert ("callcenter", f"{queue.id}@example.test") in actions
+    actions = [(a.get("application"), a.get("data")) for a in
+               parse(post(fs_client, "/dialplan", _dialplan_body("97235550100", "public"))).iter("action")]
+    assert ("callcenter", f"{queue.id}@example.test") in actions
 
 
 def test_client_strings_are_escaped(fs_client, example):
