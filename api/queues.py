@@ -13,9 +13,9 @@ from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field
 
 from api import users as users_api
 from api.auth import Principal
-from api.envelope import APIError, ok
+from api.envelope import ok
 from api.membership import MemberRows, QueueRows, memberships
-from api.spec import Flag, Id, IdList, Page, Schema, endpoint
+from api.spec import Flag, Id, IdList, Page, Schema, endpoint, submitted_fields
 from engine import extensions
 from engine import queues as service
 from engine.models import Queue, Tier
@@ -146,21 +146,8 @@ _DEFAULT_WHEN_NULL = {"labels": [], "exits": {}, "audio_playback": {}}
 
 
 def _submitted(body: QueueFields) -> tuple[dict[str, Any], list[service.Membership] | None]:
-    fields: dict[str, Any] = {}
-    members = None
-    for name in body.model_fields_set:
-        value = getattr(body, name)
-        if name == "users":
-            members = memberships(value)
-        elif value is None:
-            if name in _NULLABLE:
-                fields[name] = None
-            elif name in _DEFAULT_WHEN_NULL:
-                fields[name] = _DEFAULT_WHEN_NULL[name]
-            else:
-                raise APIError(400, f"{name}: may not be null")
-        else:
-            fields[name] = value
+    fields = submitted_fields(body, _NULLABLE | {"users"}, _DEFAULT_WHEN_NULL)
+    members = memberships(fields.pop("users")) if "users" in fields else None
     return fields, members
 
 

@@ -82,13 +82,24 @@ class Schema(BaseModel):
         return _no_control(value)
 
 
-def submitted_fields(body: BaseModel, nullable: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-    """The fields a client sent (partial PUT); an explicit null is a 400 unless the field is `nullable`."""
+def submitted_fields(
+    body: BaseModel,
+    nullable: frozenset[str] | set[str] = frozenset(),
+    default_when_null: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields a client sent (partial PUT).
+
+    An explicit null stays null for `nullable` fields, becomes the field's
+    empty value for those in `default_when_null`, and is a 400 otherwise.
+    """
+    defaults = default_when_null or {}
     fields: dict[str, Any] = {}
     for name in body.model_fields_set:
         value = getattr(body, name)
         if value is None and name not in nullable:
-            raise APIError(400, f"{name}: may not be null")
+            if name not in defaults:
+                raise APIError(400, f"{name}: may not be null")
+            value = defaults[name]
         fields[name] = value
     return fields
 

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
 from api.envelope import APIError, ok
 from api.membership import QueueRows, memberships
-from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list
+from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list, submitted_fields
 from engine import users as service
 from engine.models import PermissionGroup, User
 
@@ -154,18 +154,7 @@ _DEFAULT_WHEN_NULL = {
 
 def submitted(body: UserFields) -> dict[str, Any]:
     """The fields the client sent, with explicit nulls kept only where null means something."""
-    fields: dict[str, Any] = {}
-    for name in body.model_fields_set:
-        value = getattr(body, name)
-        if value is None:
-            if name in _NULLABLE or name in service.DEVICE_OVERRIDE_FIELDS:
-                fields[name] = None
-            elif name in _DEFAULT_WHEN_NULL:
-                fields[name] = _DEFAULT_WHEN_NULL[name]
-            else:
-                raise APIError(400, f"{name}: may not be null")
-        else:
-            fields[name] = value
+    fields = submitted_fields(body, _NULLABLE | set(service.DEVICE_OVERRIDE_FIELDS), _DEFAULT_WHEN_NULL)
     if "queue_perms" in fields:
         fields["queue_perms"] = memberships(fields["queue_perms"])
     return fields
