@@ -9,6 +9,7 @@ time, and changes that arrive meanwhile cause exactly one more.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from typing import Any
@@ -28,13 +29,29 @@ log = logging.getLogger("switchdesk.engine")
 EVENTS = ("CUSTOM sofia::register sofia::unregister sofia::expire callcenter::info",)
 RESYNC_EVERY = 300.0
 
+# Features that follow FreeSWITCH (agent runtime, call events, ...) live in their own modules,
+# listed here. Each module defines `EVENTS` (extra event names to subscribe to, e.g.
+# "CHANNEL_ANSWER") and `attach(engine)`, which registers handlers on engine.events /
+# engine.commands and may spawn greenlets in engine.group; attach runs once, in Engine.start.
+PLUGIN_MODULES: tuple[str, ...] = ()
+
+
+def _plugins() -> list[Any]:
+    return [importlib.import_module(name) for name in PLUGIN_MODULES]
+
+
+def subscriptions(plugins: list[Any]) -> tuple[str, ...]:
+    """The base subscription plus each plugin's event names (build_event_command orders them)."""
+    return (*EVENTS, *(name for module in plugins for name in getattr(module, "EVENTS", ())))
+
 
 class Engine:
     def __init__(self, host: str, port: int, password: str, *, resync_every: float = RESYNC_EVERY,
                  group: gevent.pool.Group | None = None):
         self.group = group or gevent.pool.Group()
-        self.events = ESLSupervisor(host, port, password, events=EVENTS, event_format="json", name="events",
-                                    group=self.group)
+        self.plugins = _plugins()
+        self.events = ESLSupervisor(host, port, password, events=subscriptions(self.plugins), event_format="json",
+                                    name="events", group=self.group)
         self.commands = ESLSupervisor(host, port, password, events=(), name="commands", group=self.group)
         self.resync_every = resync_every
         self.last_sync: sync.SyncResult | None = None
@@ -50,6 +67,8 @@ class Engine:
 
     def start(self) -> Engine:
         changes.listen(self._on_change)
+        for module in self.plugins:
+            module.attach(self)
         self.events.start()
         self.commands.start()
         self._loop = self.group.spawn(self._sync_loop)

@@ -8,6 +8,7 @@ from engine.models.account import (
     User,
     UserSession,
 )
+from engine.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.models.base import AccountScoped, BaseModel, now
 from engine.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.models.outbox import OutboxEvent
@@ -31,6 +32,9 @@ ALL_MODELS: list[type[BaseModel]] = [
     PhoneList,
     LeadImport,
     Lead,
+    AgentState,
+    CheckinCode,
+    CheckinFailure,
 ]
 
 __all__ = [
@@ -39,8 +43,11 @@ __all__ = [
     "LIST_TYPES",
     "Account",
     "AccountScoped",
+    "AgentState",
     "ApiKey",
     "BaseModel",
+    "CheckinCode",
+    "CheckinFailure",
     "Device",
     "Did",
     "Extension",
