@@ -47,19 +47,23 @@ def subscriptions(plugins: list[Any]) -> tuple[str, ...]:
 
 class Engine:
     def __init__(self, host: str, port: int, password: str, *, resync_every: float = RESYNC_EVERY,
-                 group: gevent.pool.Group | None = None):
+                 group: gevent.pool.Group | None = None, account_ids: list[int] | None = None):
         self.group = group or gevent.pool.Group()
         self.plugins = _plugins()
         self.events = ESLSupervisor(host, port, password, events=subscriptions(self.plugins), event_format="json",
                                     name="events", group=self.group)
         self.commands = ESLSupervisor(host, port, password, events=(), name="commands", group=self.group)
         self.resync_every = resync_every
+        # the accounts this box drives (DESIGN.md, Scale-out); None: all of them
+        self.account_ids = account_ids
+        self.syncer = sync.Syncer(self._api_many, account_ids, bgapi_many=self._bgapi_many)
+        self._agents_wanted: set[int] = set()
         self.last_sync: sync.SyncResult | None = None
         self.last_sync_at: float | None = None
         self._wanted = gevent.event.Event()
         self._synced = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
-        self.commands.on_connect(lambda _client: self.request_sync())
+        self.commands.on_connect(self._on_commands_connect)
         for subclass in ("sofia::register", "sofia::unregister", "sofia::expire"):
             self.events.on_event(subclass, self._registration)
 
@@ -83,10 +87,26 @@ class Engine:
 
     # -- sync ------------------------------------------------------------------------------------
 
-    def _on_change(self, kind: str, account_id: int, ids: list[int]) -> None:
+    def _on_commands_connect(self, _client: Any) -> None:
+        self.syncer.tiers = None  # a new connection may be a restarted switch: read everything again
         self.request_sync()
 
+    def owns(self, account_id: int) -> bool:
+        return self.account_ids is None or account_id in self.account_ids
+
+    def _on_change(self, kind: str, account_id: int, ids: list[int]) -> None:
+        if not self.owns(account_id):
+            return
+        if kind in ("agent", "tier"):  # ids are user ids: push only those agents
+            self._agents_wanted.update(ids)
+            self._synced.clear()
+            self._wanted.set()
+        else:
+            self.request_sync()
+
     def request_sync(self) -> None:
+        """Ask for a full sync (coalesced with any already asked for)."""
+        self.syncer.tiers = None
         self._synced.clear()
         self._wanted.set()
 
@@ -97,20 +117,41 @@ class Engine:
         client = self.commands.require_client()
         return [r.text if isinstance(r, ESLError) else r for r in client.api_many(commands, timeout=120)]
 
+    def _bgapi_many(self, commands: list[str]) -> list[str]:
+        """Background jobs, all started before any is awaited: FreeSWITCH runs each in a thread."""
+        client = self.commands.require_client()
+        jobs = [client.bgapi_async(command, timeout=10) for command in commands]
+        return [job.get_result(timeout=180, check=False) for job in jobs]
+
     def sync_now(self) -> sync.SyncResult:
+        """A full sync: read everything mod_callcenter has and send the difference."""
+        self._agents_wanted.clear()
         with db.connection_context():
-            result = sync.Syncer(self._api_many).run()
+            result = self.syncer.run()
         self.last_sync, self.last_sync_at = result, time.time()
+        return result
+
+    def sync_agents_now(self, user_ids: set[int]) -> sync.SyncResult:
+        with db.connection_context():
+            result = self.syncer.run_agents(user_ids)
+        if result.full:
+            self.last_sync, self.last_sync_at = result, time.time()
         return result
 
     def _sync_loop(self) -> None:
         while True:
             self._wanted.wait(self.resync_every)
+            full = not self._wanted.is_set() or self.syncer.tiers is None
             self._wanted.clear()
             if self.commands.client is None:
                 continue  # the on_connect callback asks again
             try:
-                self.sync_now()
+                if full:
+                    self.sync_now()
+                else:
+                    agents, self._agents_wanted = self._agents_wanted, set()
+                    if agents:
+                        self.sync_agents_now(agents)
                 if not self._wanted.is_set():
                     self._synced.set()
             except ESLError as exc:

@@ -27,6 +27,8 @@ AGENT_FIELDS = ("contact", "status", "max_no_answer", "wrap_up_time", "reject_de
                 "busy_delay_time", "no_answer_delay_time")
 # What an agent that is not checked in looks like: a contact that fails at once.
 IDLE_CONTACT = "error/user_not_registered"
+# seconds of clock skew and command latency allowed between us and mod_callcenter on ready_time
+READY_SLACK = 5
 QUEUE_COMPARED = ("strategy", "time_base_score", "tier_rules_apply", "tier_rule_wait_second",
                   "tier_rule_wait_multiply_level", "tier_rule_no_agent_no_wait", "discard_abandoned_after",
                   "abandoned_resume_allowed", "max_wait_time", "max_wait_time_with_no_agent",
@@ -58,17 +60,25 @@ def parse_table(body: str) -> list[dict[str, str]]:
     return rows
 
 
-def actual_state(queue_list: str, agent_list: str, tier_list: str) -> State:
-    state = State()
-    for row in parse_table(queue_list):
-        state.queues[row["name"]] = row
-    for row in parse_table(agent_list):
-        state.agents[row["name"]] = {k: row.get(k, "") for k in AGENT_FIELDS}
+def parse_agents(agent_list: str) -> dict[str, dict[str, str]]:
+    return {row["name"]: {k: row.get(k, "") for k in (*AGENT_FIELDS, "ready_time")}
+            for row in parse_table(agent_list)}
+
+
+def parse_tiers(tier_list: str) -> dict[tuple[str, str], tuple[int, int]]:
+    tiers = {}
     for row in parse_table(tier_list):
         try:
-            state.tiers[(row["queue"], row["agent"])] = (int(row["level"]), int(row["position"]))
+            tiers[(row["queue"], row["agent"])] = (int(row["level"]), int(row["position"]))
         except ValueError:
             continue
+    return tiers
+
+
+def actual_state(queue_list: str, agent_list: str, tier_list: str) -> State:
+    state = State(agents=parse_agents(agent_list), tiers=parse_tiers(tier_list))
+    for row in parse_table(queue_list):
+        state.queues[row["name"]] = row
     return state
 
 
@@ -90,8 +100,32 @@ def queue_row(queue: Queue) -> dict[str, str]:
     return {key: params[key.replace("_", "-")] for key in QUEUE_COMPARED}
 
 
-def plan(desired: State, actual: State, domains: set[str]) -> list[str]:
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def ready_time_command(name: str, want: dict[str, str], have: dict[str, str], at: int) -> str | None:
+    """`ready_time` is shared with mod_callcenter, which pushes it forward itself after a
+    rejected, busy or unanswered offer (now + the agent's delay). So it is raised to our
+    deadline (a pause, a wrap-up) when lower, and lowered only when it lies beyond both our
+    deadline and anything mod_callcenter's own delays could have set: a pause that ended."""
+    if "ready_time" not in want:
+        return None
+    desired, current = _int(want["ready_time"]), _int(have.get("ready_time"))
+    if desired > at and current < desired:
+        return f"agent set ready_time {name} {desired}"
+    native = max(_int(want.get(k)) for k in ("reject_delay_time", "busy_delay_time", "no_answer_delay_time"))
+    if current > max(desired, at + native + READY_SLACK):
+        return f"agent set ready_time {name} {max(desired, at)}"
+    return None
+
+
+def plan(desired: State, actual: State, domains: set[str], at: int | None = None) -> list[str]:
     """The callcenter_config commands that turn `actual` into `desired`, in a safe order."""
+    at = int(time.time()) if at is None else at
     cmds: list[str] = []
     for name, row in desired.queues.items():
         have = actual.queues.get(name)
@@ -107,6 +141,9 @@ def plan(desired: State, actual: State, domains: set[str]) -> list[str]:
         for key in AGENT_FIELDS:
             if have.get(key) != agent[key]:
                 cmds.append(f"agent set {key} {name} {quote(agent[key])}")
+        ready = ready_time_command(name, agent, have, at)
+        if ready:
+            cmds.append(ready)
     for key in actual.tiers.keys() - desired.tiers.keys():
         if _ours(key[0], domains) or _ours(key[1], domains):
             cmds.append(f"tier del {key[0]} {key[1]}")
@@ -128,21 +165,35 @@ def plan(desired: State, actual: State, domains: set[str]) -> list[str]:
     return cmds
 
 
-# Providers of the per-agent runtime values (contact, status) that agent control fills in;
-# without one, every agent is Logged Out with a contact that fails at once.
+# Providers of the per-agent runtime values that agent control fills in: `contact`, `status`,
+# `ready_time` (epoch of the pause or wrap-up end, "0" for none) and any AGENT_FIELDS override.
+# Without one, every agent is Logged Out with a contact that fails at once.
 AgentRuntime = Callable[[list[int]], dict[int, dict[str, str]]]
 RUNTIME_PROVIDERS: list[AgentRuntime] = []
+# Called with the user ids of checked-in agents that FreeSWITCH shows On Break while the
+# database says Available: mod_callcenter's max-no-answer rule fired while we could not hear
+# it. A handler records it (a system pause) so the sync does not undo it.
+ON_BREAK_HANDLERS: list[Callable[[list[int]], None]] = []
 
 
-def desired_state(account_ids: Iterable[int] | None = None, at: dt.datetime | None = None) -> tuple[State, set[str]]:
-    """The state mod_callcenter should have for the accounts this box serves (all by default)."""
+def desired_state(account_ids: Iterable[int] | None = None, at: dt.datetime | None = None,
+                  user_ids: Iterable[int] | None = None) -> tuple[State, set[str]]:
+    """The state mod_callcenter should have for the accounts this box serves (all by default).
+
+    With `user_ids`, only those agents and their tiers (no queues): an incremental sync.
+    """
     at = at or dt.datetime.now(dt.UTC)
     accounts = {a.id: a for a in (Account.select() if account_ids is None
                                   else Account.select().where(Account.id.in_(list(account_ids))))}
     state = State()
-    for queue in Queue.select().where(Queue.account.in_(list(accounts))):
-        state.queues[fsconfig.queue_name(queue.id, accounts[queue.account_id].domain)] = queue_row(queue)
-    agents = list(User.select().where(User.account.in_(list(accounts)) & User.is_agent & (User.active == 1)))
+    only = None if user_ids is None else list(user_ids)
+    if only is None:
+        for queue in Queue.select().where(Queue.account.in_(list(accounts))):
+            state.queues[fsconfig.queue_name(queue.id, accounts[queue.account_id].domain)] = queue_row(queue)
+    agents_q = User.select().where(User.account.in_(list(accounts)) & User.is_agent & (User.active == 1))
+    if only is not None:
+        agents_q = agents_q.where(User.id.in_(only))
+    agents = list(agents_q)
     runtime: dict[int, dict[str, str]] = {}
     for provider in RUNTIME_PROVIDERS:
         for user_id, values in provider([u.id for u in agents]).items():
@@ -162,6 +213,8 @@ def desired_state(account_ids: Iterable[int] | None = None, at: dt.datetime | No
         state.agents[fsconfig.agent_name(user.id, account.domain)] = values
     groups = {g.id: g for g in TimeGroup.select().where(TimeGroup.account.in_(list(accounts)))}
     tiers = Tier.select().where(Tier.account.in_(list(accounts)) & Tier.joined)
+    if only is not None:
+        tiers = tiers.where(Tier.user.in_(only))
     for tier in tiers:
         group = groups.get(tier.timegroup_id)
         if group is not None and not timegroups.is_open(
@@ -179,20 +232,35 @@ class SyncResult:
     commands: int
     errors: list[tuple[str, str]]
     seconds: float
+    full: bool = True
+
+
+def _is_config_fetch(command: str) -> bool:
+    return command.startswith(("queue load ", "queue reload "))
 
 
 class Syncer:
-    """Runs a sync over an ESL command channel.
+    """Runs syncs over an ESL command channel and remembers what the switch has.
 
     `api_many(commands) -> replies` sends `api` commands pipelined on one
-    connection and returns the replies in order. No database transaction is
-    open while it waits on FreeSWITCH: `queue load` makes FreeSWITCH fetch
-    callcenter.conf from our own HTTP server.
+    connection and returns the replies in order. `bgapi_many`, when given,
+    runs the commands that make FreeSWITCH fetch callcenter.conf from our own
+    HTTP server (`queue load|reload`) as background jobs, so a slow fetch never
+    holds up the commands behind it (DESIGN.md, ESL connections). No database
+    transaction is open while either waits on FreeSWITCH.
+
+    A full sync (`run`) reads the three lists and diffs everything. An agent
+    sync (`run_agents`) re-reads only those agents (`agent list <name>`, 1-4 ms
+    each on a real switch) and takes their tiers from what the last full sync
+    saw plus what was sent since; the periodic full sync heals any drift.
     """
 
-    def __init__(self, api_many: Callable[[list[str]], list[str]], account_ids: Iterable[int] | None = None):
+    def __init__(self, api_many: Callable[[list[str]], list[str]], account_ids: Iterable[int] | None = None,
+                 bgapi_many: Callable[[list[str]], list[str]] | None = None):
         self.api_many = api_many
+        self.bgapi_many = bgapi_many
         self.account_ids = list(account_ids) if account_ids is not None else None
+        self.tiers: dict[tuple[str, str], tuple[int, int]] | None = None  # the switch's tiers, as last known
 
     def read(self) -> State:
         queue_list, agent_list, tier_list = self.api_many([
@@ -200,17 +268,85 @@ class Syncer:
         ])
         return actual_state(queue_list, agent_list, tier_list)
 
+    def _adopt_on_break(self, desired: State, actual: State) -> bool:
+        """Record On Break that mod_callcenter set while we could not hear it; True if any."""
+        user_ids = []
+        for name, want in desired.agents.items():
+            if want["status"] == "Available" and actual.agents.get(name, {}).get("status") == "On Break":
+                parsed = fsconfig.parse_name(name)
+                if parsed is not None:
+                    user_ids.append(parsed[0])
+        if not user_ids or not ON_BREAK_HANDLERS:
+            return False
+        for handler in ON_BREAK_HANDLERS:
+            try:
+                handler(user_ids)
+            except Exception:
+                log.exception("on-break handler failed for %s", user_ids)
+        return True
+
+    def _send(self, commands: list[str]) -> list[tuple[str, str]]:
+        fetches = [c for c in commands if _is_config_fetch(c)] if self.bgapi_many else []
+        rest = [c for c in commands if c not in fetches] if fetches else commands
+        replies: dict[int, str] = {}
+        if fetches:  # queues first: the tiers sent next refer to them
+            assert self.bgapi_many is not None
+            for command, reply in zip(fetches, self.bgapi_many([f"callcenter_config {c}" for c in fetches]),
+                                      strict=True):
+                replies[id(command)] = reply
+        if rest:
+            for command, reply in zip(rest, self.api_many([f"callcenter_config {c}" for c in rest]), strict=True):
+                replies[id(command)] = reply
+        errors = [(c, replies[id(c)].strip()) for c in commands if not replies[id(c)].startswith("+OK")]
+        for command, reply in errors:
+            log.warning("sync: %s -> %s", command, reply)
+        return errors
+
     def run(self) -> SyncResult:
         start = time.perf_counter()
         actual = self.read()
         desired, domains = desired_state(self.account_ids)
+        if self._adopt_on_break(desired, actual):
+            desired, domains = desired_state(self.account_ids)
         commands = plan(desired, actual, domains)
-        errors = []
-        if commands:
-            replies = self.api_many([f"callcenter_config {c}" for c in commands])
-            errors = [(c, r.strip()) for c, r in zip(commands, replies, strict=True) if not r.startswith("+OK")]
-            for command, reply in errors:
-                log.warning("sync: %s -> %s", command, reply)
+        errors = self._send(commands) if commands else []
+        # what the switch now has, as far as our commands went through
+        self.tiers = None if errors else dict(desired.tiers, **{
+            k: v for k, v in actual.tiers.items() if k not in desired.tiers and not (
+                _ours(k[0], domains) or _ours(k[1], domains))})
         elapsed = time.perf_counter() - start
         log.info("sync: %d commands, %d errors, %.3f s", len(commands), len(errors), elapsed)
         return SyncResult(len(commands), errors, elapsed)
+
+    def run_agents(self, user_ids: Iterable[int]) -> SyncResult:
+        """Bring only these agents (and their tiers) in step; a full sync when nothing is known yet."""
+        if self.tiers is None:
+            return self.run()
+        start = time.perf_counter()
+        ids = sorted(set(user_ids))
+        query = User.select(User.id, Account.domain).join(Account).where(User.id.in_(ids))
+        if self.account_ids is not None:
+            query = query.where(User.account.in_(self.account_ids))
+        names = {fsconfig.agent_name(row.id, row.account.domain) for row in query}
+        if not names:
+            return SyncResult(0, [], time.perf_counter() - start, full=False)
+        ordered = sorted(names)
+        actual = State()
+        for reply in self.api_many([f"callcenter_config agent list {name}" for name in ordered]):
+            actual.agents.update((n, a) for n, a in parse_agents(reply).items() if n in names)
+        actual.tiers = {k: v for k, v in self.tiers.items() if k[1] in names}
+        accounts = self.account_ids if self.account_ids is not None else None
+        desired, domains = desired_state(accounts, user_ids=ids)
+        if self._adopt_on_break(desired, actual):
+            desired, domains = desired_state(accounts, user_ids=ids)
+        commands = plan(desired, actual, domains)
+        errors = self._send(commands) if commands else []
+        if errors:
+            self.tiers = None  # unsure what the switch has: the next sync is a full one
+        else:
+            for key in actual.tiers:
+                self.tiers.pop(key, None)
+            self.tiers.update(desired.tiers)
+        elapsed = time.perf_counter() - start
+        log.debug("agent sync %s: %d commands, %d errors, %.4f s", ids, len(commands), len(errors), elapsed)
+        return SyncResult(len(commands), errors, elapsed, full=False)

@@ -6,7 +6,7 @@ import gevent
 import pytest
 
 from api import create_app
-from engine import fsconfig, sync
+from engine import changes, fsconfig, sync
 from engine.engine import Engine
 from engine.models import Account, Device, Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
@@ -65,8 +65,32 @@ def test_sync_on_connect(world, switch, engine):
     assert f"{queue.id}@shop.test" in listed(switch, "queue")
     assert listed(switch, "agent")[f"{agent.id}@shop.test"]["status"] == "Logged Out"
     assert (f"{queue.id}@shop.test", f"{agent.id}@shop.test") in listed(switch, "tier")
-    # the commands went over the wire, pipelined on the command connection
-    assert any(c.line.startswith("api callcenter_config queue load") for c in switch.received)
+    # queue load makes FreeSWITCH fetch callcenter.conf from us: a background job with our own
+    # Job-UUID; agents and tiers go pipelined as plain api on the command connection
+    loads = [c for c in switch.received if c.line.startswith("bgapi callcenter_config queue load")]
+    assert loads and all(c.headers.get("Job-UUID") for c in loads)
+    assert any(c.line.startswith("api callcenter_config tier add") for c in switch.received)
+    assert not any(c.line.startswith("api callcenter_config queue load") for c in switch.received)
+
+
+def test_agent_change_is_pushed_alone(world, switch, engine):
+    """A change to one agent re-reads and pushes that agent only, not the three lists."""
+    account, queue, agent, _ = world
+    assert engine.wait_synced(10)
+    before = len(switch.received)
+    Tier.update(level=4).where(Tier.user == agent.id).execute()
+    changes.notify("tier", account.id, [agent.id])
+    wait_until(lambda: listed(switch, "tier").get((f"{queue.id}@shop.test", f"{agent.id}@shop.test"),
+                                                  {}).get("level") == "4")
+    sent = [c.line for c in switch.received[before:]]
+    assert f"api callcenter_config agent list {agent.id}@shop.test" in sent
+    assert not any(line.endswith(("tier list", "queue list", "agent list")) for line in sent)
+    # a change for an account another box owns is not this engine's business
+    engine.account_ids = [account.id + 1000]
+    before = len(switch.received)
+    changes.notify("tier", account.id, [agent.id])
+    gevent.sleep(0.1)
+    assert switch.received[before:] == []
 
 
 def test_api_change_reaches_the_switch(world, switch, engine, tenant):

@@ -151,3 +151,105 @@ def test_quote_refuses_what_cannot_be_sent():
     assert sync.quote("Available") == "Available"
     with pytest.raises(ValueError):
         sync.quote("a'b")
+
+
+def test_ready_time_rule_respects_mod_callcenters_own_delays():
+    at = 1_800_000_000
+    want = {"ready_time": str(at + 600), "reject_delay_time": "10", "busy_delay_time": "60",
+            "no_answer_delay_time": "30"}
+    # a pause until at+600: raised when lower
+    assert sync.ready_time_command("1@a", want, {"ready_time": "0"}, at) == f"agent set ready_time 1@a {at + 600}"
+    assert sync.ready_time_command("1@a", want, {"ready_time": str(at + 600)}, at) is None
+    # an open-ended pause shortened to ten minutes: lowered
+    assert sync.ready_time_command("1@a", want, {"ready_time": "2147483647"}, at) == \
+        f"agent set ready_time 1@a {at + 600}"
+    # no pause: mod_callcenter's own busy delay (now+60) is left alone, a pause we set is ended
+    idle = dict(want, ready_time="0")
+    assert sync.ready_time_command("1@a", idle, {"ready_time": str(at + 60)}, at) is None
+    assert sync.ready_time_command("1@a", idle, {"ready_time": "2147483647"}, at) == f"agent set ready_time 1@a {at}"
+    assert sync.ready_time_command("1@a", {}, {"ready_time": "2147483647"}, at) is None  # no runtime provider
+
+
+@pytest.fixture
+def runtime(monkeypatch):
+    """A runtime provider driven by a dict, as agent control provides it."""
+    values: dict[int, dict[str, str]] = {}
+    monkeypatch.setattr(sync, "RUNTIME_PROVIDERS", [lambda ids: {i: values[i] for i in ids if i in values}])
+    return values
+
+
+def test_pause_through_ready_time_reaches_the_switch(world, runtime):
+    account, support, sales, alice, bob = world
+    switch = Switch()
+    runtime[alice.id] = {"contact": "user/alice", "status": "Available", "ready_time": "2147483647"}
+    sync.Syncer(switch.api_many).run()
+    agents = {r["name"]: r for r in switch.cc_list("agent")}
+    assert agents[f"{alice.id}@acme.test"]["ready_time"] == "2147483647"
+    assert agents[f"{alice.id}@acme.test"]["status"] == "Available"
+    runtime[alice.id]["ready_time"] = "0"
+    syncer = sync.Syncer(switch.api_many)
+    syncer.run()
+    agents = {r["name"]: r for r in switch.cc_list("agent")}
+    assert int(agents[f"{alice.id}@acme.test"]["ready_time"]) <= dt.datetime.now(dt.UTC).timestamp() + 1
+
+
+def test_on_break_seen_on_the_switch_is_adopted_not_undone(world, runtime, monkeypatch):
+    account, support, sales, alice, bob = world
+    switch = Switch()
+    runtime[alice.id] = {"contact": "user/alice", "status": "Available"}
+    sync.Syncer(switch.api_many).run()
+    switch.cc.command(f"agent set status {alice.id}@acme.test 'On Break'")  # max-no-answer while we were away
+    seen: list[list[int]] = []
+
+    def record(user_ids):
+        seen.append(user_ids)
+        for user_id in user_ids:
+            runtime[user_id]["status"] = "On Break"
+
+    monkeypatch.setattr(sync, "ON_BREAK_HANDLERS", [record])
+    switch.sent.clear()
+    sync.Syncer(switch.api_many).run()
+    assert seen == [[alice.id]]
+    assert not any("status" in c for c in switch.sent[3:])
+    assert {r["name"]: r for r in switch.cc_list("agent")}[f"{alice.id}@acme.test"]["status"] == "On Break"
+
+
+def test_agent_sync_reads_and_pushes_only_that_agent(world, runtime):
+    account, support, sales, alice, bob = world
+    switch = Switch()
+    syncer = sync.Syncer(switch.api_many)
+    syncer.run()
+    runtime[bob.id] = {"contact": "user/bob", "status": "Available", "ready_time": "0"}
+    Tier.update(joined=True).where(Tier.queue == sales.id).execute()
+    switch.sent.clear()
+    result = syncer.run_agents([bob.id])
+    assert not result.full and result.errors == []
+    assert switch.sent[0] == f"callcenter_config agent list {bob.id}@acme.test"
+    assert not any(c.endswith(" list") for c in switch.sent)
+    assert f"callcenter_config tier add {sales.id}@acme.test {bob.id}@acme.test 1 1" in switch.sent
+    assert not any(f"{alice.id}@acme.test" in c for c in switch.sent)
+    # the tiers it now knows of are right: a second agent sync has nothing to send
+    switch.sent.clear()
+    assert syncer.run_agents([bob.id]).commands == 0
+    # and a full sync agrees
+    assert syncer.run().commands == 0
+    # an agent that stopped being one is removed with its tiers
+    User.update(is_agent=False).where(User.id == bob.id).execute()
+    syncer.run_agents([bob.id])
+    assert f"{bob.id}@acme.test" not in names(switch.cc_list("agent"))
+    assert not any(r["agent"] == f"{bob.id}@acme.test" for r in switch.cc_list("tier"))
+
+
+def test_queue_loads_go_as_background_jobs_before_tiers(world):
+    switch = Switch()
+    jobs: list[str] = []
+
+    def bgapi_many(commands):
+        jobs.extend(commands)
+        return switch.api_many(commands)
+
+    result = sync.Syncer(switch.api_many, bgapi_many=bgapi_many).run()
+    assert result.errors == []
+    assert jobs and all(" queue load " in c for c in jobs)
+    first_tier = next(i for i, c in enumerate(switch.sent) if " tier add " in c)
+    assert all(switch.sent.index(c) < first_tier for c in jobs)
