@@ -571,6 +571,9 @@ class CallCenter:
         self.queues = _SwitchHash()
         self.agents: list[Agent] = []
         self.tiers: list[Tier] = []
+        # lookups by name, as fast as a dict: the tables themselves keep mod_callcenter's row order
+        self._agent_index: dict[str, Agent] = {}
+        self._tier_index: dict[tuple[str, str], Tier] = {}
         self.members: list[Member] = []
         self.offers: list[Offer] = []
         self.last_events: list[Event] = []
@@ -674,10 +677,20 @@ class CallCenter:
 
     def agent(self, name: str) -> Agent | None:
         """The agent row called ``name`` (the first one; names are unique in practice)."""
-        return next((a for a in self.agents if a.name == name), None)
+        agent = self._agent_index.get(name)
+        if agent is None and len(self._agent_index) != len(self.agents):  # rows added elsewhere: look slowly
+            agent = next((a for a in self.agents if a.name == name), None)
+            if agent is not None:
+                self._agent_index[name] = agent
+        return agent
 
     def tier(self, queue: str, agent: str) -> Tier | None:
-        return next((t for t in self.tiers if t.queue == queue and t.agent == agent), None)
+        tier = self._tier_index.get((queue, agent))
+        if tier is None and len(self._tier_index) != len(self.tiers):
+            tier = next((t for t in self.tiers if t.queue == queue and t.agent == agent), None)
+            if tier is not None:
+                self._tier_index[(queue, agent)] = tier
+        return tier
 
     def member(self, member_uuid: str) -> Member | None:
         return next((m for m in self.members if m.uuid == member_uuid), None)
@@ -747,12 +760,15 @@ class CallCenter:
         if self.agent(name):
             return "exists"
         self.agents.append(Agent(name=name, type=type_))
+        self._agent_index[name] = self.agents[-1]
         self._cc_event("agent-add", [("CC-Agent", name), ("CC-Agent-Type", type_), ("CC-Action", "agent-add")])
         return "ok"
 
     def _agent_del(self, name: str) -> None:
         self.agents = [a for a in self.agents if a.name != name]
         self.tiers = [t for t in self.tiers if t.agent != name]
+        self._agent_index.pop(name, None)
+        self._tier_index = {k: t for k, t in self._tier_index.items() if k[1] != name}
 
     def _agent_update(self, key: str, value: str, name: str) -> str:
         """``cc_agent_update``; returns ok / notfound / status / state / type / key."""
@@ -835,6 +851,7 @@ class CallCenter:
         if self.tier(queue, agent):
             return "exists"
         self.tiers.append(Tier(queue, agent, state, level, position))
+        self._tier_index[(queue, agent)] = self.tiers[-1]
         return "ok"
 
     def _tier_update(self, key: str, value: str, queue: str, agent: str) -> str:
@@ -947,7 +964,8 @@ class CallCenter:
             if action == "list":
                 if n > 1:
                     return "-ERR Invalid!\n"
-                rows = [a.row() for a in self.agents if n == 0 or a.name == rest[0]]
+                found = self.agent(rest[0]) if n else None
+                rows = [a.row() for a in self.agents] if n == 0 else [found.row()] if found else []
                 return _table(AGENT_COLUMNS, rows) + "+OK\n"
             return ""
         if section == "tier":
@@ -970,6 +988,7 @@ class CallCenter:
                 if n < 2:
                     return "-ERR Invalid!\n"
                 self.tiers = [t for t in self.tiers if not (t.queue == rest[0] and t.agent == rest[1])]
+                self._tier_index.pop((rest[0], rest[1]), None)
                 return "+OK\n"
             if action == "reload":
                 if n < 1:
