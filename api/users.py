@@ -198,6 +198,10 @@ def user_record(user: User, group: PermissionGroup | None, extras: dict[str, Any
         "pause_id": extras.get("pause_id"),
         "online": extras.get("online", 0),
         "queues": extras.get("queues", []),
+        "device_id": extras.get("device_id"),
+        "status": extras.get("status"),
+        "state": extras.get("state"),
+        "activity_id": extras.get("activity_id", 0),
         "api_ip_ranges": user.api_ip_ranges or [],
     }
     for name in service.DEVICE_OVERRIDE_FIELDS:

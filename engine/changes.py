@@ -9,7 +9,9 @@ Kinds and their ids:
 
 * `queue`   — queue ids created, updated or deleted;
 * `tier`    — user ids whose queue membership (tiers) changed;
-* `account` — the account id, when its settings changed.
+* `account` — the account id, when its settings changed;
+* `agent`   — user ids whose runtime state changed (engine.agents: check-in, pause, wrap-up,
+  joined tiers): push the agent (contact, status, ready_time, wrap_up_time) and its tiers.
 """
 from __future__ import annotations
 

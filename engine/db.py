@@ -6,7 +6,9 @@ alike. Nothing in the code may assume SQLite.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -72,3 +74,21 @@ class JSONField(peewee.TextField):
         if value is None or not isinstance(value, str):
             return value
         return json.loads(value)
+
+
+@contextlib.contextmanager
+def connection() -> Iterator[None]:
+    """A connection for the engine's greenlets, closed after only if opened here.
+
+    Unlike `connection_context()`, it never closes a connection another holder
+    still uses: without gevent's monkey-patching (tests, tools) every greenlet
+    shares one thread's connection state.
+    """
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        yield
+    finally:
+        if opened and not db.is_closed() and not db.in_transaction():
+            db.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -19,7 +20,7 @@ import gevent.event
 import gevent.pool
 
 from engine import changes, sync
-from engine.db import db
+from engine.db import connection
 from engine.esl.client import ESLError
 from engine.esl.supervisor import ESLSupervisor
 from engine.models import Account, Device, OutboxEvent, now
@@ -33,7 +34,7 @@ RESYNC_EVERY = 300.0
 # listed here. Each module defines `EVENTS` (extra event names to subscribe to, e.g.
 # "CHANNEL_ANSWER") and `attach(engine)`, which registers handlers on engine.events /
 # engine.commands and may spawn greenlets in engine.group; attach runs once, in Engine.start.
-PLUGIN_MODULES: tuple[str, ...] = ()
+PLUGIN_MODULES: tuple[str, ...] = ("engine.agent_runtime", "engine.callevents")
 
 
 def _plugins() -> list[Any]:
@@ -63,6 +64,7 @@ class Engine:
         self._wanted = gevent.event.Event()
         self._synced = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
+        self._stoppers: list[Callable[[], None]] = []
         self.commands.on_connect(self._on_commands_connect)
         for subclass in ("sofia::register", "sofia::unregister", "sofia::expire"):
             self.events.on_event(subclass, self._registration)
@@ -78,7 +80,16 @@ class Engine:
         self._loop = self.group.spawn(self._sync_loop)
         return self
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run `callback` first when the engine stops (plugins stop their greenlets)."""
+        self._stoppers.append(callback)
+
     def stop(self) -> None:
+        for callback in reversed(self._stoppers):
+            try:
+                callback()
+            except Exception:
+                log.exception("stopping %r failed", callback)
         changes.unlisten(self._on_change)
         if self._loop is not None:
             self._loop.kill()
@@ -126,13 +137,13 @@ class Engine:
     def sync_now(self) -> sync.SyncResult:
         """A full sync: read everything mod_callcenter has and send the difference."""
         self._agents_wanted.clear()
-        with db.connection_context():
+        with connection():
             result = self.syncer.run()
         self.last_sync, self.last_sync_at = result, time.time()
         return result
 
     def sync_agents_now(self, user_ids: set[int]) -> sync.SyncResult:
-        with db.connection_context():
+        with connection():
             result = self.syncer.run_agents(user_ids)
         if result.full:
             self.last_sync, self.last_sync_at = result, time.time()
@@ -155,10 +166,12 @@ class Engine:
                 if not self._wanted.is_set():
                     self._synced.set()
             except ESLError as exc:
-                log.warning("sync interrupted: %s", exc)
+                log.warning("sync interrupted: %s", exc)  # a reconnect asks for a full sync again
+                self.syncer.tiers = None
             except Exception:
-                log.exception("sync failed")
-                gevent.sleep(1)
+                log.exception("sync failed; retrying in a few seconds")
+                gevent.sleep(3)
+                self.request_sync()
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -180,7 +193,7 @@ class Engine:
             )
         else:
             values.update(reg_contact=None, reg_expires=None)
-        with db.connection_context():
+        with connection():
             account = Account.get_or_none(Account.domain == realm)
             if account is not None:
                 Device.update(**values).where(
@@ -191,7 +204,7 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         events, commands = self.events.status(), self.commands.status()
-        with db.connection_context():
+        with connection():
             pending = OutboxEvent.select().where(OutboxEvent.status == "pending")
             backlog = pending.count()
             oldest = pending.order_by(OutboxEvent.seq).first()

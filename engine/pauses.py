@@ -16,7 +16,7 @@ import peewee
 from engine.changes import Pending
 from engine.db import db
 from engine.errors import ServiceError
-from engine.models import PauseReason
+from engine.models import AgentState, PauseReason
 
 SYSTEM_REASON_NAME = "On Break"
 
@@ -76,15 +76,15 @@ def save_reason(account_id: int, reason_id: int | None, fields: dict[str, Any]) 
 
 
 def delete_reason(account_id: int, reason_id: int) -> None:
-    """Delete a client's reason.
-
-    Nothing stores a pause reason yet; agent control, which will record the
-    agent's current pause, must refuse here (409) while an agent uses it.
-    """
+    """Delete a client's reason; 409 while an agent is paused with it (its pause would lose its id)."""
     pending = Pending()
     with db.atomic():
         reason = get_reason(account_id, reason_id)
         _refuse_system(reason)
+        using = [s.user_id for s in AgentState.select(AgentState.user).where(AgentState.pause == reason.id)]
+        if using:
+            raise ServiceError(409, f"Pause reason {reason.id} is in force for user "
+                                    f"{', '.join(str(u) for u in sorted(using))}", {"ids": sorted(using)})
         reason.delete_instance()
         pending.add("pause", account_id, [reason_id])
     pending.send()

@@ -24,7 +24,7 @@ def test_create_returns_record_without_password(api, tenant):
     for field in ("devices", "queues", "queue_perms"):
         assert data[field] == []
     assert data["extensions"] == "" and data["dids"] == "" and data["online"] == 0
-    assert data["pause_id"] is None and data["vm_name"] is None
+    assert data["pause_id"] == 0 and data["vm_name"] is None  # pause_id 0: not paused, as setPause?id=0
     assert data["timezone"] == "UTC"
 
 

@@ -34,6 +34,8 @@ class AgentState(AccountScoped):
     fs_status = peewee.CharField(max_length=40, null=True)
     fs_state = peewee.CharField(max_length=40, null=True)
     last_bridge_end = peewee.IntegerField(null=True)
+    # the activity_id last reported in agent:status, so each change is reported exactly once
+    activity = peewee.IntegerField(default=0)
     ts = peewee.IntegerField(default=now)
 
 
