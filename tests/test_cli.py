@@ -102,9 +102,10 @@ def test_serve_subprocess_answers_http_and_stops_on_sigterm(tmp_path):
     url = f"sqlite:///{tmp_path / 'sd.db'}"
     init = run_cli("init", "--db", url, "--domain", "serve.test")
     key = next(line.split()[-1] for line in init.stdout.splitlines() if "api key:" in line)
-    port = _free_port()
+    port, outbound_port = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--db", url, "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "engine.cli", "serve", "--db", url, "--listen", f"127.0.0.1:{port}",
+         "--outbound-listen", f"127.0.0.1:{outbound_port}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -121,6 +122,7 @@ def test_serve_subprocess_answers_http_and_stops_on_sigterm(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/user?api_key={key}", timeout=5) as r:
             body = json.load(r)
         assert body["success"] is True and body["data"][0]["username"] == "admin"
+        socket.create_connection(("127.0.0.1", outbound_port), timeout=5).close()  # check-in calls are taken
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/user", timeout=5)
         assert err.value.code == 401 and json.load(err.value) == {"success": False, "msg": "Unauthorized"}

@@ -379,6 +379,9 @@ class FakeSwitch:
         self.queue_configs: dict[str, Any] = {}
         self._shutdown_pending = False
         self._install_default_commands()
+        from .calls import Calls  # originate to registered phones (calls.py)
+
+        self.calls = Calls(self)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -433,6 +436,9 @@ class FakeSwitch:
             self.callcenter.reset()
 
     def _accept(self, sock: gevent.socket.socket, addr: Any) -> None:
+        # mod_event_socket sets TCP_NODELAY on inbound sockets; without it a reply followed shortly by an
+        # event (bgapi, then its BACKGROUND_JOB) waits ~40 ms on Nagle and the client's delayed ACK.
+        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
         conn = Connection(self, sock, next(self._ids))
         self.connections.append(conn)
         try:
