@@ -189,6 +189,36 @@ def route_actions(account: Account, target_type: str, target_id: int) -> list[tu
     return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
 
 
+# Set by click-to-call (engine.calls) on its first leg; re-exported so bridged legs carry them too.
+CALL_VARIABLES = ("switchdesk_src_device_id", "switchdesk_src_user_id", "switchdesk_lead_id", "switchdesk_tags")
+
+
+def call_exports(account: Account, call_type: str) -> list[tuple[str, str]]:
+    """`export`s that let the call events (engine.callevents) attribute every leg of a call we route.
+
+    Exported, so the legs this one bridges to inherit them: the account, the
+    first leg's uuid (`call_id`), the call's type and dialed number. What the
+    channel already carries (click-to-call sets its own type and number) is
+    kept and re-exported, never replaced. Values are ids, our own words or
+    channel-variable references that FreeSWITCH expands once, never client text.
+    """
+    def keep(name: str, value: str) -> tuple[str, str]:
+        return ("export", f"{name}=${{{name}}}" if _field(f"variable_{name}") else f"{name}={value}")
+
+    actions = [
+        ("export", f"switchdesk_account_id={account.id}"),
+        keep("switchdesk_call_id", "${uuid}"),
+        keep("switchdesk_call_type", call_type),
+        keep("switchdesk_dst_num", "${destination_number}"),
+    ]
+    actions += [("export", f"{name}=${{{name}}}") for name in CALL_VARIABLES if _field(f"variable_{name}")]
+    return actions
+
+
+def _route_type(target_type: str, default: str) -> str:
+    return "queue" if target_type == "queue" else default
+
+
 def dialplan_section(account: Account, number: str) -> ET.Element | None:
     section = ET.Element("section", name="dialplan", description="switchdesk")
     context = ET.SubElement(section, "context", name=account.domain)
@@ -203,12 +233,14 @@ def dialplan_section(account: Account, number: str) -> ET.Element | None:
     if ext is not None:
         actions = route_actions(account, ext.target_type, ext.target_id)
         if actions:
-            _extension(context, f"switchdesk_ext_{ext.id}", number, actions)
+            exports = call_exports(account, _route_type(ext.target_type, "internal"))
+            _extension(context, f"switchdesk_ext_{ext.id}", number, exports + actions)
             return section
         return None
     gateway = account.outbound_gateway
     if gateway and GATEWAY.match(gateway) and PHONE.match(number):
         _extension(context, "switchdesk_outbound", number, [
+            *call_exports(account, "outbound"),
             ("set", "hangup_after_bridge=true"),
             ("bridge", f"sofia/gateway/{gateway}/{number}"),
         ])
@@ -229,7 +261,8 @@ def _public_section(number: str) -> ET.Element | None:
     section = ET.Element("section", name="dialplan", description="switchdesk")
     context = ET.SubElement(section, "context", name="public")
     _extension(context, f"switchdesk_did_{did.id}", number,
-               [("set", f"switchdesk_account_id={account.id}"), ("set", f"domain_name={account.domain}"), *actions])
+               [*call_exports(account, _route_type(did.target_type, "inbound")),
+                ("set", f"domain_name={account.domain}"), *actions])
     return section
 
 

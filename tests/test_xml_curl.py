@@ -213,3 +213,53 @@ def test_client_strings_are_escaped(fs_client, example):
     root = parse(post(fs_client, "/directory", sip_auth))
     assert root.find(".//param[@name='password']") is None
     assert any(v.get("value", "").startswith('Evil"/>') for v in root.iter("variable"))
+
+
+def _actions(response) -> list[tuple[str | None, str | None]]:
+    return [(a.get("application"), a.get("data")) for a in parse(response).iter("action")]
+
+
+def test_dialplan_exports_what_the_call_events_need(fs_client, example):
+    account, device, queue, _ = example
+    Extension.create(account=account, number="7000", target_type="queue", target_id=queue.id)
+    Extension.create(account=account, number="2001", target_type="device", target_id=device.id)
+    first_leg = [
+        ("export", f"switchdesk_account_id={account.id}"),
+        ("export", "switchdesk_call_id=${uuid}"),
+    ]
+    queue_call = _actions(post(fs_client, "/dialplan", _dialplan_body("7000", "example.test")))
+    assert queue_call[:4] == [*first_leg, ("export", "switchdesk_call_type=queue"),
+                              ("export", "switchdesk_dst_num=${destination_number}")]
+    assert queue_call.index(("export", "switchdesk_call_type=queue")) < queue_call.index(
+        ("callcenter", f"{queue.id}@example.test"))
+    internal = _actions(post(fs_client, "/dialplan", _dialplan_body("2001", "example.test")))
+    assert ("export", "switchdesk_call_type=internal") in internal
+    Account.update(outbound_gateway="carrier1").execute()
+    outbound = _actions(post(fs_client, "/dialplan", _dialplan_body("+14155550100", "example.test")))
+    assert outbound[:4] == [*first_leg, ("export", "switchdesk_call_type=outbound"),
+                            ("export", "switchdesk_dst_num=${destination_number}")]
+    Did.create(account=account, number="+97235550100", target_type="device", target_id=device.id)
+    did = _actions(post(fs_client, "/dialplan", _dialplan_body("+97235550100", "public")))
+    assert ("export", "switchdesk_call_type=inbound") in did and first_leg[0] in did
+    # the check-in code is not a call: nothing exported
+    checkin = _actions(post(fs_client, "/dialplan", _dialplan_body("***123456", "example.test")))
+    assert not any(app == "export" for app, _ in checkin)
+
+
+def test_dialplan_keeps_click_to_call_variables(fs_client, example):
+    """A click-to-call leg transferred into the dialplan keeps its own type, number, lead and tags."""
+    account, device, _, _ = example
+    Account.update(outbound_gateway="carrier1").execute()
+    body = _dialplan_body("+14155550100", "example.test") + (
+        b"&variable_switchdesk_call_type=outbound&variable_switchdesk_dst_num=%2B14155550100"
+        b"&variable_switchdesk_call_id=abc&variable_switchdesk_lead_id=L-1&variable_switchdesk_tags=vip%2Cuk"
+    )
+    actions = _actions(post(fs_client, "/dialplan", body))
+    assert ("export", "switchdesk_call_type=${switchdesk_call_type}") in actions
+    assert ("export", "switchdesk_dst_num=${switchdesk_dst_num}") in actions
+    assert ("export", "switchdesk_call_id=${switchdesk_call_id}") in actions
+    assert ("export", "switchdesk_lead_id=${switchdesk_lead_id}") in actions
+    assert ("export", "switchdesk_tags=${switchdesk_tags}") in actions
+    assert ("export", "switchdesk_src_device_id=${switchdesk_src_device_id}") not in actions  # not on this channel
+    # client text never reaches the dialplan document
+    assert not any("vip" in (data or "") or "L-1" in (data or "") for _, data in actions)
