@@ -5,7 +5,7 @@ import peewee
 
 from engine.db import JSONField
 from engine.models.account import Account
-from engine.models.base import AccountScoped, now
+from engine.models.base import AccountScoped, BaseModel, now
 
 
 class OutboxEvent(AccountScoped):
@@ -25,3 +25,16 @@ class OutboxEvent(AccountScoped):
 
     class Meta:
         indexes = ((("account", "status", "seq"), False),)
+
+
+class WebhookLease(BaseModel):
+    """Which deliverer sends an account's events until `until` (epoch seconds).
+
+    Several switchdesk processes may share one database: the lease makes one
+    of them the account's only sender at a time, which keeps per-account order
+    and avoids double delivery. A crashed holder's lease simply runs out.
+    """
+
+    account = peewee.ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")
+    owner = peewee.CharField(max_length=64)
+    until = peewee.IntegerField()

@@ -1,0 +1,225 @@
+"""Webhook delivery throughput: emit() -> outbox -> Deliverer -> a local HTTP receiver.
+
+Measures, in one run (one gevent process, monkey-patched like `switchdesk serve`,
+SQLite by default; BENCH_DB=postgresql://... for PostgreSQL), against a
+receiver in a subprocess (a gevent WSGI server that answers 200 and counts):
+
+* ``baseline_eps``: the same number of POSTs of the same bodies sent by a bare
+  loop of the same HTTP client (geventhttpclient, keep-alive) with one request
+  in flight per "account", no database: the ceiling for the outbox path;
+* ``outbox_1_account_eps`` / ``outbox_N_accounts_eps``: events/s from the first
+  emit() to the last request received, while events are being emitted (one
+  transaction per 10 events) and delivered concurrently; one account keeps one
+  request in flight (strict order), N accounts run in parallel;
+* ``emit_only_eps``: emit() alone, same transactions, nothing delivered: the
+  source's own ceiling (on PostgreSQL it is the commit rate);
+* ``emit_wake_p50_ms``: an idle deliverer, one event emitted: time until the
+  receiver has it (the in-process wake-up after commit, not the 1 s poll);
+* ``drain_eps``: BENCH_BACKLOG events (default 20,000) recorded while the
+  receiver is down (connection refused, the heads retrying), then the
+  receiver comes back: events/s until the backlog is empty.
+
+Prints one JSON line. Target: at least 2,000 events/s through the outbox.
+Run: ``.venv/bin/python bench/webhooks.py``.
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import http.client  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import gevent  # noqa: E402
+from _http import free_port, wait_http  # noqa: E402
+from geventhttpclient import HTTPClient  # noqa: E402
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
+ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "10"))
+BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
+
+# The receiver: answers 200 to POSTs and reports how many it got on GET.
+RECEIVER = r"""
+import sys
+from gevent import monkey; monkey.patch_all()
+sys.path.insert(0, sys.argv[2])
+from gevent.pywsgi import WSGIServer
+from engine.server import NoDelayHandler
+count = [0]
+def app(environ, start_response):
+    if environ["REQUEST_METHOD"] == "POST":
+        environ["wsgi.input"].read()
+        count[0] += 1
+        body = b"ok"
+    else:
+        body = str(count[0]).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+WSGIServer(("127.0.0.1", int(sys.argv[1])), app, log=None, handler_class=NoDelayHandler).serve_forever()
+"""
+
+DATA = {"id": "0b3c3f8e-2f7a-4a51-9d0e-1e4f1e0e7a10", "call_id": "0b3c3f8e-2f7a-4a51-9d0e-1e4f1e0e7a10",
+        "ts": 1764400000, "type": "queue", "dst_num": "1000", "src_user_id": None, "dst_user_id": 12,
+        "cid_num": "+14155550123", "cid_name": "Caller", "a2": "US", "queue_id": 3, "waitms": 5230,
+        "durationms": 61000, "billms": 55000, "hangup_cause": "NORMAL_CLEARING"}
+
+
+class Receiver:
+    def __init__(self, port: int):
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER, str(self.port), root],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.port)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def count(self) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", "/")
+        n = int(conn.getresponse().read())
+        conn.close()
+        return n
+
+    def wait_count(self, n: int, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while (got := self.count()) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"receiver got {got} of {n}")
+            gevent.sleep(0.01)
+        return time.perf_counter()
+
+
+def baseline(port: int, n: int, streams: int) -> float:
+    """Bare keep-alive POSTs: `streams` greenlets, one request in flight each, no outbox."""
+    body = json.dumps({"id": DATA["id"], "event": "call:end", "ts": 1764400000, "account_id": 1, "data": DATA},
+                      separators=(",", ":")).encode()
+    client = HTTPClient("127.0.0.1", port=port, concurrency=streams)
+    per = n // streams
+
+    def stream() -> None:
+        for _ in range(per):
+            response = client.request("POST", "/hooks", body=body, headers={"Content-Type": "application/json"})
+            response.read()
+            response.release()
+
+    start = time.perf_counter()
+    gevent.joinall([gevent.spawn(stream) for _ in range(streams)], raise_error=True)
+    elapsed = time.perf_counter() - start
+    client.close()
+    return per * streams / elapsed
+
+
+def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> None:
+    from engine.db import db
+    from engine.events import emit
+
+    done = 0
+    while done < n:
+        with db.connection_context(), db.atomic():
+            for i in range(per_tx):
+                emit(account_ids[(done + i) % len(account_ids)], "call:end", DATA)
+        done += per_tx
+        gevent.sleep(0)
+
+
+def main() -> None:
+    from engine import accounts, db, schema, security
+    from engine.models import Account, OutboxEvent
+    from engine.webhooks import Deliverer
+
+    os.environ.setdefault(security.SECRET_KEY_ENV, "bench-secret-key")
+    tmp = tempfile.mkdtemp(prefix="bench-webhooks-")
+    url = os.environ.get("BENCH_DB") or f"sqlite:///{tmp}/bench.db"
+    database = db.bind(url)
+    with database.connection_context():
+        if url.startswith("postgres"):
+            from engine.models import ALL_MODELS
+
+            database.drop_tables(ALL_MODELS, cascade=True)
+            database.execute_sql("DROP TABLE IF EXISTS schema_migration")
+        schema.init_schema(database)
+        ids = [accounts.create_account(f"Bench {i}", f"b{i}.bench.test", f"admin{i}").account.id
+               for i in range(ACCOUNTS)]
+    port = free_port()
+    hook = f"http://127.0.0.1:{port}/hooks/pbx"
+    secret = security.encrypt_secret("bench-webhook-secret-0123456789")
+    with database.connection_context():
+        Account.update(event_push_url=hook, webhook_secret_enc=secret).execute()
+
+    receiver = Receiver(port)
+    receiver.start()
+    out: dict = {"bench": "webhooks", "python": platform.python_version(),
+                 "db": url.split(":", 1)[0], "events": EVENTS, "accounts": ACCOUNTS}
+    out["baseline_1_stream_eps"] = round(baseline(port, EVENTS // 2, 1))
+    out[f"baseline_{ACCOUNTS}_streams_eps"] = round(baseline(port, EVENTS, ACCOUNTS))
+
+    # emit() alone (an account without a URL; the deliverer is not running yet): the ceiling of the source
+    with database.connection_context():
+        silent = accounts.create_account("Silent", "silent.bench.test", "silentadmin").account.id
+    start = time.perf_counter()
+    emit_events([silent], EVENTS // 4)
+    out["emit_only_eps"] = round(EVENTS // 4 / (time.perf_counter() - start))
+
+    clock_offset = [0.0]
+    deliverer = Deliverer(allow_private=True, clock=lambda: time.time() + clock_offset[0]).start()
+    try:
+        # one event at a time into an idle deliverer: the wake-up latency
+        lat = []
+        for _ in range(50):
+            before = receiver.count()
+            start = time.perf_counter()
+            emit_events(ids[:1], 1, per_tx=1)
+            lat.append(receiver.wait_count(before + 1) - start)
+            gevent.sleep(0.01)
+        lat.sort()
+        out["emit_wake_p50_ms"] = round(lat[len(lat) // 2] * 1000, 2)
+
+        for label, accts, n in (("outbox_1_account_eps", ids[:1], EVENTS // 2),
+                                (f"outbox_{ACCOUNTS}_accounts_eps", ids, EVENTS)):
+            before = receiver.count()
+            start = time.perf_counter()
+            emitter = gevent.spawn(emit_events, accts, n)
+            end = receiver.wait_count(before + n)
+            emitter.join()
+            out[label] = round(n / (end - start))
+
+        # the backlog: recorded while the receiver is down, drained when it is back
+        receiver.stop()
+        emit_events(ids, BACKLOG, per_tx=100)
+        gevent.sleep(1.5)  # the heads fail (connection refused) and wait for their retry
+        with database.connection_context():
+            out["backlog_pending"] = OutboxEvent.select().where(OutboxEvent.status == "pending").count()
+        receiver.start()
+        clock_offset[0] += 700  # past every retry delay, as if the outage had lasted that long
+        start = time.perf_counter()
+        end = receiver.wait_count(BACKLOG)
+        out["drain_eps"] = round(BACKLOG / (end - start))
+        out["deliverer_stats"] = dict(deliverer.stats)
+    finally:
+        deliverer.stop()
+        receiver.stop()
+    out["target_eps"] = 2000
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,602 @@
+"""Webhook delivery: the outbox's pending events POSTed to each account's Event Push URL.
+
+Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
+
+* At least once. An event leaves `pending` only after its receiver answered
+  (or gave up on it), and that is recorded after the send: a crash between
+  the two sends it again, with the same `id`, so receivers drop duplicates.
+* Per-account order. One greenlet at a time sends an account's events, one
+  request in flight, in `seq` order; while the oldest pending event waits for
+  a retry, the later ones wait behind it. Accounts proceed in parallel in a
+  bounded pool.
+* One sender per account across processes. Boxes sharing a PostgreSQL
+  database take a lease on the account (`WebhookLease`) before sending; a
+  crashed holder's lease runs out after `LEASE_SECONDS`. A box given
+  `account_ids` delivers only for the accounts it owns.
+* Prompt and cheap. A commit that recorded an event wakes the deliverer in
+  the same process (`engine.events.on_commit`); events written by other
+  processes are found by a poll every `POLL_INTERVAL`. Events are read a
+  batch per account at a time, and deliveries are recorded every
+  `ACK_DELAY` for all accounts in one write; requests go over keep-alive
+  connections of a gevent-native client.
+
+Statuses: `pending` (waiting or retrying), `delivered` (2xx), `failed` (a
+4xx other than 408/429, a refused target, or 24 hours of retries), `skipped`
+(the account had no Event Push URL when the deliverer reached the event; it
+is never sent unless redelivered).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.pool
+import peewee
+from geventhttpclient import HTTPClient
+from peewee import fn
+
+from engine import events, fastq, security
+from engine.accounts import address_is_private
+from engine.db import db, is_sqlite
+from engine.errors import ServiceError
+from engine.models import Account, OutboxEvent, WebhookLease
+
+log = logging.getLogger("switchdesk.webhooks")
+
+PENDING, DELIVERED, FAILED, SKIPPED = "pending", "delivered", "failed", "skipped"
+STATUSES = (PENDING, DELIVERED, FAILED, SKIPPED)
+
+SEND_TIMEOUT = 5.0          # seconds for connect + request + answer (issue 7)
+RETRY_BASE = 1.0            # first retry after ~1 s, doubling ...
+RETRY_CAP = 600.0           # ... up to 10 minutes between attempts
+MAX_AGE = 24 * 3600         # retries stop this long after the event's ts; the event is then failed (and kept)
+BATCH = 200                 # events read (and acknowledged) per database round trip
+TURN_BATCHES = 10           # batches an account may send before yielding its pool slot to others
+POOL_SIZE = 100             # accounts delivered in parallel by one process
+DB_SLOTS = 8                # database connections the deliverer uses at once (the API needs the rest)
+HOST_CONNECTIONS = 32       # keep-alive connections per receiving host
+LEASE_SECONDS = 60          # how long a crashed process keeps an account's events waiting
+POLL_INTERVAL = 1.0         # how often other processes' events (and due retries) are looked for
+KEEP_DELIVERED = 7 * 86400  # delivered and skipped events stay listed (GET /api/event) this long
+KEEP_FAILED = 30 * 86400    # failed ones this long, for redelivery
+PRUNE_EVERY = 3600.0
+ACK_DELAY = 0.01            # deliveries are recorded this often, for all accounts in one write
+MAX_RESPONSE_READ = 65536   # a longer answer is not read: its connection is closed instead
+USER_AGENT = "switchdesk-webhooks/1"
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The `X-Switchdesk-Signature` value: the timestamp is signed so a captured request cannot be replayed later."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def wire_body(event: OutboxEvent) -> bytes:
+    """The POST body; built from stored fields only, so every attempt sends the same bytes."""
+    return json.dumps(
+        {"id": event.id, "event": event.event, "ts": event.ts, "account_id": event.account_id, "data": event.data},
+        separators=(",", ":"), ensure_ascii=False,
+    ).encode()
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next attempt after `attempts` failures: doubling, capped, with jitter.
+
+    The jitter (the upper half of the window) keeps many accounts behind one
+    receiver that came back from hitting it in the same second.
+    """
+    window = min(RETRY_CAP, RETRY_BASE * 2 ** max(0, attempts - 1))
+    return window / 2 + random.uniform(0, window / 2)  # jitter, not a secret
+
+
+class TargetRefused(Exception):
+    """The receiver's address is loopback, link-local or private and that is not allowed."""
+
+
+@dataclass
+class Outcome:
+    """What one attempt came to: `delivered`, `failed` (give up now) or `retry`."""
+
+    kind: str
+    error: str | None = None
+
+
+def classify(status: int) -> Outcome:
+    """2xx delivered; a 4xx other than 408/429 is the receiver refusing the event for good; anything else retries."""
+    if 200 <= status < 300:
+        return Outcome(DELIVERED)
+    if 400 <= status < 500 and status not in (408, 429):
+        return Outcome(FAILED, f"HTTP {status}")
+    return Outcome("retry", f"HTTP {status}")
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+class Sender:
+    """POSTs over keep-alive connections, one client per receiving origin.
+
+    The address check runs where the client resolves the name for a new
+    connection, so what is checked is exactly what is connected to, on every
+    connection (names can change, DESIGN.md, Webhooks).
+    """
+
+    def __init__(self, *, allow_private: bool = False, timeout: float = SEND_TIMEOUT,
+                 connections: int = HOST_CONNECTIONS, max_clients: int = 256):
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self.connections = connections
+        self.max_clients = max_clients
+        self._clients: collections.OrderedDict[tuple[str, str, int], HTTPClient] = collections.OrderedDict()
+
+    def _client(self, scheme: str, host: str, port: int) -> HTTPClient:
+        key = (scheme, host, port)
+        client = self._clients.get(key)
+        if client is not None:
+            self._clients.move_to_end(key)
+            return client
+        client = HTTPClient(host, port=port, ssl=scheme == "https", concurrency=self.connections,
+                            connection_timeout=self.timeout, network_timeout=self.timeout,
+                            headers={"User-Agent": USER_AGENT})
+        if not self.allow_private:
+            self._guard(client, host)
+        self._clients[key] = client
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)[1].close()
+        return client
+
+    @staticmethod
+    def _guard(client: HTTPClient, host: str) -> None:
+        # geventhttpclient resolves in ConnectionPool._resolve for every new connection (pinned: >=2.3,<3).
+        pool = client._connection_pool
+        resolve = pool._resolve
+
+        def checked_resolve():
+            infos = resolve()
+            for info in infos:
+                address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+                if address_is_private(address):
+                    raise TargetRefused(
+                        f"refused: {host} resolves to {address}, a loopback, link-local or private address "
+                        "(allowed only with --webhook-allow-private)")
+            return infos
+
+        pool._resolve = checked_resolve
+
+    def _drop(self, key: tuple[str, str, int]) -> None:
+        client = self._clients.pop(key, None)
+        if client is not None:
+            client.close()
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """The receiver's HTTP status; raises TargetRefused, OSError, ValueError or gevent.Timeout."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = (parts.scheme, parts.hostname, port)
+        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        client = self._client(*key)
+        timer = gevent.Timeout(self.timeout)
+        timer.start()
+        try:
+            response = client.request("POST", uri, body=body, headers=headers)
+            try:
+                response.read(MAX_RESPONSE_READ)
+            finally:
+                response.release()
+            return response.status_code
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            # The client may be stuck mid-request on one of its sockets: start that origin afresh.
+            self._drop(key)
+            raise TimeoutError(f"no answer within {self.timeout:g} s") from None
+        finally:
+            timer.close()
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    url: str | None
+    secret: str | None
+    secret_problem: str | None = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _decrypt(secret_enc: str) -> str:
+    """Decrypting costs more than reading the row: done once per stored secret (a new secret is a new key)."""
+    return security.decrypt_secret(secret_enc)
+
+
+def _target(url: str | None, secret_enc: str | None) -> Target:
+    """The account's URL and secret as stored when the batch was read: a change applies from the next batch."""
+    if not secret_enc:
+        return Target(url or None, None)
+    try:
+        return Target(url or None, _decrypt(secret_enc))
+    except Exception as exc:  # a missing or changed SWITCHDESK_SECRET_KEY; never send unsigned
+        return Target(url or None, None, f"cannot decrypt the webhook secret ({type(exc).__name__}); "
+                                         f"check {security.SECRET_KEY_ENV}")
+
+
+class Deliverer:
+    """The webhook sender of one process; `start()` it beside the API (engine.server)."""
+
+    def __init__(self, *, account_ids: Iterable[int] | None = None, allow_private: bool = False,
+                 pool_size: int = POOL_SIZE, poll_interval: float = POLL_INTERVAL, timeout: float = SEND_TIMEOUT,
+                 batch: int = BATCH, clock: Callable[[], float] = time.time, owner: str | None = None,
+                 keep_delivered: int | None = KEEP_DELIVERED, keep_failed: int = KEEP_FAILED):
+        self.account_ids = frozenset(account_ids) if account_ids is not None else None
+        self.sender = Sender(allow_private=allow_private, timeout=timeout)
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self.clock = clock
+        self.keep_delivered = keep_delivered
+        self.keep_failed = keep_failed
+        self.owner = owner or f"{uuid.uuid4().hex[:12]}"
+        self.pool = gevent.pool.Pool(pool_size)
+        self.stats = collections.Counter()
+        self._wake = gevent.event.Event()
+        self._db_slots = gevent.lock.BoundedSemaphore(DB_SLOTS)
+        self._dirty: set[int] = set()      # accounts that may have new events
+        self._running: set[int] = set()    # accounts with a worker in this process
+        self._leases: dict[int, int] = {}  # account -> lease end we hold
+        self._unacked: dict[int, set[int]] = {}  # account -> seqs delivered but not yet recorded
+        self._ack_wake = gevent.event.Event()
+        self._acker: gevent.Greenlet | None = None
+        self._stopping = False
+        self._scheduler: gevent.Greenlet | None = None
+        self._pruner: gevent.Greenlet | None = None
+        self._unlisten: Callable[[], None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> Deliverer:
+        self._stopping = False
+        self._unlisten = events.on_commit(self.notify)
+        self._scheduler = gevent.spawn(self._run)
+        self._acker = gevent.spawn(self._ack_loop)
+        self._pruner = gevent.spawn(self._prune_every, PRUNE_EVERY) if self.keep_delivered else None
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the requests in flight, record them, and give the leases back."""
+        self._stopping = True
+        if self._unlisten:
+            self._unlisten()
+        self._wake.set()
+        if self._pruner is not None:
+            self._pruner.kill(timeout=1)
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=1)
+            self._scheduler.kill(timeout=1)
+        self.pool.join(timeout=timeout if timeout is not None else self.sender.timeout + 2)
+        self.pool.kill(timeout=1)
+        if self._acker is not None:
+            # it records what the workers delivered, then ends; killed only if the database hangs
+            self._ack_wake.set()
+            self._acker.join(timeout=5)
+            self._acker.kill(timeout=1)
+        try:
+            with self._db():
+                WebhookLease.update(until=0).where(WebhookLease.owner == self.owner).execute()
+        except Exception:  # the leases run out by themselves
+            log.exception("webhooks: could not release the leases")
+        self._leases.clear()
+        self.sender.close()
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[None]:
+        """A pooled connection for one short database step; the slots keep the workers from draining the pool."""
+        with self._db_slots, db.connection_context():
+            yield
+
+    def notify(self, account_id: int) -> None:
+        """New events for `account_id` were committed in this process. Never blocks."""
+        if self.account_ids is None or account_id in self.account_ids:
+            self._dirty.add(account_id)
+            self._wake.set()
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_poll = 0.0
+        while not self._stopping:
+            self._wake.clear()
+            candidates = set(self._dirty)
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self.poll_interval
+                try:
+                    candidates |= self.due_accounts()
+                except Exception:  # the database may be briefly away; try at the next poll
+                    log.exception("webhooks: cannot read the outbox")
+            for account_id in sorted(candidates):
+                if account_id in self._running:
+                    continue
+                if self.pool.free_count() == 0:
+                    self._dirty.add(account_id)  # started when a slot frees (a worker's end wakes us)
+                    continue
+                self._dirty.discard(account_id)
+                self._running.add(account_id)
+                self.pool.spawn(self._work, account_id)
+            self._wake.wait(timeout=max(0.0, next_poll - time.monotonic()))
+
+    def due_accounts(self) -> set[int]:
+        """Accounts whose oldest pending event may be sent now (two index lookups per account with a backlog)."""
+        heads = (OutboxEvent.select(fn.MIN(OutboxEvent.seq)).where(OutboxEvent.status == PENDING)
+                 .group_by(OutboxEvent.account))
+        if self.account_ids is not None:
+            heads = heads.where(OutboxEvent.account.in_(sorted(self.account_ids)))
+        query = (OutboxEvent.select(OutboxEvent.account)
+                 .where(OutboxEvent.seq.in_(heads) & (OutboxEvent.next_attempt <= int(self.clock()))).tuples())
+        with self._db():
+            return {account_id for (account_id,) in query}
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def _prune_every(self, seconds: float) -> None:
+        while not self._stopping:
+            try:
+                self.prune()
+            except Exception:  # the next round tries again
+                log.exception("webhooks: pruning the outbox")
+            gevent.sleep(seconds)
+
+    def prune(self, chunk: int = 5000) -> int:
+        """Delete delivered and skipped events older than `keep_delivered`, failed ones older than `keep_failed`.
+
+        In chunks, each its own short statement, so the outbox never holds a
+        long lock; pending events are never deleted. Returns how many went.
+        """
+        if not self.keep_delivered:
+            return 0
+        now = int(self.clock())
+        old = (((OutboxEvent.status << [DELIVERED, SKIPPED]) & (OutboxEvent.ts < now - self.keep_delivered))
+               | ((OutboxEvent.status == FAILED) & (OutboxEvent.ts < now - self.keep_failed)))
+        if self.account_ids is not None:
+            old &= OutboxEvent.account.in_(sorted(self.account_ids))
+        removed = 0
+        while not self._stopping:
+            with self._db():
+                seqs = [seq for (seq,) in OutboxEvent.select(OutboxEvent.seq).where(old).limit(chunk).tuples()]
+                if seqs:
+                    OutboxEvent.delete().where(OutboxEvent.seq.in_(seqs)).execute()
+            removed += len(seqs)
+            if len(seqs) < chunk:
+                break
+            gevent.sleep(0)
+        return removed
+
+    # -- one account ------------------------------------------------------------------------------
+
+    def _work(self, account_id: int) -> None:
+        try:
+            for _ in range(TURN_BATCHES):
+                if self._stopping:
+                    return
+                self._dirty.discard(account_id)
+                with self._db():
+                    if not self._hold_lease(account_id):
+                        return
+                    batch, target = self._read_batch(account_id)
+                if not batch:
+                    if account_id in self._dirty:
+                        continue
+                    return  # the lease is kept (and runs out unless renewed): the next event needs no write for it
+                self.stats["batches"] += 1
+                if not self._deliver(account_id, batch, target):
+                    return
+            self._dirty.add(account_id)  # more to send: back of the line, so other accounts get their turn
+        except Exception:  # one account's trouble must not stop the others; retried at the next poll
+            log.exception("webhooks: delivering for account %s", account_id)
+        finally:
+            self._running.discard(account_id)
+            self._wake.set()
+
+    def _read_batch(self, account_id: int) -> tuple[list[OutboxEvent], Target | None]:
+        """The account's next pending events in order, with its URL and secret: one query, its SQL built once.
+
+        Events delivered but not yet recorded (`_unacked`) are still pending in
+        the database and are left out here.
+        """
+        sent = self._unacked.get(account_id, set())
+        sql, _ = fastq.compiled("webhooks:batch", lambda: (
+            OutboxEvent.select(OutboxEvent, Account.event_push_url, Account.webhook_secret_enc)
+            .join(Account, on=(OutboxEvent.account == Account.id))
+            .where((OutboxEvent.account == 0) & (OutboxEvent.status == PENDING))
+            .order_by(OutboxEvent.seq).limit(1)))
+        rows = db.obj.execute_sql(sql, (account_id, PENDING, self.batch + len(sent))).fetchall()
+        if not rows:
+            return [], None
+        batch = [event for event in (fastq.make(OutboxEvent, row) for row in rows) if event.seq not in sent]
+        return batch, _target(rows[0][-2], rows[0][-1])
+
+    def _hold_lease(self, account_id: int) -> bool:
+        """Take or renew the account's lease (a database step: call inside a connection)."""
+        now = int(self.clock())
+        if self._leases.get(account_id, 0) - now > LEASE_SECONDS / 2:
+            return True
+        until = now + LEASE_SECONDS
+        mine = WebhookLease.account == account_id
+        taken = WebhookLease.update(owner=self.owner, until=until).where(
+            mine & ((WebhookLease.owner == self.owner) | (WebhookLease.until < now))).execute()
+        if not taken:
+            WebhookLease.insert(account=account_id, owner=self.owner, until=until).on_conflict_ignore().execute()
+            taken = WebhookLease.select().where(
+                mine & (WebhookLease.owner == self.owner) & (WebhookLease.until == until)).exists()
+        if taken:
+            self._leases[account_id] = until
+        else:
+            self._leases.pop(account_id, None)
+            self.stats["lease_busy"] += 1
+        return bool(taken)
+
+    def _deliver(self, account_id: int, batch: list[OutboxEvent], target: Target) -> bool:
+        """Send `batch` in order; False when the account must wait (a retry, a lost lease, a stop)."""
+        if not target.url:
+            self._mark([e.seq for e in batch], status=SKIPPED, last_error="no Event Push URL")
+            self.stats[SKIPPED] += len(batch)
+            return True
+        for event in batch:
+            now = self.clock()
+            if self._stopping or event.next_attempt > now:
+                return False
+            if self._leases.get(account_id, 0) - now <= LEASE_SECONDS / 2:
+                with self._db():
+                    if not self._hold_lease(account_id):
+                        return False
+            outcome = self._attempt(event, target)
+            if outcome.kind == DELIVERED:
+                self._unacked.setdefault(account_id, set()).add(event.seq)
+                self._ack_wake.set()
+                continue
+            if outcome.kind == FAILED:
+                self._mark([event.seq], status=FAILED, last_error=outcome.error, attempts=event.attempts + 1)
+                self.stats[FAILED] += 1
+                continue
+            return self._retry_later(event, outcome.error or "failed", now)
+        return True
+
+    def _attempt(self, event: OutboxEvent, target: Target) -> Outcome:
+        if target.secret_problem:
+            return Outcome("retry", target.secret_problem)
+        body = wire_body(event)
+        timestamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Switchdesk-Event-Id": event.id,
+                   "X-Switchdesk-Timestamp": timestamp}
+        if target.secret:
+            headers["X-Switchdesk-Signature"] = signature(target.secret, timestamp, body)
+        self.stats["attempts"] += 1
+        try:
+            status = self.sender.post(target.url, body, headers)
+        except TargetRefused as exc:
+            return Outcome(FAILED, str(exc))
+        except ValueError as exc:
+            return Outcome(FAILED, str(exc))
+        except TimeoutError as exc:
+            return Outcome("retry", str(exc) or f"timed out after {self.sender.timeout:g} s")
+        except OSError as exc:
+            return Outcome("retry", f"{type(exc).__name__}: {exc.strerror or exc}")
+        except Exception as exc:  # a malformed answer is the receiver's failure, retried
+            return Outcome("retry", f"{type(exc).__name__}: {exc}")
+        return classify(status)
+
+    def _retry_later(self, event: OutboxEvent, error: str, now: float) -> bool:
+        attempts = event.attempts + 1
+        give_up_at = event.ts + MAX_AGE
+        if now >= give_up_at:
+            self._mark([event.seq], status=FAILED, attempts=attempts,
+                       last_error=f"{error}; gave up {MAX_AGE // 3600} hours after the event")
+            self.stats[FAILED] += 1
+            return True  # the next event's turn
+        next_attempt = min(math.ceil(now + retry_delay(attempts)), give_up_at)
+        self._mark([event.seq], attempts=attempts, next_attempt=next_attempt, last_error=error)
+        self.stats["retries"] += 1
+        return False
+
+    def _ack_loop(self) -> None:
+        while True:
+            self._ack_wake.wait()
+            gevent.sleep(ACK_DELAY)  # gather the acknowledgements of every account into one write
+            self._ack_wake.clear()
+            try:
+                self._flush_acks()
+            except Exception:  # kept in memory (and not re-sent meanwhile); written at the next round
+                log.exception("webhooks: recording deliveries")
+                gevent.sleep(1)
+                self._ack_wake.set()
+                continue
+            if self._stopping and self.pool.free_count() == self.pool.size and not self._unacked:
+                return
+
+    def _flush_acks(self) -> None:
+        """Record every delivery acknowledged so far, for all accounts, in one statement per chunk.
+
+        Until then the events stay `pending` in the database, so the workers
+        skip them by `_unacked`; a crash before this write sends them again.
+        """
+        todo = {account_id: set(seqs) for account_id, seqs in self._unacked.items() if seqs}
+        seqs = sorted(seq for taken in todo.values() for seq in taken)
+        for start in range(0, len(seqs), 1000):
+            self._write(OutboxEvent.update(
+                status=DELIVERED, delivered_at=int(self.clock()), attempts=OutboxEvent.attempts + 1,
+            ).where(OutboxEvent.seq.in_(seqs[start:start + 1000]) & (OutboxEvent.status == PENDING)))
+        for account_id, taken in todo.items():
+            left = self._unacked.get(account_id, set()) - taken
+            if left:
+                self._unacked[account_id] = left
+            else:
+                self._unacked.pop(account_id, None)
+        self.stats[DELIVERED] += len(seqs)
+        self.stats["ack_writes"] += bool(seqs)
+
+    def _mark(self, seqs: list[int], **fields: Any) -> None:
+        self._write(OutboxEvent.update(**fields).where(OutboxEvent.seq.in_(seqs) & (OutboxEvent.status == PENDING)))
+
+    def _write(self, query: peewee.ModelUpdate) -> None:
+        """Record a delivery outcome.
+
+        On PostgreSQL without waiting for the WAL flush: an outcome lost to a
+        database crash only means the event is sent again (at least once), and
+        a flush per acknowledgement would cost more than the send itself.
+        """
+        with self._db():
+            if is_sqlite():
+                query.execute()
+                return
+            with db.atomic():
+                db.execute_sql("SET LOCAL synchronous_commit TO OFF")
+                query.execute()
+
+
+# --- the API's service -----------------------------------------------------------------------
+
+
+def get_event(account_id: int, event_id: str) -> OutboxEvent:
+    event = OutboxEvent.of(account_id).where(OutboxEvent.id == event_id).first()
+    if event is None:
+        raise ServiceError(404, f"Event {event_id} not found")
+    return event
+
+
+def redeliver(account_id: int, event_id: str) -> OutboxEvent:
+    """Queue the event again now: pending, attempts reset.
+
+    It keeps its `id` (receivers that already have it drop it), its `ts` and
+    its `seq`, so it goes out before the account's later pending events; the
+    24 hours of retries still count from `ts`, so an older event gets one
+    attempt.
+    """
+    with db.atomic():
+        event = get_event(account_id, event_id)
+        now = int(time.time())
+        OutboxEvent.update(status=PENDING, attempts=0, next_attempt=now, last_error=None, delivered_at=None).where(
+            OutboxEvent.seq == event.seq).execute()
+        db.after_commit(lambda: events.announce(account_id))
+    return get_event(account_id, event_id)

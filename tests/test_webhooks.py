@@ -1,0 +1,547 @@
+"""Webhook delivery against a real HTTP receiver on loopback: wire format, order, retries, outages, restarts."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import gevent
+import pytest
+from gevent.pywsgi import WSGIServer
+
+from engine import security, webhooks
+from engine.db import db
+from engine.events import emit
+from engine.models import Account, OutboxEvent
+from engine.server import NoDelayHandler
+from engine.webhooks import Deliverer
+
+SECRET = "a-long-webhook-secret-123"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    @property
+    def id(self) -> str:
+        return self.json["id"]
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every request and answers as `answer(request)` says."""
+
+    def __init__(self, port: int = 0):
+        self.requests: list[Received] = []
+        self.answer = lambda request: 200
+        self.server = WSGIServer(("127.0.0.1", port), self.app, log=None, handler_class=NoDelayHandler,
+                                 error_log=logging.getLogger("test.receiver"))
+
+    def app(self, environ, start_response):
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        path = environ["PATH_INFO"] + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
+        request = Received(path, headers, environ["wsgi.input"].read())
+        self.requests.append(request)
+        status = self.answer(request)
+        if isinstance(status, tuple):
+            status, delay = status
+            gevent.sleep(delay)
+        start_response(f"{status} X", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    def start(self) -> Receiver:
+        self.server.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/hooks/pbx?token=abc"
+
+    def ids(self) -> list[str]:
+        return [r.id for r in self.requests]
+
+    def stop(self) -> None:
+        self.server.stop(timeout=1)
+
+
+class Clock:
+    """Wall time plus an offset the test moves forward, to pass retry delays and 24 hours instantly."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def wait_until(condition, timeout: float = 10.0, step: float = 0.005) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        gevent.sleep(step)
+
+
+def statuses(account_id: int) -> Counter:
+    return Counter(e.status for e in OutboxEvent.of(account_id))
+
+
+def set_target(account_id: int, url: str | None, secret: str | None = SECRET) -> None:
+    Account.update(event_push_url=url, webhook_secret_enc=security.encrypt_secret(secret) if secret else None).where(
+        Account.id == account_id).execute()
+
+
+def record_events(account_id: int, n: int, event: str = "agent:status") -> list[str]:
+    ids = []
+    with db.atomic():
+        for i in range(n):
+            ids.append(emit(account_id, event, {"user_id": i, "activity_id": 1, "pause_id": 0, "in_calls": 1}).id)
+    return ids
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def deliverers():
+    started: list[Deliverer] = []
+
+    def make(**kw) -> Deliverer:
+        kw.setdefault("allow_private", True)
+        kw.setdefault("poll_interval", 0.02)
+        d = Deliverer(**kw).start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop(timeout=2)
+
+
+def test_wire_format_headers_and_signature(tenant, other_tenant, receiver, deliverers):
+    set_target(tenant.account_id, receiver.url)
+    set_target(other_tenant.account_id, receiver.url, secret=None)
+    ids = record_events(tenant.account_id, 3)
+    with db.atomic():
+        unsigned = emit(other_tenant.account_id, "agent:checkout", {"user_id": 7}, ts=1700000000).id
+    deliverers()
+    wait_until(lambda: len(receiver.requests) == 4)
+    mine = [r for r in receiver.requests if r.id in ids]
+    assert [r.id for r in mine] == ids
+    for request in mine:
+        body = request.json
+        assert list(body) == ["id", "event", "ts", "account_id", "data"]
+        assert body["account_id"] == tenant.account_id and body["event"] == "agent:status"
+        assert body["data"]["activity_id"] == 1
+        assert request.path == "/hooks/pbx?token=abc"
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["x-switchdesk-event-id"] == body["id"]
+        stamp = request.headers["x-switchdesk-timestamp"]
+        assert abs(int(stamp) - time.time()) < 5
+        expected = hmac.new(SECRET.encode(), stamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
+        assert request.headers["x-switchdesk-signature"] == f"v1={expected}"
+    other = next(r for r in receiver.requests if r.id == unsigned)
+    assert "x-switchdesk-signature" not in other.headers
+    assert other.json == {"id": unsigned, "event": "agent:checkout", "ts": 1700000000,
+                          "account_id": other_tenant.account_id, "data": {"user_id": 7}}
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 3})
+    stored = OutboxEvent.get(OutboxEvent.id == ids[0])
+    assert stored.attempts == 1 and stored.delivered_at is not None and stored.last_error is None
+
+
+def test_new_event_wakes_the_deliverer_without_waiting_for_the_poll(tenant, receiver, deliverers):
+    set_target(tenant.account_id, receiver.url)
+    deliverers(poll_interval=30)
+    gevent.sleep(0.05)  # the first poll has passed
+    started = time.monotonic()
+    record_events(tenant.account_id, 1)
+    wait_until(lambda: len(receiver.requests) == 1, timeout=2)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_target_refused_at_send_time(tenant, receiver, deliverers, host):
+    set_target(tenant.account_id, receiver.url.replace("127.0.0.1", host))
+    ids = record_events(tenant.account_id, 2)
+    deliverers(allow_private=False)
+    wait_until(lambda: statuses(tenant.account_id) == {"failed": 2})
+    assert receiver.requests == []
+    event = OutboxEvent.get(OutboxEvent.id == ids[0])
+    assert "loopback, link-local or private" in event.last_error and "127.0.0.1" in event.last_error
+
+
+def test_retries_keep_the_id_and_the_account_order(tenant, receiver, deliverers, clock):
+    set_target(tenant.account_id, receiver.url)
+    first, second, third = record_events(tenant.account_id, 3)
+    failures = Counter()
+
+    def answer(request):
+        if request.id == first and failures[first] < 2:
+            failures[first] += 1
+            return 503
+        return 200
+
+    receiver.answer = answer
+    d = deliverers(clock=clock)
+    wait_until(lambda: len(receiver.requests) == 1)
+    gevent.sleep(0.1)
+    assert receiver.ids() == [first]  # the later events wait behind the head's retry
+    head = OutboxEvent.get(OutboxEvent.id == first)
+    assert head.status == "pending" and head.attempts == 1 and head.last_error == "HTTP 503"
+    assert head.next_attempt > clock() - 1
+    while len(receiver.requests) < 5:
+        clock.advance(700)
+        gevent.sleep(0.05)
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 3})
+    assert receiver.ids() == [first, first, first, second, third]
+    assert OutboxEvent.get(OutboxEvent.id == first).attempts == 3
+    assert d.stats["retries"] == 2
+
+
+def test_retry_delay_doubles_with_jitter_and_is_capped():
+    for attempts in range(1, 30):
+        window = min(webhooks.RETRY_CAP, webhooks.RETRY_BASE * 2 ** (attempts - 1))
+        delays = [webhooks.retry_delay(attempts) for _ in range(50)]
+        assert all(window / 2 <= d <= window for d in delays)
+    assert webhooks.retry_delay(40) <= 600
+    assert len({round(webhooks.retry_delay(8), 6) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize(("status", "fails_at_once"), [(400, True), (404, True), (410, True), (408, False),
+                                                       (429, False), (500, False), (502, False)])
+def test_4xx_fails_at_once_other_errors_retry(tenant, receiver, deliverers, clock, status, fails_at_once):
+    set_target(tenant.account_id, receiver.url)
+    first, second = record_events(tenant.account_id, 2)
+    receiver.answer = lambda request: status if request.id == first and receiver.ids().count(first) == 1 else 200
+    deliverers(clock=clock)
+    if fails_at_once:
+        wait_until(lambda: statuses(tenant.account_id) == {"failed": 1, "delivered": 1})
+        event = OutboxEvent.get(OutboxEvent.id == first)
+        assert event.last_error == f"HTTP {status}" and event.attempts == 1
+        assert receiver.ids() == [first, second]  # the queue moved on
+    else:
+        wait_until(lambda: OutboxEvent.get(OutboxEvent.id == first).attempts == 1)
+        assert OutboxEvent.get(OutboxEvent.id == first).status == "pending"
+        clock.advance(5)
+        wait_until(lambda: statuses(tenant.account_id) == {"delivered": 2})
+        assert receiver.ids() == [first, first, second]
+
+
+def test_a_stalled_receiver_times_out_and_is_retried(tenant, receiver, deliverers, clock):
+    set_target(tenant.account_id, receiver.url)
+    (event_id,) = record_events(tenant.account_id, 1)
+    receiver.answer = lambda request: (200, 2.0) if len(receiver.requests) == 1 else 200
+    deliverers(clock=clock, timeout=0.2)
+    wait_until(lambda: OutboxEvent.get(OutboxEvent.id == event_id).attempts == 1)
+    event = OutboxEvent.get(OutboxEvent.id == event_id)
+    assert event.status == "pending" and "no answer within 0.2 s" in event.last_error
+    clock.advance(5)
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 1})
+    assert receiver.ids() == [event_id, event_id]
+
+
+def test_the_default_timeout_is_five_seconds():
+    assert webhooks.SEND_TIMEOUT == 5.0 and Deliverer().sender.timeout == 5.0
+
+
+def test_retries_stop_24_hours_after_the_event_and_it_is_kept(tenant, receiver, deliverers, clock):
+    set_target(tenant.account_id, receiver.url)
+    first, second = record_events(tenant.account_id, 2)
+    receiver.answer = lambda request: 500 if request.id == first else 200
+    deliverers(clock=clock)
+    wait_until(lambda: OutboxEvent.get(OutboxEvent.id == first).attempts == 1)
+    ts = OutboxEvent.get(OutboxEvent.id == first).ts
+    clock.advance(webhooks.MAX_AGE - 300)
+    wait_until(lambda: OutboxEvent.get(OutboxEvent.id == first).attempts == 2)
+    assert OutboxEvent.get(OutboxEvent.id == first).next_attempt <= ts + webhooks.MAX_AGE  # the last try at 24 h
+    clock.advance(400)
+    wait_until(lambda: statuses(tenant.account_id) == {"failed": 1, "delivered": 1})
+    event = OutboxEvent.get(OutboxEvent.id == first)
+    assert event.attempts == 3 and event.last_error == "HTTP 500; gave up 24 hours after the event"
+    assert receiver.ids() == [first, first, first, second]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_receipts(ids: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for i in ids:
+        seen.setdefault(i, None)
+    return list(seen)
+
+
+def test_receiver_down_then_up_loses_nothing(tenant, other_tenant, deliverers, clock):
+    port = free_port()
+    receiver = Receiver(port)
+    for account in (tenant, other_tenant):
+        set_target(account.account_id, receiver.url.replace(":0/", f":{port}/"))
+    ids = {a.account_id: record_events(a.account_id, 40) for a in (tenant, other_tenant)}
+    deliverers(clock=clock)
+    wait_until(lambda: OutboxEvent.select().where(OutboxEvent.attempts > 0).count() == 2)
+    head = OutboxEvent.get(OutboxEvent.id == ids[tenant.account_id][0])
+    assert "ConnectionRefusedError" in head.last_error and head.status == "pending"
+    receiver = Receiver(port).start()
+    try:
+        clock.advance(5)
+        wait_until(lambda: OutboxEvent.select().where(OutboxEvent.status == "delivered").count() == 80)
+        got = receiver.ids()
+        assert sorted(got) == sorted(ids[tenant.account_id] + ids[other_tenant.account_id])  # each once
+        for account_ids in ids.values():
+            assert [i for i in got if i in set(account_ids)] == account_ids
+    finally:
+        receiver.stop()
+
+
+def test_graceful_restart_mid_way_sends_each_event_once(tenant, receiver, deliverers):
+    set_target(tenant.account_id, receiver.url)
+    ids = record_events(tenant.account_id, 120)
+    receiver.answer = lambda request: (200, 0.002)
+    first = deliverers()
+    wait_until(lambda: len(receiver.requests) >= 30)
+    first.stop()
+    sent_before = len(receiver.requests)
+    assert sent_before < 120
+    assert statuses(tenant.account_id)["delivered"] == sent_before  # everything sent was acknowledged
+    deliverers()
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 120})
+    assert receiver.ids() == ids
+
+
+def test_crash_before_acknowledging_resends_with_the_same_ids(tenant, receiver, deliverers, clock):
+    set_target(tenant.account_id, receiver.url)
+    ids = record_events(tenant.account_id, 120)
+    receiver.answer = lambda request: (200, 0.002)
+    crashed = deliverers(clock=clock)
+    crashed._flush_acks = lambda: None  # the process dies before it records what was sent
+    wait_until(lambda: len(receiver.requests) >= 30)
+    gevent.killall([crashed._scheduler, crashed._acker, *crashed.pool])
+    crashed._acker = None
+    gevent.sleep(0.05)  # a request written just before the kill still reaches the receiver
+    sent_by_crashed = set(receiver.ids())
+    assert statuses(tenant.account_id) == {"pending": 120}
+    survivor = deliverers(clock=clock)
+    gevent.sleep(0.2)
+    assert len(receiver.requests) == len(sent_by_crashed)  # the crashed process's lease still holds
+    assert survivor.stats["lease_busy"] > 0
+    clock.advance(webhooks.LEASE_SECONDS + 1)
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 120})
+    got = receiver.ids()
+    assert first_receipts(got) == ids
+    counts = Counter(got)
+    assert {i for i, n in counts.items() if n > 1} <= sent_by_crashed and max(counts.values()) == 2
+
+
+def test_two_deliverers_on_one_database_do_not_double_deliver(tenant, other_tenant, receiver, deliverers):
+    accounts = [tenant, other_tenant]
+    for account in accounts:
+        set_target(account.account_id, receiver.url)
+    receiver.answer = lambda request: (200, 0.001)
+    deliverers(batch=10)
+    deliverers(batch=10)
+    ids = {}
+    for _ in range(4):  # recorded while both run
+        for account in accounts:
+            ids.setdefault(account.account_id, []).extend(record_events(account.account_id, 25))
+        gevent.sleep(0.02)
+    wait_until(lambda: OutboxEvent.select().where(OutboxEvent.status == "delivered").count() == 200)
+    got = receiver.ids()
+    assert len(got) == 200 and len(set(got)) == 200
+    for account_ids in ids.values():
+        assert [i for i in got if i in set(account_ids)] == account_ids
+
+
+DELIVERER_PROCESS = r"""
+import signal, sys
+from gevent import monkey; monkey.patch_all()
+sys.path.insert(0, sys.argv[1])
+import gevent, gevent.event
+from engine import db
+from engine.webhooks import Deliverer
+db.bind(sys.argv[2])
+deliverer = Deliverer(allow_private=True, poll_interval=0.01, batch=5).start()
+stop = gevent.event.Event()
+gevent.signal_handler(signal.SIGTERM, stop.set)
+print("ready", flush=True)
+stop.wait()
+deliverer.stop()
+"""
+
+
+def test_two_processes_on_one_database_do_not_double_deliver(database, tenant, other_tenant, receiver):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accounts = [tenant, other_tenant]
+    for account in accounts:
+        set_target(account.account_id, receiver.url)
+    ids = {a.account_id: record_events(a.account_id, 60) for a in accounts}
+    url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{database.database}"
+    root = str(Path(__file__).resolve().parent.parent)
+    procs = [subprocess.Popen([sys.executable, "-c", DELIVERER_PROCESS, root, url], stdout=subprocess.PIPE)
+             for _ in range(2)]
+    try:
+        wait_until(lambda: len(receiver.requests) >= 120, timeout=30)
+        wait_until(lambda: OutboxEvent.select().where(OutboxEvent.status == "delivered").count() == 120, timeout=10)
+        gevent.sleep(0.2)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+    got = receiver.ids()
+    assert len(got) == 120 and len(set(got)) == 120
+    for account_ids in ids.values():
+        assert [i for i in got if i in set(account_ids)] == account_ids
+
+
+def test_account_filter_delivers_only_owned_accounts(tenant, other_tenant, receiver, deliverers):
+    for account in (tenant, other_tenant):
+        set_target(account.account_id, receiver.url)
+    mine = record_events(tenant.account_id, 3)
+    record_events(other_tenant.account_id, 3)
+    deliverers(account_ids=[tenant.account_id])
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 3})
+    record_events(other_tenant.account_id, 1)  # the in-process wake-up respects the filter too
+    gevent.sleep(0.2)
+    assert receiver.ids() == mine
+    assert statuses(other_tenant.account_id) == {"pending": 4}
+
+
+def test_events_without_a_push_url_are_skipped_not_sent_later(tenant, receiver, deliverers):
+    set_target(tenant.account_id, None)
+    old = record_events(tenant.account_id, 2)
+    deliverers()
+    wait_until(lambda: statuses(tenant.account_id) == {"skipped": 2})
+    assert OutboxEvent.get(OutboxEvent.id == old[0]).last_error == "no Event Push URL"
+    set_target(tenant.account_id, receiver.url)
+    new = record_events(tenant.account_id, 1)
+    wait_until(lambda: statuses(tenant.account_id) == {"skipped": 2, "delivered": 1})
+    assert receiver.ids() == new
+
+
+def test_an_undecryptable_secret_is_never_sent_unsigned(tenant, receiver, deliverers, monkeypatch):
+    set_target(tenant.account_id, receiver.url)
+    (event_id,) = record_events(tenant.account_id, 1)
+    monkeypatch.setenv(security.SECRET_KEY_ENV, "another-key")
+    deliverers()
+    wait_until(lambda: OutboxEvent.get(OutboxEvent.id == event_id).attempts == 1)
+    assert receiver.requests == []
+    assert "cannot decrypt the webhook secret" in OutboxEvent.get(OutboxEvent.id == event_id).last_error
+
+
+def test_prune_keeps_pending_and_recent_events(tenant, other_tenant):
+    day = 86400
+    now = int(time.time())
+    rows = {}
+    with db.atomic():
+        for status in ("pending", "delivered", "skipped", "failed"):
+            for age in (1, 8, 31):
+                event = emit(tenant.account_id, "agent:checkout", {"user_id": 1}, ts=now - age * day)
+                OutboxEvent.update(status=status).where(OutboxEvent.seq == event.seq).execute()
+                rows[(status, age)] = event.id
+        foreign = emit(other_tenant.account_id, "agent:checkout", {"user_id": 1}, ts=now - 40 * day)
+    OutboxEvent.update(status="delivered").where(OutboxEvent.id == foreign.id).execute()
+    deliverer = Deliverer(account_ids=[tenant.account_id])
+    assert deliverer.prune(chunk=2) == 5
+    left = {key for key, event_id in rows.items() if OutboxEvent.get_or_none(OutboxEvent.id == event_id)}
+    assert left == {("pending", 1), ("pending", 8), ("pending", 31), ("delivered", 1), ("skipped", 1),
+                    ("failed", 1), ("failed", 8)}
+    assert OutboxEvent.get_or_none(OutboxEvent.id == foreign.id) is not None  # another box's account
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def test_list_events_with_filters_and_paging(api, other_api, tenant, other_tenant):
+    with db.atomic():
+        a = emit(tenant.account_id, "agent:checkin", {"user_id": 1, "device_id": 2, "device_name": "d"}, ts=1000)
+        b = emit(tenant.account_id, "agent:checkout", {"user_id": 1}, ts=2000)
+        c = emit(tenant.account_id, "agent:checkout", {"user_id": 2}, ts=3000)
+        emit(other_tenant.account_id, "agent:checkout", {"user_id": 9}, ts=2500)
+    OutboxEvent.update(status="failed", attempts=3, last_error="HTTP 500").where(OutboxEvent.id == b.id).execute()
+
+    def ids(**query):
+        r = api.get("/api/event", query_string=query)
+        assert r.status_code == 200, r.get_json()
+        return [e["id"] for e in r.get_json()["data"]]
+
+    assert ids() == [c.id, b.id, a.id]  # newest first
+    assert ids(order="asc") == [a.id, b.id, c.id]
+    assert ids(event="agent:checkout") == [c.id, b.id]
+    assert ids(status="failed") == [b.id]
+    assert ids(status="pending") == [c.id, a.id]
+    assert ids(since=1500, until=2999) == [b.id]
+    page = api.get("/api/event", query_string={"limit": 2}).get_json()["data"]
+    assert [e["id"] for e in page] == [c.id, b.id]
+    assert ids(limit=2, before_seq=page[-1]["seq"]) == [a.id]
+    assert ids(order="asc", after_seq=a.seq) == [b.id, c.id]
+    failed = api.get(f"/api/event/{b.id}").get_json()["data"]
+    assert failed == {"id": b.id, "seq": b.seq, "event": "agent:checkout", "ts": 2000,
+                      "account_id": tenant.account_id, "data": {"user_id": 1}, "status": "failed", "attempts": 3,
+                      "next_attempt": None, "last_error": "HTTP 500", "delivered_at": None}
+    assert [e["data"]["user_id"] for e in other_api.get("/api/event").get_json()["data"]] == [9]
+    for bad in ({"status": "lost"}, {"event": "call:dance"}, {"limit": 0}, {"order": "sideways"}):
+        r = api.get("/api/event", query_string=bad)
+        assert r.status_code == 400 and r.get_json()["msg"].startswith(next(iter(bad)))
+
+
+def test_get_and_redeliver_are_confined_to_the_account(api, other_api, tenant):
+    with db.atomic():
+        event = emit(tenant.account_id, "agent:checkout", {"user_id": 1})
+    assert other_api.get(f"/api/event/{event.id}").status_code == 404
+    assert other_api.post(f"/api/event/{event.id}/redeliver").status_code == 404
+    assert api.get("/api/event/not-an-id").status_code == 404
+    assert api.get(f"/api/event/{event.id}").get_json()["data"]["status"] == "pending"
+
+
+def test_redeliver_sends_the_same_event_again(api, tenant, receiver, deliverers):
+    set_target(tenant.account_id, receiver.url)
+    (event_id,) = record_events(tenant.account_id, 1)
+    deliverers(poll_interval=30)
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 1})
+    r = api.post(f"/api/event/{event_id}/redeliver")
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert data["status"] == "pending" and data["attempts"] == 0 and data["delivered_at"] is None
+    wait_until(lambda: len(receiver.requests) == 2, timeout=2)  # woken at once, not at the next poll
+    assert receiver.ids() == [event_id, event_id]
+    assert receiver.requests[0].body == receiver.requests[1].body
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 1})
+
+
+def test_events_permission_required(client, tenant):
+    from engine.models import User
+
+    User.update(permissions={"events": False}, is_admin=False).where(User.id == tenant.admin_id).execute()
+    r = client.get("/api/event", headers=tenant.auth())
+    assert r.status_code == 403
