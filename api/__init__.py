@@ -22,10 +22,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from api import (
         account,
+        agents,
+        checkin,
         devices,
         dids,
+        events,
         extensions,
         freeswitch,
+        metrics,
+        originate,
         pauses,
         pgroups,
         phone_lists,
@@ -37,9 +42,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api.envelope import install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
-                   devices, extensions, dids, pauses, timegroups):
+                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
+    metrics.install(app)
 
     @app.before_request
     def _open_db() -> None:

@@ -60,11 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--esl-password", default=os.environ.get("SWITCHDESK_ESL_PASSWORD", "ClueCon"),
                    help="event socket password (env SWITCHDESK_ESL_PASSWORD)")
     p.add_argument("--no-esl", action="store_true", help="serve the API only, without the FreeSWITCH engine")
+    p.add_argument("--outbound-listen", default=os.environ.get("SWITCHDESK_OUTBOUND_LISTEN", "127.0.0.1:8040"),
+                   help="HOST:PORT where the engine takes FreeSWITCH's outbound-socket calls for check-in codes "
+                        "(env SWITCHDESK_OUTBOUND_LISTEN; default 127.0.0.1:8040)")
     p.add_argument("--xml-curl-password", default=os.environ.get("SWITCHDESK_XMLCURL_PASSWORD"),
                    help="password FreeSWITCH's mod_xml_curl uses (user 'freeswitch'; env SWITCHDESK_XMLCURL_PASSWORD)")
     p.add_argument("--webhook-allow-private", action="store_true",
                    help="allow Event Push URLs on loopback, link-local and private addresses")
+    p.add_argument("--domains", default=os.environ.get("SWITCHDESK_DOMAINS"), type=_domain_list,
+                   help="comma-separated account domains whose agents, queues and webhooks this box drives "
+                        "(env SWITCHDESK_DOMAINS; default: all accounts)")
+    p.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("SWITCHDESK_LOG_FORMAT", "text"),
+                   help="one line per event as text or as a JSON object (env SWITCHDESK_LOG_FORMAT)")
+    p.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   default=os.environ.get("SWITCHDESK_LOG_LEVEL", "INFO").upper(),
+                   help="DEBUG, INFO (default), WARNING or ERROR (env SWITCHDESK_LOG_LEVEL)")
+    p.add_argument("--metrics-public", action="store_true",
+                   help="serve GET /metrics to every client, not only to loopback ones")
     return parser
+
+
+def _domain_list(value: str | None) -> list[str] | None:
+    domains = [d.strip().lower() for d in (value or "").split(",") if d.strip()]
+    return domains or None
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -138,8 +156,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     host, port = split_hostport(args.listen)
     esl = None if args.no_esl else split_hostport(args.esl)
+    outbound = None if args.no_esl else split_hostport(args.outbound_listen)
     return serve(args.db, host, port, max_body=args.max_body, webhook_allow_private=args.webhook_allow_private,
-                 esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password)
+                 esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password,
+                 domains=args.domains, log_format=args.log_format, log_level=args.log_level,
+                 metrics_public=args.metrics_public, outbound=outbound)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,8 @@ import sys
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from engine import logs
+
 log = logging.getLogger("switchdesk")
 
 
@@ -23,32 +25,72 @@ class NoDelayHandler(WSGIHandler):
             pass  # not TCP (a unix socket in tests)
         super().__init__(sock, address, server, rfile)
 
+    def format_request(self) -> str:
+        # the request line carries the query string, where api_key= and password= are valid input
+        return logs.redact(super().format_request())
+
 
 def make_server(app, host: str, port: int) -> WSGIServer:
-    return WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None, error_log=log)
+    return WSGIServer((host, port), app, handler_class=NoDelayHandler, log=logging.getLogger("switchdesk.access"),
+                      error_log=log)
+
+
+def resolve_domains(domains: list[str] | None) -> list[int] | None:
+    """The account ids this box serves (DESIGN.md Scale-out): None for all accounts."""
+    if not domains:
+        return None
+    from engine.models import Account
+
+    wanted = {d.strip().lower() for d in domains if d.strip()}
+    found = {a.domain: a.id for a in Account.select(Account.id, Account.domain).where(Account.domain.in_(wanted))}
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ValueError(f"no account has the domain {', '.join(missing)}")
+    return sorted(found.values())
 
 
 def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
           webhook_allow_private: bool = False, esl: tuple[str, int] | None = None, esl_password: str = "",
-          xmlcurl_password: str | None = None) -> int:
-    """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process."""
+          xmlcurl_password: str | None = None, domains: list[str] | None = None, log_format: str = "text",
+          log_level: str = "INFO", metrics_public: bool = False, outbound: tuple[str, int] | None = None) -> int:
+    """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
+
+    `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
+    several boxes on one database each account's domain is served by exactly one box. `outbound` is where
+    the engine listens for FreeSWITCH's outbound-socket calls (check-in codes, engine.checkin).
+    """
     from api import create_app
     from engine import db, schema
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        logs.setup(log_format, log_level)
+    except ValueError as exc:  # from the environment: argparse checks only the command line
+        print(f"switchdesk: {exc}", file=sys.stderr)
+        return 2
+    for secret in (esl_password, xmlcurl_password):
+        logs.add_secret(secret)
     database = db.bind(db_url)
     with database.connection_context():
         schema.init_schema(database)
+        try:
+            account_ids = resolve_domains(domains)
+        except ValueError as exc:
+            print(f"switchdesk: --domains: {exc}", file=sys.stderr)
+            return 2
     config = {"MAX_CONTENT_LENGTH": max_body} if max_body else {}
     config["WEBHOOK_ALLOW_PRIVATE"] = webhook_allow_private
+    config["METRICS_PUBLIC"] = metrics_public
+    config["ACCOUNT_IDS"] = account_ids  # this box's accounts (--domains), None for all
     if xmlcurl_password:
         config["XMLCURL_PASSWORD"] = xmlcurl_password
     engine = None
     if esl is not None:
         from engine.engine import Engine
 
-        engine = Engine(esl[0], esl[1], esl_password)
+        engine = Engine(esl[0], esl[1], esl_password, account_ids=account_ids)
         config["ENGINE"] = engine
+    if outbound is not None:  # where the served dialplan sends ***<code> calls
+        config["OUTBOUND_SOCKET"] = ("127.0.0.1" if outbound[0] in ("", "0.0.0.0", "::") else outbound[0], outbound[1])
     app = create_app(config)
     server = make_server(app, host, port)
     try:
@@ -57,9 +99,23 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
     log.info("serving the API on http://%s:%d", host, server.server_port)
+    checkins = None
+    if engine is not None and outbound is not None:
+        from engine.checkin import make_server as make_checkin_server
+
+        checkins = make_checkin_server(outbound[0], outbound[1], group=engine.group)
+        try:
+            checkins.start()
+        except OSError as exc:
+            print(f"switchdesk: --outbound-listen: {exc.strerror or exc}", file=sys.stderr)
+            server.stop(timeout=1)
+            return 1
     if engine is not None:
         engine.start()
         log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
+    from engine.webhooks import Deliverer
+
+    deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private).start()
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:
@@ -69,6 +125,9 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
     stopped.wait()
+    deliverer.stop()
+    if checkins is not None:
+        checkins.stop()
     if engine is not None:
         engine.stop()
     server.stop(timeout=5)

@@ -233,7 +233,7 @@ def test_next_change_matches_a_walk_in_quarter_hours(zone, start):
 
 
 def test_property_is_open_is_constant_until_next_change():
-    hypothesis = pytest.importorskip("hypothesis")
+    import hypothesis
     st = hypothesis.strategies
 
     times = st.integers(0, 24 * 4 - 1).map(lambda q: f"{q // 4:02d}:{q % 4 * 15:02d}")

@@ -11,7 +11,8 @@ from engine.models.account import (
 from engine.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.models.base import AccountScoped, BaseModel, now
 from engine.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
-from engine.models.outbox import OutboxEvent
+from engine.models.calls import ActiveCall
+from engine.models.outbox import OutboxEvent, WebhookLease
 from engine.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -22,6 +23,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     UserSession,
     LoginFailure,
     OutboxEvent,
+    WebhookLease,
     TimeGroup,
     PauseReason,
     Queue,
@@ -35,6 +37,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     AgentState,
     CheckinCode,
     CheckinFailure,
+    ActiveCall,
 ]
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "LIST_TYPES",
     "Account",
     "AccountScoped",
+    "ActiveCall",
     "AgentState",
     "ApiKey",
     "BaseModel",
@@ -63,5 +67,6 @@ __all__ = [
     "TimeGroup",
     "User",
     "UserSession",
+    "WebhookLease",
     "now",
 ]
