@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
+from peewee import fn
 
 from api.envelope import ok
 from api.spec import endpoint, openapi_document
+from engine.models import OutboxEvent
 
 bp = Blueprint("system", __name__, url_prefix="/api")
 
@@ -19,11 +21,23 @@ def openapi():
 
 @endpoint(bp, "/status", ["GET"], summary="FreeSWITCH connection, last sync, outbox backlog", tag="system")
 def status(principal):
-    """`freeswitch.connected` is false while the engine is reconnecting (or not running: `engine` false)."""
+    """`freeswitch.connected` is false while the engine is reconnecting (or not running: `engine` false).
+
+    The outbox figures are the caller's account's only: accounts never learn of each other.
+    """
     engine = current_app.config.get("ENGINE")
-    if engine is None:
-        return ok({"engine": False, "freeswitch": {"connected": False}})
-    return ok({"engine": True, **engine.status()})
+    body = {"engine": False, "freeswitch": {"connected": False}} if engine is None else {"engine": True,
+                                                                                         **engine.status()}
+    body["outbox"] = _outbox(principal.account_id)
+    return ok(body)
+
+
+def _outbox(account_id: int) -> dict:
+    counts = dict(OutboxEvent.select(OutboxEvent.status, fn.COUNT(OutboxEvent.seq))
+                  .where(OutboxEvent.account == account_id).group_by(OutboxEvent.status).tuples())
+    oldest = (OutboxEvent.select(fn.MIN(OutboxEvent.ts))
+              .where((OutboxEvent.account == account_id) & (OutboxEvent.status == "pending")).scalar())
+    return {"backlog": counts.get("pending", 0), "oldest_ts": oldest, "failed": counts.get("failed", 0)}
 
 
 @endpoint(bp, "/health", ["GET"], summary="Liveness probe", tag="system", auth=False)

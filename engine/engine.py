@@ -23,7 +23,7 @@ from engine import changes, sync
 from engine.db import connection
 from engine.esl.client import ESLError
 from engine.esl.supervisor import ESLSupervisor
-from engine.models import Account, Device, OutboxEvent, now
+from engine.models import Account, Device, now
 
 log = logging.getLogger("switchdesk.engine")
 
@@ -204,10 +204,6 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         events, commands = self.events.status(), self.commands.status()
-        with connection():
-            pending = OutboxEvent.select().where(OutboxEvent.status == "pending")
-            backlog = pending.count()
-            oldest = pending.order_by(OutboxEvent.seq).first()
         return {
             "freeswitch": {
                 "connected": events.connected and commands.connected,
@@ -223,5 +219,4 @@ class Engine:
                 "errors": len(self.last_sync.errors) if self.last_sync else None,
                 "seconds": round(self.last_sync.seconds, 4) if self.last_sync else None,
             },
-            "outbox": {"backlog": backlog, "oldest_ts": oldest.ts if oldest else None},
         }

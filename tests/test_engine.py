@@ -7,8 +7,10 @@ import pytest
 
 from api import create_app
 from engine import changes, fsconfig, sync
+from engine.db import db
 from engine.engine import Engine
-from engine.models import Account, Device, Queue, Tier, User
+from engine.events import emit
+from engine.models import Account, Device, OutboxEvent, Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
 
@@ -133,4 +135,15 @@ def test_device_registration_status(world, switch, engine):
 
 def test_status_without_engine(client, tenant):
     data = client.get("/api/status", headers=tenant.auth()).get_json()["data"]
-    assert data == {"engine": False, "freeswitch": {"connected": False}}
+    assert data == {"engine": False, "freeswitch": {"connected": False},
+                    "outbox": {"backlog": 0, "oldest_ts": None, "failed": 0}}
+
+
+def test_status_outbox_is_the_callers_account_only(client, tenant, other_tenant):
+    with db.atomic():
+        emit(other_tenant.account_id, "agent:checkout", {"user_id": 1}, ts=1000)
+        emit(tenant.account_id, "agent:checkout", {"user_id": 2}, ts=2000)
+        failed = emit(tenant.account_id, "agent:checkout", {"user_id": 3}, ts=3000)
+    OutboxEvent.update(status="failed").where(OutboxEvent.id == failed.id).execute()
+    data = client.get("/api/status", headers=tenant.auth()).get_json()["data"]
+    assert data["outbox"] == {"backlog": 1, "oldest_ts": 2000, "failed": 1}
