@@ -262,6 +262,17 @@ def check_in_device(account_id: int, user_id: int, device_id: int, force: bool) 
     return _check_in(account_id, user_id, device_id, force=force, move=force)
 
 
+def release_device(account_id: int, device_id: int, pending: Pending) -> None:
+    """Check out whoever is checked in with this device; inside the caller's transaction
+    (a device being deleted: its agent must not stay joined to queues with no phone)."""
+    state = AgentState.get_or_none((AgentState.device == device_id) & (AgentState.account == account_id))
+    if state is None:
+        return
+    user = _load(state.user_id)
+    if user is not None:
+        _check_out(state, user, user.account, now(), pending)
+
+
 def check_out(account_id: int, user_id: int) -> AgentState:
     """Release the device and leave all queues; checking out a logged-out agent changes nothing.
 

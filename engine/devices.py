@@ -102,13 +102,14 @@ def update_device(account_id: int, device_id: int, fields: dict[str, Any]) -> De
 
 
 def delete_device(account_id: int, device_id: int) -> None:
-    """Delete a device and the extensions that route to it.
+    """Delete a device and the extensions that route to it; an agent checked in with it is checked out
+    (agent:checkout, queue:leave), in the same transaction."""
+    from engine import agents  # agents builds on devices
 
-    Agent control (check-in with a device) will refuse or check the agent out here.
-    """
     pending = Pending()
     with db.atomic():
         device = get_device(account_id, device_id)
+        agents.release_device(account_id, device.id, pending)
         extensions.delete_for("device", [device.id])
         device.delete_instance()
         pending.add("device", account_id, [device_id])

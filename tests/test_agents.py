@@ -163,6 +163,20 @@ def test_check_out(api, desk):
     assert events() == []
 
 
+def test_deleting_the_device_checks_its_agent_out(api, desk):
+    assert check_in(api, desk["devices"][0]).status_code == 200
+    clear_events()
+    assert api.delete(f"/api/device/{desk['devices'][0]}").status_code == 200
+    q = desk["queues"]
+    assert events()[:2] == [
+        ("queue:leave", {"user_id": desk["user"], "queues": sorted([q[2], q[3], q[4]])}),
+        ("agent:checkout", {"user_id": desk["user"]}),
+    ]
+    assert joined(desk["user"]) == []
+    record = api.get(f"/api/user/{desk['user']}").get_json()["data"]
+    assert (record["online"], record["device_id"]) == (0, None)
+
+
 def test_acting_on_others_needs_agents_permission(api, client, desk, tenant, other_tenant):
     r = api.post("/api/user", json={"name": "Clerk", "username": "clerk1", "password": "Ab123456",
                                     "email": "clerk@x.test", "is_agent": True})
