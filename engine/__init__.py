@@ -1,1 +1,1 @@
-"""switchdesk engine: storage, services and (later) the FreeSWITCH side of the process."""
+"""switchdesk engine: storage, services, the FreeSWITCH side (ESL, mod_callcenter sync, agents, call events) and webhooks."""

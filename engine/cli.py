@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(pe)
     pe.add_argument("list_id", type=int)
 
-    p = sub.add_parser("serve", help="serve the API (and, later, the FreeSWITCH engine)")
+    p = sub.add_parser("serve", help="serve the API and run the FreeSWITCH engine and the webhook sender")
     _db_arg(p)
     p.add_argument("--listen", default=os.environ.get("SWITCHDESK_LISTEN", DEFAULT_LISTEN),
                    help="HOST:PORT for the API (env SWITCHDESK_LISTEN; default 127.0.0.1:8080)")
