@@ -1,1 +1,1 @@
-"""switchdesk engine: storage, services, the FreeSWITCH side (ESL, mod_callcenter sync, agents, call events) and webhooks."""
+"""switchdesk engine: storage, services, the FreeSWITCH side (ESL, sync, agents, call events) and webhooks."""

@@ -12,19 +12,34 @@ Kinds and their ids:
 * `account` — the account id, when its settings changed;
 * `agent`   — user ids whose runtime state changed (engine.agents: check-in, pause, wrap-up,
   joined tiers): push the agent (contact, status, ready_time, wrap_up_time) and its tiers.
+
+On PostgreSQL several boxes share the database (DESIGN.md, Scale-out) and the
+account a change is for may be served by another box: `notify` also sends it
+with NOTIFY on `CHANNEL`, and engine.pgnotify hands what other processes sent
+to this process's listeners. The periodic full sync remains the safety net.
 """
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from engine.db import db
+import peewee
+
+from engine.db import connection, db
 
 log = logging.getLogger("switchdesk.changes")
 
 Listener = Callable[[str, int, list[int]], None]
 
 _listeners: list[Listener] = []
+
+CHANNEL = "switchdesk_changes"
+# tells a process its own notifications apart from other processes' (several pooled connections per process)
+ORIGIN = uuid.uuid4().hex
+MAX_PAYLOAD = 7900  # PostgreSQL refuses a payload of 8000 bytes or more; leave a margin
 
 
 def listen(listener: Listener) -> None:
@@ -39,7 +54,8 @@ def unlisten(listener: Listener) -> None:
 
 
 def notify(kind: str, account_id: int, ids: list[int]) -> None:
-    """Tell every listener; only after the commit, so a listener never reads uncommitted state.
+    """Tell every listener, on PostgreSQL other processes' too; only after the commit, so a
+    listener never reads uncommitted state.
 
     A failing listener is logged and does not fail the request: the change is
     already committed and the engine reconciles on its own after a reconnect.
@@ -48,11 +64,76 @@ def notify(kind: str, account_id: int, ids: list[int]) -> None:
         raise RuntimeError("changes.notify() must run after the transaction commits")
     if not ids:
         return
+    deliver(kind, account_id, ids)
+    if isinstance(db.obj, peewee.PostgresqlDatabase):
+        _publish(kind, account_id, ids)
+
+
+def deliver(kind: str, account_id: int, ids: list[int]) -> None:
+    """This process's listeners only: for what another process already committed and sent (engine.pgnotify)."""
     for listener in list(_listeners):
         try:
             listener(kind, account_id, list(ids))
         except Exception:
             log.exception("change listener %r failed for %s %s", listener, kind, ids)
+
+
+def _publish(kind: str, account_id: int, ids: list[int]) -> None:
+    """NOTIFY the other processes; outside a transaction (peewee runs in autocommit) it is sent at once.
+
+    A failure is logged, never raised: the change is committed and the request
+    must succeed; the serving box picks the change up at its next full sync.
+    """
+    messages = list(payloads(kind, account_id, ids))
+    sql = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(messages))
+    params = [value for message in messages for value in (CHANNEL, message)]
+    try:
+        with connection():
+            db.execute_sql(sql, params)
+    except Exception:
+        log.exception("NOTIFY of %s %s for account %s failed; other boxes see it at their next full sync",
+                      kind, ids if len(ids) <= 20 else f"{len(ids)} ids", account_id)
+
+
+def payloads(kind: str, account_id: int, ids: list[int], limit: int = MAX_PAYLOAD) -> Iterator[str]:
+    """JSON payloads of at most `limit` bytes, the ids split between as many as needed.
+
+    All but the last carry `"more": true`, so the listener hands the list over
+    whole: the pieces leave in one statement, hence in order and together.
+    """
+    room = limit - len(_payload(kind, account_id, [], more=True).encode())
+    chunks: list[list[int]] = [[]]
+    size = 0
+    for value in ids:
+        width = len(str(value)) + (1 if chunks[-1] else 0)  # the comma before it
+        if chunks[-1] and size + width > room:
+            chunks.append([])
+            size, width = 0, width - 1
+        chunks[-1].append(value)
+        size += width
+    for index, chunk in enumerate(chunks):
+        yield _payload(kind, account_id, chunk, more=index < len(chunks) - 1)
+
+
+def _payload(kind: str, account_id: int, ids: list[int], *, more: bool = False) -> str:
+    data: dict[str, Any] = {"origin": ORIGIN, "kind": kind, "account_id": account_id, "ids": ids}
+    if more:
+        data["more"] = True
+    return json.dumps(data, separators=(",", ":"))
+
+
+def parse_payload(text: str) -> tuple[str, str, int, list[int], bool] | None:
+    """(origin, kind, account_id, ids, more) of a payload `payloads` made, None for anything else."""
+    try:
+        data: Any = json.loads(text)
+        origin, kind, account_id, ids = data["origin"], data["kind"], data["account_id"], data["ids"]
+        more = data.get("more", False)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not (isinstance(origin, str) and isinstance(kind, str) and type(account_id) is int
+            and isinstance(ids, list) and all(type(i) is int for i in ids) and isinstance(more, bool)):
+        return None
+    return origin, kind, account_id, ids, more
 
 
 class Pending:

@@ -111,6 +111,11 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             server.stop(timeout=1)
             return 1
     if engine is not None:
+        from engine import pgnotify
+
+        # PostgreSQL: changes committed through other boxes' APIs reach this engine within milliseconds
+        if pgnotify.attach(engine, database) is not None:
+            log.info("engine: listening for other boxes' changes (PostgreSQL NOTIFY %s)", pgnotify.changes.CHANNEL)
         engine.start()
         log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
     from engine.webhooks import Deliverer
