@@ -20,15 +20,15 @@ class CheckInQuery(Schema):
                                                "with it; 0: a busy phone refuses the check-in")
 
 
-@endpoint(bp, "/checkIn", ["GET"], summary="Get a one-time check-in code to dial from the phone", tag="agents",
-          query=CheckInQuery, response={"type": "string", "example": "***482913"})
-def check_in(principal: Principal, query: CheckInQuery):
+@endpoint(bp, "/checkIn", ["GET", "POST"], summary="Get a one-time check-in code to dial from the phone",
+          tag="agents", body=CheckInQuery, response={"type": "string", "example": "***482913"})
+def check_in(principal: Principal, body: CheckInQuery):
     """`data` is the number to dial (`***` and at least 6 digits) from the phone the agent checks in with.
     The code works once, for 5 minutes, only from a phone of this account; a new code for the same user
     replaces the previous one. The phone hears a short high tone when the check-in is done and three low
     beeps when the code is wrong, used or expired (or the phone is busy without `forceCheckOut`, or has
     dialled 5 wrong codes in 15 minutes)."""
-    user_id = query.user_id or principal.user.id
+    user_id = body.user_id or principal.user.id
     if user_id != principal.user.id:
         require_permission(principal, "agents")
-    return ok(service.issue_code(principal.account_id, user_id, force_checkout=bool(query.forceCheckOut)))
+    return ok(service.issue_code(principal.account_id, user_id, force_checkout=bool(body.forceCheckOut)))

@@ -104,6 +104,9 @@ def test_user_defaults_to_the_caller(api, tenant):
     User.update(is_agent=True).where(User.id == tenant.admin_id).execute()
     code = get_code(api)
     assert CheckinCode.get(CheckinCode.code == code[3:]).user_id == tenant.admin_id
+    posted = api.post("/api/cc_agent/checkIn", json={"forceCheckOut": 1})  # POST like the other agent calls
+    assert posted.status_code == 200 and posted.get_json()["data"].startswith("***")
+    assert CheckinCode.get(CheckinCode.code == posted.get_json()["data"][3:]).force_checkout is True
 
 
 def test_codes_are_unique_per_account(api, tenant, monkeypatch):
