@@ -65,6 +65,7 @@ class Engine:
         self._synced = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
         self._stoppers: list[Callable[[], None]] = []
+        self.remote_changes: Any = None  # engine.pgnotify on PostgreSQL: other boxes' changes
         self.commands.on_connect(self._on_commands_connect)
         for subclass in ("sofia::register", "sofia::unregister", "sofia::expire"):
             self.events.on_event(subclass, self._registration)
@@ -219,4 +220,6 @@ class Engine:
                 "errors": len(self.last_sync.errors) if self.last_sync else None,
                 "seconds": round(self.last_sync.seconds, 4) if self.last_sync else None,
             },
+            # PostgreSQL only: null on SQLite, where there is one box and nothing to hear
+            "other_boxes": self.remote_changes.status() if self.remote_changes is not None else None,
         }

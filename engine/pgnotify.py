@@ -73,6 +73,11 @@ class RemoteChanges:
         """The same server and credentials as the bound peewee database."""
         return cls(conninfo.make_conninfo(database.database, **database.connect_params), **kwargs)
 
+    def status(self) -> dict[str, Any]:
+        """For /api/status: whether changes from other boxes are heard right now."""
+        return {"listening": self._listening.is_set(), "connects": self.connects, "failures": self.failures,
+                "heard": self.heard}
+
     def start(self) -> RemoteChanges:
         self._greenlet = self.group.spawn(self._run)
         return self
@@ -213,4 +218,5 @@ def attach(engine: Any, database: peewee.Database) -> RemoteChanges | None:
         return None
     remote = RemoteChanges.for_database(database, on_reconnect=engine.request_sync, group=engine.group).start()
     engine.on_stop(remote.stop)
+    engine.remote_changes = remote
     return remote

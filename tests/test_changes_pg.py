@@ -145,6 +145,7 @@ def test_a_dropped_connection_reconnects_and_asks_for_a_resync(remote, heard, da
     assert remote.connects == 2 and remote.failures == 1
     notify_from_another_process(("queue", 3, [4]))
     wait_until(lambda: heard.calls == [("queue", 3, [4])], timeout=5)
+    assert remote.status() == {"listening": True, "connects": 2, "failures": 1, "heard": remote.heard}
 
 
 @needs_pg
