@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+import peewee
 from flask import g, request
 from peewee import JOIN
 
@@ -73,28 +74,39 @@ def _unauthorized() -> APIError:
     return APIError(401, "Unauthorized")
 
 
-def _load(user_id: int) -> tuple[User, Account, PermissionGroup | None]:
-    """User, account and permission group in one query, compiled once (it runs on every request)."""
-    sql, _ = fastq.compiled("principal", lambda: (
-        User.select(User, Account, PermissionGroup)
-        .join(Account, on=(User.account == Account.id))
-        .join(PermissionGroup, JOIN.LEFT_OUTER, on=(User.pgroup == PermissionGroup.id))
-        .where(User.id == 0)
-    ))
-    row = db.obj.execute_sql(sql, (user_id,)).fetchone()
-    if row is None:
-        raise _unauthorized()
-    user = fastq.make(User, row)
-    account = fastq.make(Account, row, fastq.width(User))
-    offset = fastq.width(User) + fastq.width(Account)
+def _principal_rows(query: peewee.ModelSelect) -> peewee.ModelSelect:
+    return (query.join_from(User, Account, on=(User.account == Account.id))
+            .join_from(User, PermissionGroup, JOIN.LEFT_OUTER, on=(User.pgroup == PermissionGroup.id)))
+
+
+def _unpack(row: tuple, offset: int = 0) -> tuple[User, Account, PermissionGroup | None]:
+    user = fastq.make(User, row, offset)
+    offset += fastq.width(User)
+    account = fastq.make(Account, row, offset)
+    offset += fastq.width(Account)
     group = fastq.make(PermissionGroup, row, offset) if row[offset] is not None else None
     return user, account, group
 
 
-def _api_key(prefix: str) -> ApiKey | None:
-    sql, _ = fastq.compiled("api_key", lambda: ApiKey.select().where(ApiKey.prefix == ""))
+def _load(user_id: int) -> tuple[User, Account, PermissionGroup | None]:
+    """User, account and permission group in one query, compiled once (it runs on every request)."""
+    sql, _ = fastq.compiled("principal", lambda: _principal_rows(
+        User.select(User, Account, PermissionGroup)).where(User.id == 0))
+    row = db.obj.execute_sql(sql, (user_id,)).fetchone()
+    if row is None:
+        raise _unauthorized()
+    return _unpack(row)
+
+
+def _api_key(prefix: str) -> tuple[ApiKey, User, Account, PermissionGroup | None] | None:
+    """The key with its user, account and permission group: one query per API request."""
+    sql, _ = fastq.compiled("api_key+principal", lambda: _principal_rows(
+        ApiKey.select(ApiKey, User, Account, PermissionGroup).join(User, on=(ApiKey.user == User.id))
+    ).where(ApiKey.prefix == ""))
     row = db.obj.execute_sql(sql, (prefix,)).fetchone()
-    return fastq.make(ApiKey, row) if row is not None else None
+    if row is None:
+        return None
+    return fastq.make(ApiKey, row), *_unpack(row, fastq.width(ApiKey))
 
 
 def _remote_ip() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -109,10 +121,10 @@ def _by_key(key: str) -> Principal:
     if parts is None:
         raise _unauthorized()
     prefix, secret = parts
-    row = _api_key(prefix)
-    if row is None or not security.same_digest(row.digest, security.digest(secret)):
+    found = _api_key(prefix)
+    if found is None or not security.same_digest(found[0].digest, security.digest(secret)):
         raise _unauthorized()
-    user, account, group = _load(row.user_id)
+    row, user, account, group = found
     if not user.active:
         raise _unauthorized()
     if user.api_ip_ranges:

@@ -78,8 +78,7 @@ def record(ext: Extension) -> dict[str, Any]:
 
 def _user_numbers(user_ids: list[int]) -> dict[int, dict[str, Any]]:
     """The user record's read-only `extensions` and `dids`: numbers routed directly to the user."""
-    exts = service.numbers_for("user", user_ids)
-    dids = service.dids_for("user", user_ids)
+    exts, dids = service.routes_for("user", user_ids)
     return {u: {"extensions": ",".join(exts[u]), "dids": ",".join(dids[u])} for u in user_ids}
 
 

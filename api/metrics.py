@@ -173,14 +173,21 @@ def install(app: Flask) -> None:
     def _start_timer() -> None:
         g.metrics_started = time.perf_counter()
 
+    # the labelled children, looked up once: `labels()` takes a lock and builds its key on every call
+    series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     @app.after_request
     def _count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "other"  # clients choose methods
-        requests.labels(method, rule, str(response.status_code)).inc()
+        key = (method, rule, response.status_code)
+        children = series.get(key)
+        if children is None:
+            children = series[key] = (requests.labels(method, rule, str(key[2])), latency.labels(method, rule))
+        children[0].inc()
         started = g.get("metrics_started")
         if started is not None:
-            latency.labels(method, rule).observe(time.perf_counter() - started)
+            children[1].observe(time.perf_counter() - started)
         return response
 
     app.register_blueprint(bp)

@@ -6,6 +6,7 @@ import re
 import zoneinfo
 from typing import Annotated, Any
 
+import peewee
 import phonenumbers
 from flask import Blueprint, make_response, request
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -14,6 +15,7 @@ from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
 from api.envelope import APIError, ok
 from api.membership import QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list, submitted_fields
+from engine import fastq
 from engine import users as service
 from engine.models import PermissionGroup, User
 
@@ -223,8 +225,10 @@ def records(users: list[User]) -> list[dict[str, Any]]:
     for provider in EXTRA_PROVIDERS:
         for user_id, values in provider(ids).items():
             extras.setdefault(user_id, {}).update(values)
-    group_ids = {u.pgroup_id for u in users if u.pgroup_id}
-    groups = {g.id: g for g in PermissionGroup.select().where(PermissionGroup.id.in_(group_ids))} if group_ids else {}
+    group_ids = sorted({u.pgroup_id for u in users if u.pgroup_id})
+    groups = {row[0]: fastq.make(PermissionGroup, row) for row in fastq.select(
+        "users.groups", lambda some: PermissionGroup.select().where(PermissionGroup.id.in_(some)), group_ids,
+    )} if group_ids else {}
     return [user_record(u, groups.get(u.pgroup_id), extras.get(u.id)) for u in users]
 
 
@@ -246,26 +250,54 @@ def _check_grants(principal: Principal, user: User, fields: dict[str, Any]) -> N
         raise APIError(403, f"You cannot grant permissions you do not have: {', '.join(sorted(excess))}")
 
 
+def _contains_pattern(text: str) -> str:
+    """The LIKE pattern of peewee's `contains()`: the text's own `%`, `_` and `\\` match themselves."""
+    return "%" + text.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+
+
+def _like(field: peewee.Field, pattern: str) -> peewee.Expression:
+    return peewee.Expression(field, peewee.OP.ILIKE, peewee.NodeList((
+        peewee.Value(pattern, converter=False), peewee.SQL("ESCAPE"), peewee.Value("\\", converter=False))))
+
+
+def _listed(account_id: int, query: UserQuery) -> list[User]:
+    """The users a list asks for; the SQL is compiled once per combination of the filters used."""
+    paged = "limit" if query.limit else "offset" if query.offset else ""
+    args: list[Any] = [account_id]
+    if query.q:
+        args.append(_contains_pattern(query.q))
+    args += [query.limit, query.offset] if paged == "limit" else [query.offset] if paged else []
+
+    def build(account: int, *rest: Any) -> peewee.Query:
+        rest_of = list(rest)
+        rows = User.select().where(User.account == account).order_by(User.id)
+        if query.q:
+            pattern = rest_of.pop(0)
+            rows = rows.where(_like(User.name, pattern) | _like(User.username, pattern) | _like(User.email, pattern))
+        if query.is_agent is not None:
+            rows = rows.where(User.is_agent == bool(query.is_agent))
+        if paged == "limit":
+            rows = rows.limit(rest_of[0]).offset(rest_of[1])
+        elif paged:
+            rows = rows.offset(rest_of[0])
+        return rows
+
+    key = f"users.list:{bool(query.q)}:{query.is_agent}:{paged}"
+    return [fastq.make(User, row) for row in fastq.select(key, build, *args)]
+
+
 @endpoint(bp, "", ["GET"], summary="List users", tag="users", permission="users", query=UserQuery)
 def list_users(principal: Principal, query: UserQuery):
     """`q` matches name, username or email case-insensitively; `is_agent=1` lists agents only."""
-    rows = User.of(principal.account_id).order_by(User.id)
-    if query.q:
-        q = query.q
-        rows = rows.where(User.name.contains(q) | User.username.contains(q) | User.email.contains(q))
-    if query.is_agent is not None:
-        rows = rows.where(User.is_agent == bool(query.is_agent))
-    if query.limit:
-        rows = rows.limit(query.limit).offset(query.offset)
-    elif query.offset:
-        rows = rows.offset(query.offset)
-    return ok(records(list(rows)))
+    return ok(records(_listed(principal.account_id, query)))
 
 
 @endpoint(bp, "/<int:user_id>", ["GET"], summary="Get a user", tag="users")
 def get_user(principal: Principal, user_id: int):
     """Any user may read its own record; other users need the `users` permission."""
-    if user_id != principal.user.id and not principal.can("users"):
+    if user_id == principal.user.id:
+        return ok(record(principal.user))  # loaded with the principal, in this request
+    if not principal.can("users"):
         raise APIError(403, "Permission denied: users")
     return ok(record(service.get_user(principal.account_id, user_id)))
 

@@ -663,7 +663,9 @@ def user_fields(user_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Real-time user fields in one query: online, device_id, pause_id, status/state, activity_id."""
     out: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(user_ids):
-        for row in AgentState.select().where(AgentState.user.in_(chunk)):
+        for values in fastq.select("agents.user_fields", lambda some: AgentState.select().where(
+                AgentState.user.in_(some)), chunk):
+            row = fastq.make(AgentState, values)
             online = checked_in(row)
             out[row.user_id] = {
                 "online": 1 if online else 0,

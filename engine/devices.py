@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee
 
-from engine import extensions, security
+from engine import extensions, fastq, security
 from engine.changes import Pending
 from engine.db import db
 from engine.errors import ServiceError
@@ -120,9 +120,10 @@ def devices_of_users(user_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Each user's devices as the user record shows them; one query per 5,000 users."""
     out: dict[int, list[dict[str, Any]]] = {u: [] for u in user_ids}
     for chunk in extensions.chunks(user_ids):
-        rows = (Device.select(Device.id, Device.user, Device.ring, Device.delay, Device.timeout, Device.name)
-                .where(Device.user.in_(chunk)).order_by(Device.user, Device.id))
-        for d in rows:
-            out[d.user_id].append(
-                {"device_id": d.id, "ring": d.ring, "delay": d.delay, "timeout": d.timeout, "name": d.name})
+        for device_id, user_id, ring, delay, timeout, name in fastq.select("devices_of_users", lambda some: (
+            Device.select(Device.id, Device.user, Device.ring, Device.delay, Device.timeout, Device.name)
+            .where(Device.user.in_(some)).order_by(Device.user, Device.id)
+        ), chunk):
+            out[user_id].append({"device_id": device_id, "ring": ring, "delay": delay, "timeout": timeout,
+                                 "name": name})
     return out

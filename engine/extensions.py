@@ -18,6 +18,7 @@ from typing import Any
 import peewee
 import phonenumbers
 
+from engine import fastq
 from engine.changes import Pending
 from engine.db import db
 from engine.errors import ServiceError
@@ -76,11 +77,12 @@ def numbers_for(target_type: str, ids: list[int]) -> dict[int, list[str]]:
     """The extension numbers routing to each of `ids` (of `target_type`), sorted; one query per 5,000 ids."""
     out: dict[int, list[str]] = {i: [] for i in ids}
     for chunk in chunks(ids):
-        rows = (Extension.select(Extension.number, Extension.target_id)
-                .where((Extension.target_type == target_type) & Extension.target_id.in_(chunk))
-                .order_by(Extension.target_id, Extension.number))
-        for ext in rows:
-            out[ext.target_id].append(ext.number)
+        for number, target_id in fastq.select("numbers_for", lambda kind, some: (
+            Extension.select(Extension.number, Extension.target_id)
+            .where((Extension.target_type == kind) & Extension.target_id.in_(some))
+            .order_by(Extension.target_id, Extension.number)
+        ), target_type, chunk):
+            out[target_id].append(number)
     return out
 
 
@@ -88,12 +90,28 @@ def dids_for(target_type: str, ids: list[int]) -> dict[int, list[str]]:
     """The DIDs routing to each of `ids` (of `target_type`), sorted."""
     out: dict[int, list[str]] = {i: [] for i in ids}
     for chunk in chunks(ids):
-        rows = (Did.select(Did.number, Did.target_id)
-                .where((Did.target_type == target_type) & Did.target_id.in_(chunk))
-                .order_by(Did.target_id, Did.number))
-        for did in rows:
-            out[did.target_id].append(did.number)
+        for number, target_id in fastq.select("dids_for", lambda kind, some: (
+            Did.select(Did.number, Did.target_id)
+            .where((Did.target_type == kind) & Did.target_id.in_(some))
+            .order_by(Did.target_id, Did.number)
+        ), target_type, chunk):
+            out[target_id].append(number)
     return out
+
+
+def routes_for(target_type: str, ids: list[int]) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """`numbers_for` and `dids_for` together, in one query (a user record needs both, on every read)."""
+    numbers: dict[int, list[str]] = {i: [] for i in ids}
+    dids: dict[int, list[str]] = {i: [] for i in ids}
+    for chunk in chunks(ids):
+        for is_did, number, target_id in fastq.select("routes_for", lambda kind, some: (
+            Extension.select(peewee.SQL("0"), Extension.number, Extension.target_id)
+            .where((Extension.target_type == kind) & Extension.target_id.in_(some))
+            + Did.select(peewee.SQL("1"), Did.number, Did.target_id)
+            .where((Did.target_type == kind) & Did.target_id.in_(some))
+        ).order_by(peewee.SQL("1"), peewee.SQL("3"), peewee.SQL("2")), target_type, chunk):
+            (dids if is_did else numbers)[target_id].append(number)
+    return numbers, dids
 
 
 def delete_for(target_type: str, ids: list[int]) -> int:

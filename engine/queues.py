@@ -13,7 +13,7 @@ from typing import Any
 
 import peewee
 
-from engine import extensions
+from engine import extensions, fastq
 from engine.changes import Pending
 from engine.db import db
 from engine.errors import ServiceError
@@ -113,7 +113,10 @@ def tiers_of_users(user_ids: list[int]) -> dict[int, list[Tier]]:
     """Each user's tiers, ordered by queue id."""
     out: dict[int, list[Tier]] = {u: [] for u in user_ids}
     for chunk in _chunks(user_ids):
-        for tier in Tier.select().where(Tier.user.in_(chunk)).order_by(Tier.user, Tier.queue):
+        for row in fastq.select("tiers_of_users", lambda some: (
+            Tier.select().where(Tier.user.in_(some)).order_by(Tier.user, Tier.queue)
+        ), chunk):
+            tier = fastq.make(Tier, row)
             out[tier.user_id].append(tier)
     return out
 

@@ -111,8 +111,10 @@ def test_missing_permission_403(api, client, tenant):
     r = client.get("/api/user", query_string={"api_key": key})
     assert r.status_code == 403
     assert r.get_json() == {"success": False, "msg": "Permission denied: users"}
-    # own record is readable
-    assert client.get(f"/api/user/{user['id']}", query_string={"api_key": key}).status_code == 200
+    # own record is readable, and is the record an admin reads
+    own = client.get(f"/api/user/{user['id']}", query_string={"api_key": key})
+    assert own.status_code == 200
+    assert own.get_json()["data"] == api.get(f"/api/user/{user['id']}").get_json()["data"]
 
 
 def test_key_needs_call_center_api_permission(api, client):

@@ -157,6 +157,8 @@ def test_loaders_and_delete_for(api, targets):
     post(api, "/api/did", number="+12125550100", target_type="queue", target_id=targets["queue"])
     assert extensions.numbers_for("queue", [targets["queue"], 999]) == {targets["queue"]: ["400", "500"], 999: []}
     assert extensions.dids_for("queue", [targets["queue"]]) == {targets["queue"]: ["+12125550100"]}
+    assert extensions.routes_for("queue", [targets["queue"], 999]) == (
+        {targets["queue"]: ["400", "500"], 999: []}, {targets["queue"]: ["+12125550100"], 999: []})
     with pytest.raises(RuntimeError):
         extensions.delete_for("queue", [targets["queue"]])  # only inside the deleting transaction
     with dbmod.db.atomic():

@@ -74,6 +74,10 @@ def test_json_is_one_object_per_line_with_extras():
     ("body sip_password=SipSecret77&name=desk", "SipSecret77"),
     ('{"name": "x", "webhook_secret": "a \\" quoted secret"}', "quoted secret"),
     ("Authorization: Bearer sdk_aa_bb", "sdk_aa_bb"),
+    ("GET /api/user?PassWord=Hunter22Pw HTTP/1.1", "Hunter22Pw"),  # names in any case
+    ("X-API-KEY: short-key-1", "short-key-1"),
+    ("GET /x?api-key=short-key-2 HTTP/1.1", "short-key-2"),
+    ("note pa\u017fsword=Hunter22Pw", "Hunter22Pw"),  # re.IGNORECASE folds U+017F to "s"; lower() does not
     ("connecting to postgresql://switchdesk:DbPassw0rd@10.0.0.5/switchdesk", "DbPassw0rd"),
     ("Cookie: switchdesk_session=" + "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg",
      "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg"),

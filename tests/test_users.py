@@ -123,6 +123,18 @@ def test_search_q_and_is_agent(api):
     assert names(is_agent=0) == ["admin", "mary"]
     assert names(q="o", is_agent=1) == ["Jonh123", "bobby"]
     assert len(api.get("/api/user", query_string={"limit": 2}).get_json()["data"]) == 2
+    create(api, name="Jane", username="jane_doe", email="jane@corp.example")
+    create(api, name="Janex", username="janexdoe", email="jx@corp.example")
+    assert names(q="e_d") == ["jane_doe"]  # `_` (and `%`) match themselves, not any character
+
+    def ids(**params):
+        return [u["id"] for u in api.get("/api/user", query_string=params).get_json()["data"]]
+
+    everyone = ids()
+    assert len(everyone) == 6 and everyone == sorted(everyone)
+    assert ids(limit=2, offset=1) == everyone[1:3]
+    assert ids(offset=4) == everyone[4:]
+    assert ids(q="jane", limit=1, offset=1) == everyone[5:6]
 
 
 def test_delete_user(api):
