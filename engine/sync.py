@@ -324,10 +324,12 @@ class Syncer:
             return self.run()
         start = time.perf_counter()
         ids = sorted(set(user_ids))
-        query = User.select(User.id, Account.domain).join(Account).where(User.id.in_(ids))
+        query = User.select(User.id, Account.id, Account.domain).join(Account).where(User.id.in_(ids))
         if self.account_ids is not None:
             query = query.where(User.account.in_(self.account_ids))
-        names = {fsconfig.agent_name(row.id, row.account.domain) for row in query}
+        rows = list(query)
+        names = {fsconfig.agent_name(row.id, row.account.domain) for row in rows}
+        accounts = sorted({row.account.id for row in rows})  # only theirs: not every account on the box
         if not names:
             return SyncResult(0, [], time.perf_counter() - start, full=False)
         ordered = sorted(names)
@@ -335,7 +337,6 @@ class Syncer:
         for reply in self.api_many([f"callcenter_config agent list {name}" for name in ordered]):
             actual.agents.update((n, a) for n, a in parse_agents(reply).items() if n in names)
         actual.tiers = {k: v for k, v in self.tiers.items() if k[1] in names}
-        accounts = self.account_ids if self.account_ids is not None else None
         desired, domains = desired_state(accounts, user_ids=ids)
         if self._adopt_on_break(desired, actual):
             desired, domains = desired_state(accounts, user_ids=ids)
