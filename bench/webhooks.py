@@ -11,6 +11,9 @@ receiver in a subprocess (a gevent WSGI server that answers 200 and counts):
   emit() to the last request received, while events are being emitted (one
   transaction per 10 events) and delivered concurrently; one account keeps one
   request in flight (strict order), N accounts run in parallel;
+* ``..._tail_ms`` / ``..._cpu_us``: from the last commit to the last request
+  received (near zero when the source is the limit, not delivery), and this
+  process's CPU time per event (emitting and delivering);
 * ``emit_only_eps``: emit() alone, same transactions, nothing delivered: the
   source's own ceiling (on PostgreSQL it is the commit rate);
 * ``emit_wake_p50_ms``: an idle deliverer, one event emitted: time until the
@@ -128,7 +131,7 @@ def baseline(port: int, n: int, streams: int) -> float:
     return per * streams / elapsed
 
 
-def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> None:
+def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
     from engine.db import db
     from engine.events import emit
 
@@ -139,6 +142,7 @@ def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> None:
                 emit(account_ids[(done + i) % len(account_ids)], "call:end", DATA)
         done += per_tx
         gevent.sleep(0)
+    return time.perf_counter()
 
 
 def main() -> None:
@@ -197,10 +201,14 @@ def main() -> None:
                                 (f"outbox_{ACCOUNTS}_accounts_eps", ids, EVENTS)):
             before = receiver.count()
             start = time.perf_counter()
+            cpu = time.process_time()
             emitter = gevent.spawn(emit_events, accts, n)
             end = receiver.wait_count(before + n)
             emitter.join()
             out[label] = round(n / (end - start))
+            # the last event's delivery after the last commit: small when the source, not delivery, is the limit
+            out[label.replace("_eps", "_tail_ms")] = round((end - emitter.value) * 1000, 1)
+            out[label.replace("_eps", "_cpu_us")] = round((time.process_time() - cpu) / n * 1e6)  # per event
 
         # the backlog: recorded while the receiver is down, drained when it is back
         receiver.stop()

@@ -15,10 +15,12 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
   `account_ids` delivers only for the accounts it owns.
 * Prompt and cheap. A commit that recorded an event wakes the deliverer in
   the same process (`engine.events.on_commit`); events written by other
-  processes are found by a poll every `POLL_INTERVAL`. Events are read a
-  batch per account at a time, and deliveries are recorded every
-  `ACK_DELAY` for all accounts in one write; requests go over keep-alive
-  connections of a gevent-native client.
+  processes are found by a poll every `POLL_INTERVAL`. On each wake the
+  scheduler reads the first batch of every woken account in one query; a
+  worker reads further batches itself only while its account has a backlog
+  (its batches come back full). Deliveries are recorded every `ACK_DELAY`
+  for all accounts in one write; requests go over keep-alive connections of
+  a gevent-native client.
 
 Statuses: `pending` (waiting or retrying), `delivered` (2xx), `failed` (a
 4xx other than 408/429, a refused target, or 24 hours of retries), `skipped`
@@ -68,6 +70,7 @@ RETRY_BASE = 1.0            # first retry after ~1 s, doubling ...
 RETRY_CAP = 600.0           # ... up to 10 minutes between attempts
 MAX_AGE = 24 * 3600         # retries stop this long after the event's ts; the event is then failed (and kept)
 BATCH = 200                 # events read (and acknowledged) per database round trip
+HEADS_PER_READ = 32         # accounts whose first batch the scheduler reads in one query
 TURN_BATCHES = 10           # batches an account may send before yielding its pool slot to others
 POOL_SIZE = 100             # accounts delivered in parallel by one process
 DB_SLOTS = 8                # database connections the deliverer uses at once (the API needs the rest)
@@ -245,6 +248,12 @@ def _target(url: str | None, secret_enc: str | None) -> Target:
                                          f"check {security.SECRET_KEY_ENV}")
 
 
+_ack_cache: dict[tuple, tuple[str, list]] = {}  # the SQL of `Deliverer._record_delivered` and its parameters
+_heads_cache: dict[tuple, str] = {}  # the SQL of `Deliverer._read_heads` by number of accounts and database
+_SEQ_COLUMN, _ACCOUNT_COLUMN = ([f.name for f in OutboxEvent._meta.sorted_fields].index(name)
+                                for name in ("seq", "account"))
+
+
 class Deliverer:
     """The webhook sender of one process; `start()` it beside the API (engine.server)."""
 
@@ -336,16 +345,36 @@ class Deliverer:
                     candidates |= self.due_accounts()
                 except Exception:  # the database may be briefly away; try at the next poll
                     log.exception("webhooks: cannot read the outbox")
+            ready = []
             for account_id in sorted(candidates):
                 if account_id in self._running:
                     continue
-                if self.pool.free_count() == 0:
+                if len(ready) >= self.pool.free_count():
                     self._dirty.add(account_id)  # started when a slot frees (a worker's end wakes us)
                     continue
-                self._dirty.discard(account_id)
-                self._running.add(account_id)
-                self.pool.spawn(self._work, account_id)
+                ready.append(account_id)
+            for start in range(0, len(ready), HEADS_PER_READ):
+                self._start(ready[start:start + HEADS_PER_READ])
             self._wake.wait(timeout=max(0.0, next_poll - time.monotonic()))
+
+    def _start(self, account_ids: list[int]) -> None:
+        """Read the first batch of every account in `account_ids` in one query and start a worker for each that
+        has one: events arriving one per account per commit would otherwise cost a query (or two) each."""
+        for account_id in account_ids:
+            self._dirty.discard(account_id)
+        try:
+            with self._db():
+                leased = [account_id for account_id in account_ids if self._hold_lease(account_id)]
+                heads = self._read_heads(leased) if leased else {}
+        except Exception:  # the database may be briefly away; tried again at the next wake or poll
+            log.exception("webhooks: cannot read the outbox")
+            self._dirty.update(account_ids)
+            return
+        for account_id, (batch, target, full) in heads.items():
+            if not batch or account_id in self._running or self._stopping:
+                continue  # (no batch: every row read was sent already, its acknowledgement not yet written)
+            self._running.add(account_id)
+            self.pool.spawn(self._work, account_id, (batch, target, full))
 
     def due_accounts(self) -> set[int]:
         """Accounts whose oldest pending event may be sent now (two index lookups per account with a backlog)."""
@@ -395,22 +424,28 @@ class Deliverer:
 
     # -- one account ------------------------------------------------------------------------------
 
-    def _work(self, account_id: int) -> None:
+    def _work(self, account_id: int, first: tuple[list[OutboxEvent], Target, bool] | None = None) -> None:
+        """Send the account's events, `first` (read by the scheduler) then batch by batch while a backlog lasts.
+
+        After a batch that was not full the worker ends even if new events were announced meanwhile: the
+        scheduler reads those with the other accounts' in one query.
+        """
         try:
             for _ in range(TURN_BATCHES):
                 if self._stopping:
                     return
-                self._dirty.discard(account_id)
-                with self._db():
-                    if not self._hold_lease(account_id):
-                        return
-                    batch, target = self._read_batch(account_id)
+                if first is not None:
+                    (batch, target, full), first = first, None
+                else:
+                    self._dirty.discard(account_id)
+                    with self._db():
+                        if not self._hold_lease(account_id):
+                            return
+                        batch, target, full = self._read_batch(account_id)
                 if not batch:
-                    if account_id in self._dirty:
-                        continue
                     return  # the lease is kept (and runs out unless renewed): the next event needs no write for it
                 self.stats["batches"] += 1
-                if not self._deliver(account_id, batch, target):
+                if not self._deliver(account_id, batch, target) or not full:
                     return
             self._dirty.add(account_id)  # more to send: back of the line, so other accounts get their turn
         except Exception:  # one account's trouble must not stop the others; retried at the next poll
@@ -419,23 +454,56 @@ class Deliverer:
             self._running.discard(account_id)
             self._wake.set()
 
-    def _read_batch(self, account_id: int) -> tuple[list[OutboxEvent], Target | None]:
-        """The account's next pending events in order, with its URL and secret: one query, its SQL built once.
-
-        Events delivered but not yet recorded (`_unacked`) are still pending in
-        the database and are left out here.
-        """
-        sent = self._unacked.get(account_id, set())
+    def _batch_sql(self) -> str:
         sql, _ = fastq.compiled("webhooks:batch", lambda: (
             OutboxEvent.select(OutboxEvent, Account.event_push_url, Account.webhook_secret_enc)
             .join(Account, on=(OutboxEvent.account == Account.id))
             .where((OutboxEvent.account == 0) & (OutboxEvent.status == PENDING))
             .order_by(OutboxEvent.seq).limit(1)))
-        rows = db.obj.execute_sql(sql, (account_id, PENDING, self.batch + len(sent))).fetchall()
-        if not rows:
-            return [], None
-        batch = [event for event in (fastq.make(OutboxEvent, row) for row in rows) if event.seq not in sent]
-        return batch, _target(rows[0][-2], rows[0][-1])
+        return sql
+
+    def _read_batch(self, account_id: int) -> tuple[list[OutboxEvent], Target | None, bool]:
+        """The account's next pending events in order, with its URL and secret, and whether the batch is full.
+
+        Events delivered but not yet recorded (`_unacked`) are still pending in
+        the database and are left out here.
+        """
+        return self._read_heads([account_id]).get(account_id, ([], None, False))
+
+    def _read_heads(self, account_ids: list[int]) -> dict[int, tuple[list[OutboxEvent], Target, bool]]:
+        """The next batch of each account with pending events, by account: one query (a UNION ALL of the
+        per-account index range scans), its SQL built once per number of accounts rounded up to a power of two
+        (the padding reads nothing: `LIMIT 0`).
+        """
+        account_ids = list(dict.fromkeys(account_ids))
+        size = 1 << (len(account_ids) - 1).bit_length()
+        key = (size, fastq._dialect())
+        sql = _heads_cache.get(key)
+        if sql is None:
+            one = self._batch_sql()
+            # our own compiled SQL, every value a bound parameter
+            sql = _heads_cache[key] = " UNION ALL ".join(
+                f"SELECT * FROM ({one}) AS h{n}" for n in range(size))  # noqa: S608
+        # taken before the query: the acknowledgement writer replaces these sets once it has recorded them,
+        # and a row read before that write committed must still be recognised as sent
+        sent = {account_id: self._unacked.get(account_id, set()) for account_id in account_ids}
+        limits = {account_id: self.batch + len(sent[account_id]) for account_id in account_ids}
+        params: list[Any] = []
+        for account_id in account_ids:
+            params += [account_id, PENDING, limits[account_id]]
+        params += [0, PENDING, 0] * (size - len(account_ids))
+        rows = db.obj.execute_sql(sql, params).fetchall()
+        found: dict[int, list[tuple]] = {}
+        for row in rows:
+            found.setdefault(row[_ACCOUNT_COLUMN], []).append(row)
+        heads = {}
+        for account_id, account_rows in found.items():
+            account_rows.sort(key=lambda row: row[_SEQ_COLUMN])
+            batch = [fastq.make(OutboxEvent, row) for row in account_rows
+                     if row[_SEQ_COLUMN] not in sent[account_id]]  # rows sent already are not even decoded
+            first = account_rows[0]
+            heads[account_id] = (batch, _target(first[-2], first[-1]), len(account_rows) >= limits[account_id])
+        return heads
 
     def _hold_lease(self, account_id: int) -> bool:
         """Take or renew the account's lease (a database step: call inside a connection)."""
@@ -544,9 +612,7 @@ class Deliverer:
         todo = {account_id: set(seqs) for account_id, seqs in self._unacked.items() if seqs}
         seqs = sorted(seq for taken in todo.values() for seq in taken)
         for start in range(0, len(seqs), 1000):
-            self._write(OutboxEvent.update(
-                status=DELIVERED, delivered_at=int(self.clock()), attempts=OutboxEvent.attempts + 1,
-            ).where(OutboxEvent.seq.in_(seqs[start:start + 1000]) & (OutboxEvent.status == PENDING)))
+            self._record_delivered(seqs[start:start + 1000])
         for account_id, taken in todo.items():
             left = self._unacked.get(account_id, set()) - taken
             if left:
@@ -555,6 +621,28 @@ class Deliverer:
                 self._unacked.pop(account_id, None)
         self.stats[DELIVERED] += len(seqs)
         self.stats["ack_writes"] += bool(seqs)
+
+    def _record_delivered(self, seqs: list[int]) -> None:
+        """One statement, one round trip, its SQL built once per (padded) number of events.
+
+        As `_write` does, on PostgreSQL without waiting for the WAL flush, here by `set_config(..., true)`
+        inside the statement itself: it is its own transaction, so no BEGIN, SET LOCAL and COMMIT trips.
+        """
+        padded = fastq._padded(seqs)
+        key = ("webhooks:delivered", len(padded), fastq._dialect())
+        hit = _ack_cache.get(key)
+        if hit is None:
+            sql, template = fastq._template(key[0], lambda at, keys: OutboxEvent.update(
+                status=DELIVERED, delivered_at=at, attempts=OutboxEvent.attempts + 1,
+            ).where(OutboxEvent.seq.in_(keys) & (OutboxEvent.status == PENDING)), (0, padded))
+            if not is_sqlite():
+                sql += " AND set_config('synchronous_commit', 'off', true) = 'off'"
+            hit = _ack_cache[key] = (sql, template)
+        sql, template = hit
+        flat = [int(self.clock()), *padded]
+        params = [flat[n] if is_slot else n for is_slot, n in template]
+        with self._db():
+            db.obj.execute_sql(sql, params).close()
 
     def _mark(self, seqs: list[int], **fields: Any) -> None:
         self._write(OutboxEvent.update(**fields).where(OutboxEvent.seq.in_(seqs) & (OutboxEvent.status == PENDING)))

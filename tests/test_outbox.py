@@ -24,6 +24,7 @@ def test_event_commits_with_change(tenant):
         event = emit(tenant.account_id, "agent:checkout", {"user_id": tenant.admin_id})
     stored = OutboxEvent.get(OutboxEvent.id == event.id)
     assert stored.data == {"user_id": tenant.admin_id} and stored.status == "pending"
+    assert (stored.seq, stored.account_id, stored.ts, stored.attempts) == (event.seq, tenant.account_id, event.ts, 0)
     assert len(stored.id) == 36
 
 

@@ -21,6 +21,7 @@ from engine.events import emit
 from engine.models import Account, OutboxEvent
 from engine.server import NoDelayHandler
 from engine.webhooks import Deliverer
+from tests.querycount import count_queries
 
 SECRET = "a-long-webhook-secret-123"
 
@@ -182,6 +183,27 @@ def test_new_event_wakes_the_deliverer_without_waiting_for_the_poll(tenant, rece
     record_events(tenant.account_id, 1)
     wait_until(lambda: len(receiver.requests) == 1, timeout=2)
     assert time.monotonic() - started < 1
+
+
+def test_first_batches_of_many_accounts_are_read_in_one_query(tenant, other_tenant):
+    set_target(tenant.account_id, "http://a.example/hooks")
+    set_target(other_tenant.account_id, "http://b.example/hooks", secret=None)
+    mine = record_events(tenant.account_id, 3)
+    theirs = record_events(other_tenant.account_id, 1)
+    deliverer = Deliverer(batch=2)
+    # sent but not yet recorded: still pending in the database, never read again
+    deliverer._unacked[tenant.account_id] = {OutboxEvent.get(OutboxEvent.id == mine[0]).seq}
+    with count_queries(db.obj) as queries:
+        # three accounts (one without events) pad to four subqueries, the fourth reading nothing
+        heads = deliverer._read_heads([10 ** 9, other_tenant.account_id, tenant.account_id])
+    assert queries.count == 1
+    assert set(heads) == {tenant.account_id, other_tenant.account_id}
+    batch, target, full = heads[tenant.account_id]
+    assert [e.id for e in batch] == mine[1:] and full
+    assert (target.url, target.secret) == ("http://a.example/hooks", SECRET)
+    batch, target, full = heads[other_tenant.account_id]
+    assert [e.id for e in batch] == theirs and not full
+    assert (target.url, target.secret) == ("http://b.example/hooks", None)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
@@ -386,6 +408,7 @@ sys.path.insert(0, sys.argv[1])
 import gevent, gevent.event
 from engine import db
 from engine.webhooks import Deliverer
+from tests.querycount import count_queries
 db.bind(sys.argv[2])
 deliverer = Deliverer(allow_private=True, poll_interval=0.01, batch=5).start()
 stop = gevent.event.Event()
