@@ -178,6 +178,11 @@ def list_leads(principal: Principal, list_id: int, query: LeadQuery):
 def _posted_leads() -> list[Any]:
     if request.mimetype in ("text/csv", "application/csv"):
         return service.parse_csv(request.get_data(cache=False))
+    if request.is_json:
+        # An array of plain leads (the bulk case) skips the standard decoder; anything else falls to it.
+        rows = service.decode_leads(request.get_data(cache=True))
+        if rows is not None:
+            return rows
     body = request_json()
     if isinstance(body, list):
         return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -335,3 +336,127 @@ def test_cli_import_and_export(tmp_path):
     assert lines[1] == '55500002,Lead 2,,2,,"{""region"":""north""}"'
     assert "55500001,Renamed,,0,,{}" in lines
     assert run_cli("leads", "export", "999", "--db", url).returncode == 1
+
+
+# --- the msgspec decode path gives the standard decoder's outcome --------------------------------
+
+_PHONES = ['"972501234567"', '"+1 (555) 123-4567"', '"1.555.123.4567"', '"12"', '""', "null", "5551234", "true",
+           '"abc"', '"+15551234567"', '"\\u0663\\u0663\\u0663"', '"555\\n1234"', "1.5", '{"a": 1}',
+           '"123456789012345678901"', '" 5551234 "']
+_TEXTS = ['"Ann"', '" padded "', '""', "null", "12", "1.5", "true", '{"a": 1}', '"' + "x" * 201 + '"',
+          '"' + "x" * 101 + '"', '"a\\u0001b"', '"tab\\there\\nline"', '"\\u007f"', '"\\u05e9\\u05dc"',
+          '"\\u00a0nbsp "', '"\\ud800"', '"q\\"uote\\\\"', '"\\r"']
+_PRIORITIES = ["0", "7", "-3", '"3"', '" 4 "', '"high"', "2.0", "2.5", "true", "null", '""', "2147483647",
+               "2147483648", "-2147483649", "123456789012345678901234567890", "1e400", "[1]"]
+_EXTS = ["{}", "null", '""', '{"crm_id": 1, "campaign": "spring"}',
+         '{"z":1,"a":{"y":[3,"b"],"b":null},"m":"שלום"}', '{"n": 1.5}', '{"n": 1e16}', '{"n": 1.5e-05}',
+         '{"big": 123456789012345678901234567890}', '{"a":1,"b":2,"a":3}',
+         '{"s": "tab\\there\\nnl"}', '{"q": "\\"quoted\\" \\\\ \\/"}', '{"c": "\\u0001"}', '{"d": "\\u007f"}',
+         '{"e": "\\u00e9"}', "[1]", '"{\\"k\\": 2}"', '"not json"', '{"x": NaN}', '{"x": 1e400}', "3", '{"k": -0}',
+         '{"k": -0.0}', '{"deep": [[[{"a": [true, false, null]}]]]}', '{"u": "\\ud83d\\ude00"}', '{"l": "\\ud800"}',
+         '{"": 0}', '{"t": true}']
+
+
+def _outcome(call) -> tuple:
+    from engine.errors import ServiceError
+
+    try:
+        return ("ok", call())
+    except ServiceError as exc:
+        return (exc.status, exc.msg, exc.data)
+
+
+def _reference(body: bytes) -> tuple:
+    """What the server answered before msgspec: json.loads, then check_leads over dicts."""
+    try:
+        rows = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return (400, "Malformed JSON body", None)
+    return _outcome(lambda: service.check_leads(rows))
+
+
+def _row_text(fields: dict[str, str], spaced: bool) -> str:
+    sep, colon = (", ", ": ") if spaced else (",", ":")
+    return "{" + sep.join(f'"{name}"{colon}{value}' for name, value in fields.items()) + "}"
+
+
+def test_fast_decode_matches_the_standard_decoder():
+    """decode_leads + check_leads (structs) answers every body as json.loads + check_leads (dicts) does."""
+    import hypothesis
+
+    st = hypothesis.strategies
+
+    def pick(plain: list[str], odd: list[str]):  # half plain values, so whole rows get through too
+        return st.sampled_from(plain) | st.sampled_from(odd)
+
+    texts = pick(['"Ann"', "null", '" padded "', '"שלום"'], _TEXTS)
+    row = st.fixed_dictionaries({"phone": pick(['"972501234567"', '"+15551234567"', '"5551000"'], _PHONES)}, optional={
+        "name": texts, "lead_id": texts,
+        "priority": pick(["0", "7", "-3"], _PRIORITIES), "tags": texts,
+        "ext_api_vars": pick(["{}", '{"crm_id": 1, "campaign": "spring"}'], _EXTS),
+        "extra": st.sampled_from(['"x"', '{"y": [1, 2.5]}']),
+    })
+    rows = st.builds(_row_text, row, st.booleans()) | st.sampled_from(['"not an object"', "1", "null", "[]", "{}"])
+    fast: list[Any] = []
+
+    @hypothesis.settings(max_examples=1000, deadline=None, database=None)
+    @hypothesis.given(st.lists(rows, min_size=1, max_size=5))
+    def check(texts: list[str]) -> None:
+        # the batch, then each row alone (a refused batch would hide what its good rows became)
+        for body in [("[" + ",".join(texts) + "]").encode(), *(f"[{text}]".encode() for text in texts)]:
+            decoded = service.decode_leads(body)
+            if decoded is not None:
+                outcome = _outcome(lambda decoded=decoded: service.check_leads(decoded))
+                assert outcome == _reference(body), body
+                fast.append(outcome[0])
+
+    check()
+    # many bodies really took the msgspec path, accepted and refused alike
+    assert fast.count("ok") > 30 and len(fast) - fast.count("ok") > 30, fast
+
+
+@pytest.mark.parametrize("body", [
+    b'[{"phone": "5551000", "ext_api_vars": {"a": "\xff"}}]',  # msgspec keeps an ext object as unchecked bytes
+    b'[{"phone": "5551000", "name": "\xff"}]',
+    b'[{"phone": "5551000"}, {"phone": "12", "ext_api_vars": {"a": "\xff"}}]',
+    b'[{"phone": "5551000", "priority": 1' + b"0" * 5000 + b"}]",  # past Python's int-from-text limit
+    b'[{"phone": "5551000", "ext_api_vars": {"a": 1' + b"0" * 5000 + b"}}]",
+    b'[{"phone": "5551000", "ext_api_vars": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}]",
+])
+def test_fast_decode_malformed_bodies(body):
+    decoded = service.decode_leads(body)
+    assert _reference(body) == (400, "Malformed JSON body", None)
+    assert decoded is None or _outcome(lambda: service.check_leads(decoded)) == (400, "Malformed JSON body", None)
+
+
+def test_plain_batch_is_checked_a_column_at_a_time_with_the_same_result():
+    """The column check accepts exactly the batches the row check passes unchanged, with identical rows."""
+    plain = [{"phone": f"+97250{i:07d}", "name": f" Lead {i} ", "lead_id": str(i), "priority": i % 3 - 1,
+              "tags": "" if i % 2 else None, "ext_api_vars": {"crm_id": i, "m": "שלום", "n": None}} for i in range(50)]
+    plain.append({"phone": "+972500000007", "name": "dup"})  # the last of duplicate phones wins
+    decoded = service.decode_leads(json.dumps(plain).encode())
+    batch = service._plain_batch(decoded)
+    assert batch is not None and batch == service.check_leads(plain)
+    assert batch["+972500000007"][1] == "dup" and batch["+972500000001"][1] == "Lead 1"
+    for change in ({"phone": "555 1000"}, {"phone": "5551000\n5552000"}, {"name": "a\x01"}, {"tags": "x" * 501},
+                   {"lead_id": "\x7f"}, {"priority": 2**31}, {"priority": "3"}, {"ext_api_vars": {"f": 1.5}},
+                   {"ext_api_vars": {"s": "a\nb"}}, {"phone": 5551000}):
+        rows = [*plain[:3], {**plain[3], **change}]
+        decoded = service.decode_leads(json.dumps(rows).encode())
+        assert service._plain_batch(decoded) is None, change
+        assert _outcome(lambda rows=rows: service.check_leads(rows)) == _outcome(
+            lambda decoded=decoded: service.check_leads(decoded))
+
+
+def test_api_takes_the_fast_path_for_arrays(api, plist, monkeypatch):
+    seen = []
+    real = service.decode_leads
+    monkeypatch.setattr(service, "decode_leads", lambda body: seen.append(real(body)) or seen[-1])
+    assert add(api, plist, [{"phone": "5551000", "ext_api_vars": {"n": 1e16, "k": "v"}}])["added"] == 1
+    assert add(api, plist, {"phone": "5552000"})["added"] == 1
+    assert seen[0] is not None and seen[1] is None  # an object body goes to the standard decoder
+    raw = api.get(f"/api/phone_list/{plist}/lead").get_data(as_text=True)
+    assert '"ext_api_vars":{"n":1e+16,"k":"v"}' in raw  # floats written as the standard encoder writes them
+    r = api.post(f"/api/phone_list/{plist}/lead", data=b'[{"phone": "5553000", "ext_api_vars": {"a": "\xff"}}]',
+                 content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["msg"] == "Malformed JSON body"
