@@ -64,6 +64,19 @@ def database(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
+def switch(database):
+    """The FreeSWITCH emulator on loopback, its mod_callcenter loading queues from the test database."""
+    from tests.fakeswitch.callcenter import CallCenter
+    from tests.fakeswitch.server import FakeSwitch
+    from tests.support import provider
+
+    fs = FakeSwitch(password="ClueCon").start()
+    fs.callcenter = CallCenter(provider)
+    yield fs
+    fs.stop()
+
+
+@pytest.fixture
 def app(database):
     app = create_app({"TESTING": True})
     return app

@@ -14,8 +14,7 @@ from engine.engine import Engine
 from engine.models import AgentState, Device, OutboxEvent, PauseReason, Queue, Tier, TimeGroup, User, now
 from tests.conftest import Api, make_tenant
 from tests.fakeswitch.callcenter import CallCenter
-from tests.fakeswitch.server import FakeSwitch
-from tests.test_engine import listed, provider, wait_until
+from tests.support import listed, provider, wait_until
 
 URL = "/api/cc_agent"
 
@@ -452,14 +451,6 @@ def shop(database):
 @pytest.fixture
 def shop_api(shop):
     return Api(create_app({"TESTING": True}).test_client(), shop)
-
-
-@pytest.fixture
-def switch(database):
-    fs = FakeSwitch(password="ClueCon").start()
-    fs.callcenter = CallCenter(provider)
-    yield fs
-    fs.stop()
 
 
 def start_engine(switch) -> Engine:

@@ -33,9 +33,9 @@ from engine.models import (
     Queue,
     User,
 )
-from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.fixtures import load
 from tests.fakeswitch.server import FakeSwitch
+from tests.support import wait_until
 
 DOMAIN = "acme.test"
 MEMBER = {  # caller leg (member) and agent legs of each recording
@@ -112,14 +112,6 @@ def call_events(**where: Any) -> list[dict[str, Any]]:
         return [{"event": r.event, "ts": r.ts, "account_id": r.account_id, **r.data} for r in rows]
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not predicate():
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError("condition not reached")
-        gevent.sleep(0.02)
-
-
 def settle(expected: int) -> list[dict[str, Any]]:
     """Wait for `expected` call events, then make sure no more arrive."""
     wait_until(lambda: len(call_events()) >= expected)
@@ -127,20 +119,6 @@ def settle(expected: int) -> list[dict[str, Any]]:
     events = call_events()
     assert len(events) == expected, [(e["event"], e["id"]) for e in events]
     return events
-
-
-def provider(name: str):
-    parsed = fsconfig.parse_name(name)
-    queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None
-    return dict(fsconfig.queue_params(queue)) if queue else None
-
-
-@pytest.fixture
-def switch(database):
-    fs = FakeSwitch(password="ClueCon").start()
-    fs.callcenter = CallCenter(provider)
-    yield fs
-    fs.stop()
 
 
 def start_engine(switch: FakeSwitch) -> Engine:

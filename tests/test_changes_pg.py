@@ -25,7 +25,8 @@ from engine.engine import Engine
 from engine.models import Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
-from tests.test_ops_scaleout import listed, provider, wait_until, writes
+from tests.support import listed, provider, wait_until
+from tests.test_ops_scaleout import writes
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("SWITCHDESK_TEST_DB", "")

@@ -15,13 +15,6 @@ from tests.fakeswitch.server import default_channel
 
 
 @pytest.fixture
-def switch(database) -> Iterator[FakeSwitch]:
-    fs = FakeSwitch().start()
-    yield fs
-    fs.stop()
-
-
-@pytest.fixture
 def server(database) -> Iterator[OutboundServer]:
     srv = checkin.make_server("127.0.0.1", 0)
     srv.start()

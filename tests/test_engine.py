@@ -6,35 +6,13 @@ import gevent
 import pytest
 
 from api import create_app
-from engine import changes, fsconfig, sync
+from engine import changes
 from engine.db import db
 from engine.engine import Engine
 from engine.events import emit
 from engine.models import Account, Device, OutboxEvent, Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
-from tests.fakeswitch.server import FakeSwitch
-
-
-def provider(name: str):
-    parsed = fsconfig.parse_name(name)
-    queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None
-    return dict(fsconfig.queue_params(queue)) if queue else None
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not predicate():
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError("condition not reached")
-        gevent.sleep(0.02)
-
-
-@pytest.fixture
-def switch(database):
-    fs = FakeSwitch(password="ClueCon").start()
-    fs.callcenter = CallCenter(provider)
-    yield fs
-    fs.stop()
+from tests.support import listed, provider, wait_until
 
 
 @pytest.fixture
@@ -54,11 +32,6 @@ def world(database):
     Tier.create(account=account, queue=queue, user=agent, joined=True)
     device = Device.create(account=account, name="Desk", sip_username="2001", sip_a1_hash="0" * 32)
     return account, queue, agent, device
-
-
-def listed(fs, what):
-    return {row.get("name") or (row["queue"], row["agent"]): row
-            for row in sync.parse_table(fs.callcenter.command(f"{what} list"))}
 
 
 def test_sync_on_connect(world, switch, engine):

@@ -12,6 +12,7 @@ import pytest
 from engine.esl.client import ConnectionLost
 from engine.esl.supervisor import ESLSupervisor
 from tests.fakeswitch import FakeSwitch
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -35,14 +36,6 @@ def supervisors():
     yield make
     for sup in made:
         sup.stop(timeout=2)
-
-
-def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        gevent.sleep(0.01)
 
 
 def test_connects_resubscribes_and_reports_status(fs: FakeSwitch, supervisors) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import gevent
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,6 +12,7 @@ from engine.engine import Engine
 from engine.events import emit
 from engine.models import AgentState, User
 from tests.fakeswitch.server import FakeSwitch
+from tests.support import wait_until
 
 
 def scrape(client, **kw) -> dict[str, list]:
@@ -83,14 +83,6 @@ def test_outbox_backlog_and_age_and_agents_by_status(api, client, tenant):
     assert value(families, "switchdesk_outbox_backlog") == 0
     assert value(families, "switchdesk_outbox_oldest_age_seconds") == 0
     assert value(families, "switchdesk_agents", status="Available") is None
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        gevent.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,30 +10,12 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from engine import changes, fsconfig, server, sync
+from engine import changes, server
 from engine.engine import Engine
 from engine.models import Account, Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
-
-
-def provider(name: str):
-    parsed = fsconfig.parse_name(name)
-    queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None
-    return dict(fsconfig.queue_params(queue)) if queue else None
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not predicate():
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError("condition not reached")
-        gevent.sleep(0.02)
-
-
-def listed(fs, what):
-    return {row.get("name") or (row["queue"], row["agent"]): row
-            for row in sync.parse_table(fs.callcenter.command(f"{what} list"))}
+from tests.support import listed, provider, wait_until
 
 
 def make_account(domain: str):

@@ -26,13 +26,6 @@ from tests.test_fakeswitch_wire import authed
 
 
 @pytest.fixture
-def switch(database) -> Iterator[FakeSwitch]:
-    fs = FakeSwitch().start()
-    yield fs
-    fs.stop()
-
-
-@pytest.fixture
 def engine(switch) -> Iterator[Engine]:
     """The engine with only its command connection running: originate needs nothing else."""
     eng = Engine("127.0.0.1", switch.port, "ClueCon", resync_every=3600)

@@ -5,17 +5,10 @@ import datetime as dt
 
 import pytest
 
-from engine import fsconfig, sync
+from engine import sync
 from engine.models import Account, Queue, Tier, TimeGroup, User
 from tests.fakeswitch.callcenter import CallCenter
-
-
-def provider(name: str):
-    parsed = fsconfig.parse_name(name)
-    if parsed is None:
-        return None
-    queue = Queue.get_or_none(Queue.id == parsed[0])
-    return dict(fsconfig.queue_params(queue)) if queue else None
+from tests.support import provider
 
 
 class Switch:

@@ -22,6 +22,7 @@ from engine.models import Account, OutboxEvent
 from engine.server import NoDelayHandler
 from engine.webhooks import Deliverer
 from tests.querycount import count_queries
+from tests.support import wait_until
 
 SECRET = "a-long-webhook-secret-123"
 
@@ -89,14 +90,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
-
-
-def wait_until(condition, timeout: float = 10.0, step: float = 0.005) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        gevent.sleep(step)
 
 
 def statuses(account_id: int) -> Counter:

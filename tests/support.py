@@ -1,0 +1,33 @@
+"""Helpers shared by the tests that run the engine against the emulator."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from engine import fsconfig, sync
+from engine.models import Queue
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> None:
+    """Poll cooperatively (other greenlets run meanwhile) until `predicate()` is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        gevent.sleep(step)
+
+
+def provider(name: str) -> dict[str, str] | None:
+    """The emulator's callcenter.conf for a queue name, read from the database as xml_curl would."""
+    parsed = fsconfig.parse_name(name)
+    queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None
+    return dict(fsconfig.queue_params(queue)) if queue else None
+
+
+def listed(fs: Any, what: str) -> dict[Any, dict[str, str]]:
+    """The emulator's `callcenter_config <what> list`, keyed by name (or (queue, agent) for tiers)."""
+    return {row.get("name") or (row["queue"], row["agent"]): row
+            for row in sync.parse_table(fs.callcenter.command(f"{what} list"))}
