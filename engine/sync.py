@@ -286,18 +286,14 @@ class Syncer:
         return True
 
     def _send(self, commands: list[str]) -> list[tuple[str, str]]:
+        """Send, queue fetches first (the tiers sent next refer to them); the commands that failed."""
         fetches = [c for c in commands if _is_config_fetch(c)] if self.bgapi_many else []
-        rest = [c for c in commands if c not in fetches] if fetches else commands
-        replies: dict[int, str] = {}
-        if fetches:  # queues first: the tiers sent next refer to them
-            assert self.bgapi_many is not None
-            for command, reply in zip(fetches, self.bgapi_many([f"callcenter_config {c}" for c in fetches]),
-                                      strict=True):
-                replies[id(command)] = reply
-        if rest:
-            for command, reply in zip(rest, self.api_many([f"callcenter_config {c}" for c in rest]), strict=True):
-                replies[id(command)] = reply
-        errors = [(c, replies[id(c)].strip()) for c in commands if not replies[id(c)].startswith("+OK")]
+        rest = [c for c in commands if not _is_config_fetch(c)] if fetches else commands
+        sent: list[tuple[str, str]] = []
+        for batch, send in ((fetches, self.bgapi_many), (rest, self.api_many)):
+            if batch and send is not None:
+                sent.extend(zip(batch, send([f"callcenter_config {c}" for c in batch]), strict=True))
+        errors = [(c, reply.strip()) for c, reply in sent if not reply.startswith("+OK")]
         for command, reply in errors:
             log.warning("sync: %s -> %s", command, reply)
         return errors
