@@ -306,10 +306,8 @@ class Syncer:
             desired, domains = desired_state(self.account_ids)
         commands = plan(desired, actual, domains)
         errors = self._send(commands) if commands else []
-        # what the switch now has, as far as our commands went through
-        self.tiers = None if errors else dict(desired.tiers, **{
-            k: v for k, v in actual.tiers.items() if k not in desired.tiers and not (
-                _ours(k[0], domains) or _ours(k[1], domains))})
+        # our tiers as the switch now has them (agent syncs only look at our agents' tiers)
+        self.tiers = None if errors else dict(desired.tiers)
         elapsed = time.perf_counter() - start
         log.info("sync: %d commands, %d errors, %.3f s", len(commands), len(errors), elapsed)
         return SyncResult(len(commands), errors, elapsed)

@@ -246,3 +246,21 @@ def test_queue_loads_go_as_background_jobs_before_tiers(world):
     assert jobs and all(" queue load " in c for c in jobs)
     first_tier = next(i for i, c in enumerate(switch.sent) if " tier add " in c)
     assert all(switch.sent.index(c) < first_tier for c in jobs)
+
+
+def test_foreign_tiers_are_left_alone_and_kept_out_of_the_tier_cache(world, monkeypatch):
+    """The admin's own queue and agent on the same switch (names of no domain we serve)."""
+    switch = Switch()
+    syncer = sync.Syncer(switch.api_many)
+    read = syncer.read
+
+    def read_with_foreign_tier():
+        actual = read()
+        actual.tiers[("support@default", "1001@default")] = (1, 1)
+        return actual
+
+    monkeypatch.setattr(syncer, "read", read_with_foreign_tier)
+    result = syncer.run()
+    assert result.errors == []
+    assert not any("@default" in c for c in switch.sent)
+    assert syncer.tiers is not None and all(key[1].endswith("@acme.test") for key in syncer.tiers)
