@@ -314,7 +314,8 @@ class Syncer:
 
     def run_agents(self, user_ids: Iterable[int]) -> SyncResult:
         """Bring only these agents (and their tiers) in step; a full sync when nothing is known yet."""
-        if self.tiers is None:
+        known = self.tiers  # a full sync asked for meanwhile (a reconnect) drops it: then we leave it be
+        if known is None:
             return self.run()
         start = time.perf_counter()
         ids = sorted(set(user_ids))
@@ -330,7 +331,7 @@ class Syncer:
         actual = State()
         for reply in self.api_many([f"callcenter_config agent list {name}" for name in ordered]):
             actual.agents.update((n, a) for n, a in parse_agents(reply).items() if n in names)
-        actual.tiers = {k: v for k, v in self.tiers.items() if k[1] in names}
+        actual.tiers = {k: v for k, v in known.items() if k[1] in names}
         desired, domains = desired_state(accounts, user_ids=ids)
         if self._adopt_on_break(desired, actual):
             desired, domains = desired_state(accounts, user_ids=ids)
@@ -340,8 +341,8 @@ class Syncer:
             self.tiers = None  # unsure what the switch has: the next sync is a full one
         else:
             for key in actual.tiers:
-                self.tiers.pop(key, None)
-            self.tiers.update(desired.tiers)
+                known.pop(key, None)
+            known.update(desired.tiers)
         elapsed = time.perf_counter() - start
         log.debug("agent sync %s: %d commands, %d errors, %.4f s", ids, len(commands), len(errors), elapsed)
         return SyncResult(len(commands), errors, elapsed, full=False)
