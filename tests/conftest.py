@@ -47,15 +47,21 @@ def _reset_postgres(database) -> None:
     _PG_TABLES.update(tables)
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator:
-    url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{tmp_path / 'switchdesk.db'}"
+def bind_test_database(tmp_dir: Path):
+    """SWITCHDESK_TEST_DB emptied, or a fresh SQLite file in `tmp_dir`; bound and connected."""
+    url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{tmp_dir / 'switchdesk.db'}"
     database = db.bind(url)
     database.connect(reuse_if_open=True)
     if url.startswith("postgres"):
         _reset_postgres(database)
     else:
         schema.init_schema(database)
+    return database
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator:
+    database = bind_test_database(tmp_path)
     yield database
     if not database.is_closed():
         database.close()

@@ -37,12 +37,12 @@ from flask import request
 from geventhttpclient import HTTPClient
 
 from api import create_app
-from engine import db, schema, sync
+from engine import sync
 from engine.engine import Engine
 from engine.esl.client import ESLClient
 from engine.models import Queue, Tier, User
 from engine.server import make_server
-from tests.conftest import _reset_postgres, make_tenant
+from tests.conftest import bind_test_database, make_tenant
 
 _TARGET = os.environ.get("SWITCHDESK_TEST_ESL")
 pytestmark = [
@@ -118,17 +118,6 @@ class Http:
         self.client.close()
 
 
-def _bind_database(tmp_dir) -> Any:
-    url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{tmp_dir / 'switchdesk.db'}"
-    database = db.bind(url)
-    database.connect(reuse_if_open=True)
-    if url.startswith("postgres"):
-        _reset_postgres(database)
-    else:
-        schema.init_schema(database)
-    return database
-
-
 def _xmlcurl_networks(esl_host: str) -> tuple[str, ...]:
     """Loopback, plus the switch's own address when it is given as one (a switch on another host)."""
     networks = ("127.0.0.0/8", "::1/128")
@@ -168,7 +157,7 @@ def real(tmp_path_factory) -> Iterator[types.SimpleNamespace]:
     if not xmlcurl_password:
         pytest.skip("set SWITCHDESK_TEST_XMLCURL_PASSWORD (the overlay's switchdesk_xmlcurl_password)")
     api_host, _, api_port = os.environ.get("SWITCHDESK_TEST_API", "127.0.0.1:8080").rpartition(":")
-    database = _bind_database(tmp_path_factory.mktemp("real-switch"))
+    database = bind_test_database(tmp_path_factory.mktemp("real-switch"))
     tag = secrets.token_hex(4)
     tenant = make_tenant("Real switch test", f"sdtest-{tag}.invalid", f"sdtest-{tag}")
     account_ids = [tenant.account_id]  # the engine drives this account only, whatever else the database holds
