@@ -8,7 +8,7 @@ from typing import Any
 import gevent
 
 from engine import fsconfig, sync
-from engine.models import Queue
+from engine.models import Queue, User
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> None:
@@ -31,3 +31,11 @@ def listed(fs: Any, what: str) -> dict[Any, dict[str, str]]:
     """The emulator's `callcenter_config <what> list`, keyed by name (or (queue, agent) for tiers)."""
     return {row.get("name") or (row["queue"], row["agent"]): row
             for row in sync.parse_table(fs.callcenter.command(f"{what} list"))}
+
+
+def make_agent(account: Any, username: str, **fields: Any) -> User:
+    """An agent user created directly in the database (its password is never used)."""
+    key = username.lower()
+    values = {"name": username, "username": username, "username_key": key, "email": f"{key}@agents.test",
+              "email_key": f"{key}@agents.test", "password_hash": "x", "is_agent": True, **fields}
+    return User.create(account=account, **values)

@@ -14,7 +14,7 @@ from engine.engine import Engine
 from engine.models import AgentState, Device, OutboxEvent, PauseReason, Queue, Tier, TimeGroup, User, now
 from tests.conftest import Api, make_tenant
 from tests.fakeswitch.callcenter import CallCenter
-from tests.support import listed, provider, wait_until
+from tests.support import listed, make_agent, provider, wait_until
 
 URL = "/api/cc_agent"
 
@@ -43,9 +43,6 @@ def desk(tenant):
     return {"user": tenant.admin_id, "devices": (d1.id, d2.id), "queues": queues, "outsider": outsider}
 
 
-def second_agent(tenant, username="bob"):
-    return User.create(account=tenant.account_id, name=username.title(), username=username, username_key=username,
-                       email=f"{username}@x.test", email_key=f"{username}@x.test", password_hash="x", is_agent=True)
 
 
 def check_in(api, device_id, **params):
@@ -88,7 +85,7 @@ def test_check_in_bad_input(api, other_api, desk, tenant, other_tenant):
     assert check_in(api, desk["devices"][0], forceCheckOut=2).status_code == 400
     r = check_in(api, desk["devices"][0], user_id=other_tenant.admin_id)
     assert r.status_code == 404 and r.get_json()["msg"] == f"User {other_tenant.admin_id} not found"
-    clerk = second_agent(tenant, "clerk")
+    clerk = make_agent(tenant.account_id, "clerk")
     User.update(is_agent=False).where(User.id == clerk.id).execute()
     r = check_in(api, desk["devices"][0], user_id=clerk.id)
     assert r.status_code == 400 and "not an agent" in r.get_json()["msg"]
@@ -97,7 +94,7 @@ def test_check_in_bad_input(api, other_api, desk, tenant, other_tenant):
 
 
 def test_busy_device_409_and_force(api, desk, tenant):
-    bob = second_agent(tenant)
+    bob = make_agent(tenant.account_id, "bob")
     Tier.create(account=tenant.account_id, queue=desk["queues"][3], user=bob, mode=3)
     assert check_in(api, desk["devices"][0], user_id=bob.id).status_code == 200
     clear_events()
@@ -136,7 +133,7 @@ def test_check_in_code_path_moves_without_force(desk, tenant):
     agents.check_in(tenant.account_id, desk["user"], d1, force=False)
     state = agents.check_in(tenant.account_id, desk["user"], d2, force=False)
     assert state.device_id == d2
-    bob = second_agent(tenant)
+    bob = make_agent(tenant.account_id, "bob")
     with pytest.raises(agents.ServiceError) as busy:
         agents.check_in(tenant.account_id, bob.id, d2, force=False)
     assert busy.value.status == 409
@@ -422,7 +419,7 @@ def test_user_list_is_constant_queries(api, desk, tenant, database):
 
     def add(n, start):
         for i in range(start, start + n):
-            bob = second_agent(tenant, f"agent{i}")
+            bob = make_agent(tenant.account_id, f"agent{i}")
             device = Device.create(account=tenant.account_id, name=f"D{i}", sip_username=f"3{i:03d}",
                                    sip_a1_hash="0" * 32)
             agents.check_in(tenant.account_id, bob.id, device.id, force=False)
@@ -470,7 +467,7 @@ def engine(switch):
 def floor(shop):
     """Two agents (Ann = the admin, position 2; Bob, position 1) in a fewest-calls queue, no wrap-up."""
     User.update(is_agent=True, wrap_up_time=0).where(User.id == shop.admin_id).execute()
-    bob = second_agent(shop, "bob")
+    bob = make_agent(shop.account_id, "bob")
     User.update(wrap_up_time=0).where(User.id == bob.id).execute()
     queue = Queue.create(account=shop.account_id, name="Sales", strategy="agent-with-fewest-calls")
     Tier.create(account=shop.account_id, queue=queue, user=shop.admin_id, mode=3, position=2)

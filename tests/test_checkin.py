@@ -12,6 +12,7 @@ from engine.esl.outbound import OutboundServer
 from engine.models import AgentState, CheckinCode, CheckinFailure, Device, User, now
 from tests.fakeswitch import FakeSwitch
 from tests.fakeswitch.server import default_channel
+from tests.support import make_agent
 
 
 @pytest.fixture
@@ -22,10 +23,6 @@ def server(database) -> Iterator[OutboundServer]:
     srv.stop()
 
 
-def make_agent(account_id: int, name: str, **fields) -> User:
-    return User.create(account=account_id, name=name, username=name, username_key=name.lower(),
-                       email=f"{name}@example.test", email_key=f"{name.lower()}@example.test",
-                       password_hash="x", is_agent=True, **fields)
 
 
 def make_device(account_id: int, sip: str) -> Device:

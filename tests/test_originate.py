@@ -22,6 +22,7 @@ from tests.conftest import Api
 from tests.fakeswitch import FakeSwitch
 from tests.fakeswitch.calls import Originate, split_variables
 from tests.fakeswitch.fixtures import esl_files, load
+from tests.support import make_agent
 from tests.test_fakeswitch_wire import authed
 
 
@@ -40,10 +41,6 @@ def app(database, engine):
     return create_app({"TESTING": True, "ENGINE": engine})
 
 
-def make_user(account_id: int, name: str, **fields) -> User:
-    return User.create(account=account_id, name=name, username=name, username_key=name.lower(),
-                       email=f"{name}@example.test", email_key=f"{name.lower()}@example.test",
-                       password_hash="x", is_agent=True, **fields)
 
 
 def make_device(account_id: int, sip: str, user: User | int | None = None, **fields) -> Device:
@@ -167,7 +164,7 @@ def test_channel_events_carry_the_variables(api, switch, desk, tenant):
 
 
 def test_user_id_rings_the_checked_in_device_else_the_first(api, switch, tenant):
-    agent = make_user(tenant.account_id, "alice")
+    agent = make_agent(tenant.account_id, "alice")
     first = make_device(tenant.account_id, "3001", agent, ring=0)
     second = make_device(tenant.account_id, "3002", agent, ring=1)
     for sip in ("3001", "3002"):
@@ -182,7 +179,7 @@ def test_user_id_rings_the_checked_in_device_else_the_first(api, switch, tenant)
 
 
 def test_extension_routes_to_device_or_user(api, switch, tenant):
-    agent = make_user(tenant.account_id, "bob")
+    agent = make_agent(tenant.account_id, "bob")
     device = make_device(tenant.account_id, "3101")
     users_phone = make_device(tenant.account_id, "3102", agent)
     switch.calls.register("3101", tenant.domain)
@@ -210,7 +207,7 @@ def test_no_target_uses_the_callers_own_phone(api, switch, desk, tenant):
 
 
 def test_errors_before_anything_is_dialled(api, switch, tenant, other_tenant):
-    foreign_user = make_user(other_tenant.account_id, "mallory")
+    foreign_user = make_agent(other_tenant.account_id, "mallory")
     foreign_device = make_device(other_tenant.account_id, "2001", foreign_user)
     status, body = originate(api, destination="100")
     assert status == 400 and body == {"success": False, "msg": f"user {tenant.admin_id} has no device"}
@@ -230,7 +227,7 @@ def test_errors_before_anything_is_dialled(api, switch, tenant, other_tenant):
 
 
 def test_another_users_phone_needs_agents(client, switch, tenant):
-    clerk = make_user(tenant.account_id, "clerk", permissions={"call_center_api": True})
+    clerk = make_agent(tenant.account_id, "clerk", permissions={"call_center_api": True})
     own = make_device(tenant.account_id, "4001", clerk)
     admins = make_device(tenant.account_id, "4002", tenant.admin_id)
     switch.calls.register("4001", tenant.domain)
@@ -346,7 +343,7 @@ def test_originate_against_real_freeswitch(database):
         answering = os.environ.get("SWITCHDESK_TEST_ORIGINATE", "no-such-user-77@example.invalid")
         user, domain = answering.split("@", 1)
         account = Account.create(name="Real", domain=domain)
-        owner = make_user(account.id, "real")
+        owner = make_agent(account.id, "real")
         device = make_device(account.id, user, owner, timeout=5)
         request = calls.CallRequest(destination="9999", device_id=device.id, cnam="Test, 'Co'", lead_id="L,1")
         result = calls.originate(account.id, request, acting_user_id=owner.id, commands=sup)

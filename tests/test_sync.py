@@ -8,7 +8,7 @@ import pytest
 from engine import sync
 from engine.models import Account, Queue, Tier, TimeGroup, User
 from tests.fakeswitch.callcenter import CallCenter
-from tests.support import provider
+from tests.support import make_agent, provider
 
 
 class Switch:
@@ -31,9 +31,6 @@ class Switch:
         return sync.parse_table(self.cc.command(f"{what} list"))
 
 
-def agent_user(account, name):
-    return User.create(account=account, name=name, username=name, username_key=name, email=f"{name}@x.test",
-                       email_key=f"{name}@x.test", password_hash="x", is_agent=True)
 
 
 @pytest.fixture
@@ -41,7 +38,7 @@ def world(database):
     account = Account.create(name="Acme", domain="acme.test", max_no_answer=3, wrap_up_time=10)
     support = Queue.create(account=account, name="Support", strategy="longest-idle-agent")
     sales = Queue.create(account=account, name="Sales", strategy="sequentially-by-next-agent-order")
-    alice, bob = agent_user(account, "alice"), agent_user(account, "bob")
+    alice, bob = make_agent(account, "alice"), make_agent(account, "bob")
     Tier.create(account=account, queue=support, user=alice, level=1, position=1, joined=True)
     Tier.create(account=account, queue=support, user=bob, level=2, position=3, joined=True)
     Tier.create(account=account, queue=sales, user=bob, level=1, position=1, joined=False)
