@@ -145,10 +145,7 @@ def list_devices(principal: Principal, query: DeviceQuery):
         rows = rows.where(Device.name.contains(query.q) | Device.sip_username.contains(query.q))
     if query.user_id is not None:
         rows = rows.where(Device.user == query.user_id)
-    if query.limit:
-        rows = rows.limit(query.limit)
-    if query.offset:
-        rows = rows.offset(query.offset)
+    rows = query.page(rows)
     return ok(records(list(rows)))
 
 

@@ -61,10 +61,7 @@ def list_dids(principal: Principal, query: DidQuery):
     rows = Did.of(principal.account_id).where(Did.target_type.in_(types)).order_by(Did.number)
     if query.target_id is not None:
         rows = rows.where(Did.target_id == query.target_id)
-    if query.limit:
-        rows = rows.limit(query.limit)
-    if query.offset:
-        rows = rows.offset(query.offset)
+    rows = query.page(rows)
     return ok([record(d) for d in rows])
 
 

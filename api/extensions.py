@@ -101,10 +101,7 @@ def list_extensions(principal: Principal, query: ExtensionQuery):
         rows = rows.where(Extension.number.startswith(query.number))
     if query.target_id is not None:
         rows = rows.where(Extension.target_id == query.target_id)
-    if query.limit:
-        rows = rows.limit(query.limit)
-    if query.offset:
-        rows = rows.offset(query.offset)
+    rows = query.page(rows)
     return ok([record(e) for e in rows])
 
 

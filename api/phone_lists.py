@@ -95,10 +95,7 @@ def list_phone_lists(principal: Principal, query: PhoneListQuery):
         rows = rows.where(PhoneList.name_key.contains(query.q.lower()))
     if query.type:
         rows = rows.where(PhoneList.type == query.type)
-    if query.limit:
-        rows = rows.limit(query.limit)
-    if query.offset:
-        rows = rows.offset(query.offset)
+    rows = query.page(rows)
     return ok([_record(p) for p in rows])
 
 

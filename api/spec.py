@@ -108,6 +108,12 @@ class Page(Schema):
     limit: Annotated[int, Field(ge=1, le=100000)] | None = None
     offset: Annotated[int, Field(ge=0)] = 0
 
+    def page(self, rows: Any) -> Any:
+        """`rows` (a query) limited to this page."""
+        if self.limit:
+            rows = rows.limit(self.limit)
+        return rows.offset(self.offset) if self.offset else rows
+
 
 # --- request parsing ---------------------------------------------------------------------------
 
