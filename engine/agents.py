@@ -161,13 +161,6 @@ def _report(state: AgentState, user: User, account: Account, at: int, *, force: 
 # --- check-in and check-out ------------------------------------------------------------------------
 
 
-def _device(account_id: int, device_id: int) -> Device:
-    device = Device.get_or_none((Device.id == device_id) & (Device.account == account_id))
-    if device is None:
-        raise ServiceError(404, f"Device {device_id} not found")
-    return device
-
-
 def _check_out(state: AgentState, user: User, account: Account, at: int, pending: Pending) -> None:
     """Leave every queue, release the device; inside the caller's transaction."""
     if not checked_in(state):
@@ -195,7 +188,7 @@ def _check_in(account_id: int, user_id: int, device_id: int, *, force: bool, mov
     try:
         with db.atomic():
             user, account = _agent(account_id, user_id)
-            device = _device(account_id, device_id)
+            device = Device.owned(account_id, device_id)
             at = now()
             holder = AgentState.get_or_none(AgentState.device == device.id)
             if holder is not None and holder.user_id != user.id:

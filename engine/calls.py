@@ -95,10 +95,7 @@ def _user_device(account_id: int, user_id: int) -> Device:
 def resolve_device(account_id: int, request: CallRequest, acting_user_id: int) -> Device:
     """The agent's device: device_id, else user_id, else extension, else the caller's own."""
     if request.device_id is not None:
-        device = Device.get_or_none((Device.id == request.device_id) & (Device.account == account_id))
-        if device is None:
-            raise ServiceError(404, f"Device {request.device_id} not found")
-        return device
+        return Device.owned(account_id, request.device_id)
     if request.user_id is not None:
         return _user_device(account_id, request.user_id)
     if request.extension is not None:

@@ -24,10 +24,7 @@ SIP_USERNAME_REQUIRES_PASSWORD = "sip_password is required when sip_username cha
 
 
 def get_device(account_id: int, device_id: int) -> Device:
-    device = Device.get_or_none((Device.id == device_id) & (Device.account == account_id))
-    if device is None:
-        raise ServiceError(404, f"Device {device_id} not found")
-    return device
+    return Device.owned(account_id, device_id)
 
 
 def account_has_devices(account_id: int) -> bool:

@@ -146,10 +146,7 @@ def check_target(account_id: int, target_type: str, target_id: int, allowed: tup
 
 
 def get_extension(account_id: int, extension_id: int) -> Extension:
-    ext = Extension.get_or_none((Extension.id == extension_id) & (Extension.account == account_id))
-    if ext is None:
-        raise ServiceError(404, f"Extension {extension_id} not found")
-    return ext
+    return Extension.owned(account_id, extension_id)
 
 
 def _extension_taken(account_id: int, number: str, exclude_id: int | None = None) -> None:
@@ -214,10 +211,7 @@ def set_device_extension(account_id: int, device_id: int, number: str | None) ->
 
 
 def get_did(account_id: int, did_id: int) -> Did:
-    did = Did.get_or_none((Did.id == did_id) & (Did.account == account_id))
-    if did is None:
-        raise ServiceError(404, f"DID {did_id} not found")
-    return did
+    return Did.owned(account_id, did_id)
 
 
 def save_did(account_id: int, did_id: int | None, fields: dict[str, Any]) -> Did:

@@ -22,10 +22,7 @@ SYSTEM_REASON_NAME = "On Break"
 
 
 def get_reason(account_id: int, reason_id: int) -> PauseReason:
-    reason = PauseReason.get_or_none((PauseReason.id == reason_id) & (PauseReason.account == account_id))
-    if reason is None:
-        raise ServiceError(404, f"Pause reason {reason_id} not found")
-    return reason
+    return PauseReason.owned(account_id, reason_id)
 
 
 def system_reason(account_id: int) -> PauseReason:
@@ -49,10 +46,7 @@ def _refuse_system(reason: PauseReason) -> None:
 def _check_name(account_id: int, name: str, exclude_id: int | None) -> None:
     if name.strip().lower() == SYSTEM_REASON_NAME.lower():
         raise ServiceError(400, f"name: {SYSTEM_REASON_NAME!r} is reserved for mod_callcenter's own break")
-    query = PauseReason.select().where((PauseReason.account == account_id) & (PauseReason.name == name))
-    if exclude_id is not None:
-        query = query.where(PauseReason.id != exclude_id)
-    if query.exists():
+    if PauseReason.name_taken(account_id, name, exclude_id):
         raise ServiceError(409, f"name: a pause reason named {name!r} exists")
 
 

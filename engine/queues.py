@@ -76,10 +76,7 @@ def _id_list(ids: Iterable[int]) -> str:
 
 
 def get_queue(account_id: int, queue_id: int) -> Queue:
-    queue = Queue.get_or_none((Queue.id == queue_id) & (Queue.account == account_id))
-    if queue is None:
-        raise ServiceError(404, f"Queue {queue_id} not found")
-    return queue
+    return Queue.owned(account_id, queue_id)
 
 
 def list_queues(account_id: int, *, name: str | None = None, strategy: str | None = None,
@@ -281,10 +278,7 @@ def write_user_queues(account_id: int, user: User, rows: list[Membership], *, re
 
 
 def _check_name(account_id: int, name: str, exclude_id: int | None = None) -> None:
-    query = Queue.select(Queue.id).where((Queue.account == account_id) & (Queue.name == name))
-    if exclude_id is not None:
-        query = query.where(Queue.id != exclude_id)
-    if query.exists():
+    if Queue.name_taken(account_id, name, exclude_id):
         raise ServiceError(409, f"name: a queue named {name!r} already exists")
 
 

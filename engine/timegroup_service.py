@@ -17,17 +17,11 @@ from engine.models import Account, Queue, Tier, TimeGroup
 
 
 def get_timegroup(account_id: int, timegroup_id: int) -> TimeGroup:
-    group = TimeGroup.get_or_none((TimeGroup.id == timegroup_id) & (TimeGroup.account == account_id))
-    if group is None:
-        raise ServiceError(404, f"Time group {timegroup_id} not found")
-    return group
+    return TimeGroup.owned(account_id, timegroup_id)
 
 
 def _check_name(account_id: int, name: str, exclude_id: int | None) -> None:
-    query = TimeGroup.select().where((TimeGroup.account == account_id) & (TimeGroup.name == name))
-    if exclude_id is not None:
-        query = query.where(TimeGroup.id != exclude_id)
-    if query.exists():
+    if TimeGroup.name_taken(account_id, name, exclude_id):
         raise ServiceError(409, f"name: a time group named {name!r} exists")
 
 

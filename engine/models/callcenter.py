@@ -11,6 +11,7 @@ from engine.models.base import AccountScoped, now
 
 class TimeGroup(AccountScoped):
     """A weekly schedule in an IANA zone plus dated exceptions (see engine.timegroups)."""
+    label = "Time group"
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="timegroups", on_delete="CASCADE")
@@ -30,6 +31,7 @@ class PauseReason(AccountScoped):
     `system` marks the reserved reason the engine records for mod_callcenter's
     own On Break (max-no-answer); clients cannot pick or delete it.
     """
+    label = "Pause reason"
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="pause_reasons", on_delete="CASCADE")
@@ -43,6 +45,7 @@ class PauseReason(AccountScoped):
 
 
 class Queue(AccountScoped):
+    label = "Queue"
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="queues", on_delete="CASCADE")
     site_id = peewee.IntegerField(null=True)
@@ -106,6 +109,7 @@ class Tier(AccountScoped):
 
 class Device(AccountScoped):
     """A SIP phone that registers with FreeSWITCH in the account's domain."""
+    label = "Device"
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="devices", on_delete="CASCADE")
@@ -134,6 +138,7 @@ class Device(AccountScoped):
 
 class Extension(AccountScoped):
     """A number dialled inside the account that routes to a user, a device or a queue."""
+    label = "Extension"
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="extensions", on_delete="CASCADE")
@@ -148,6 +153,7 @@ class Extension(AccountScoped):
 
 class Did(AccountScoped):
     """An inbound number (DID) of the account that routes to a user or a queue."""
+    label = "DID"
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="dids", on_delete="CASCADE")
