@@ -112,9 +112,13 @@ def checked_in(state: AgentState | None) -> bool:
     return state is not None and state.device_id is not None
 
 
-def _require_checked_in(state: AgentState, user: User) -> None:
+def _checked_in_agent(account_id: int, user_id: int) -> tuple[User, Account, AgentState]:
+    """The agent and its state, inside the caller's transaction; 409 when it is not checked in."""
+    user, account = _agent(account_id, user_id)
+    state = _state(user)
     if not checked_in(state):
         raise ServiceError(409, f"User {user.id} is not checked in")
+    return user, account, state
 
 
 def native_wrapup_end(state: AgentState, wrap_up_time: int) -> int | None:
@@ -294,9 +298,7 @@ def set_pause(account_id: int, user_id: int, pause_id: int) -> AgentState:
     """
     pending = Pending()
     with db.atomic():
-        user, account = _agent(account_id, user_id)
-        state = _state(user)
-        _require_checked_in(state, user)
+        user, account, state = _checked_in_agent(account_id, user_id)
         at = now()
         if pause_id == 0:
             if state.pause_id is None:
@@ -388,9 +390,7 @@ def wrapup(account_id: int, user_id: int, seconds: int | None) -> AgentState:
     mod_callcenter's own window after the last queue call (wrap_up_time 0 is sent until it has passed)."""
     pending = Pending()
     with db.atomic():
-        user, account = _agent(account_id, user_id)
-        state = _state(user)
-        _require_checked_in(state, user)
+        user, account, state = _checked_in_agent(account_id, user_id)
         at = now()
         native_time = user.effective("wrap_up_time", account)
         length = native_time if seconds is None else seconds
@@ -423,7 +423,7 @@ def set_queues(account_id: int, user_id: int, queue_ids: list[int]) -> list[Tier
     pending = Pending()
     wanted = set(queue_ids)
     with db.atomic():
-        user, account = _agent(account_id, user_id)
+        user, account, _ = _checked_in_agent(account_id, user_id)
         tiers = {t.queue_id: t for t in Tier.select().where(Tier.user == user.id)}
         strangers = wanted - tiers.keys()
         if strangers:
@@ -433,8 +433,6 @@ def set_queues(account_id: int, user_id: int, queue_ids: list[int]) -> list[Tier
         if fixed:
             raise ServiceError(400, f"queue_ids: queue {_ids(fixed)} cannot be joined with setQueues "
                                     "(tier mode without flag 1)", {"ids": sorted(fixed)})
-        state = _state(user)
-        _require_checked_in(state, user)
         at = now()
         # locked tiers belong joined while checked in (one added since check-in is joined here too)
         join = sorted(q for q, t in tiers.items() if not t.joined and (q in wanted or t.mode in LOCKED))
