@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from engine import db as dbmod
+from engine.store import db as dbmod
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # large enough for a 100,000-lead import
 

@@ -11,7 +11,7 @@ from api.envelope import APIError, ok
 from api.spec import Schema, endpoint
 from api.users import Timezone
 from engine import accounts as service
-from engine.models import Account
+from engine.store.models import Account
 
 bp = Blueprint("account", __name__, url_prefix="/api/account")
 

@@ -18,7 +18,7 @@ from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Flag, Id, IdList, Schema, endpoint
 from engine import agents as service
-from engine.models import Queue, Tier
+from engine.store.models import Queue, Tier
 
 bp = Blueprint("agents", __name__, url_prefix="/api/cc_agent")
 

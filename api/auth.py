@@ -13,9 +13,10 @@ from flask import g, request
 from peewee import JOIN
 
 from api.envelope import APIError
-from engine import fastq, security
-from engine.db import db
-from engine.models import Account, ApiKey, PermissionGroup, User, UserSession, now
+from engine import security
+from engine.store import fastq
+from engine.store.db import db
+from engine.store.models import Account, ApiKey, PermissionGroup, User, UserSession, now
 
 # The complete list of permission modules (DESIGN.md).
 MODULES = (

@@ -12,7 +12,7 @@ from api.envelope import ok
 from api.spec import Id, Page, Schema, endpoint, submitted_fields
 from engine import devices as service
 from engine import extensions
-from engine.models import Device, Extension
+from engine.store.models import Device, Extension
 
 bp = Blueprint("devices", __name__, url_prefix="/api/device")
 

@@ -11,7 +11,7 @@ from api.envelope import ok
 from api.spec import Schema, Seconds, endpoint
 from engine import webhooks as service
 from engine.events import EVENT_NAMES
-from engine.models import OutboxEvent
+from engine.store.models import OutboxEvent
 
 bp = Blueprint("events", __name__, url_prefix="/api/event")
 

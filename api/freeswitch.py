@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
 from engine import fsconfig
-from engine.models import Account, Device, Did, Extension, Queue
+from engine.store.models import Account, Device, Did, Extension, Queue
 
 bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")
 

@@ -35,8 +35,8 @@ from prometheus_client.registry import Collector
 
 from api.envelope import APIError
 from api.spec import endpoint
-from engine.db import db
-from engine.models import AgentState, OutboxEvent
+from engine.store.db import db
+from engine.store.models import AgentState, OutboxEvent
 
 EXTENSION = "switchdesk_metrics"
 

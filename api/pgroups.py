@@ -11,8 +11,8 @@ from api.auth import MODULES, Principal
 from api.envelope import APIError, ok
 from api.spec import Schema, endpoint
 from api.users import Permissions
-from engine.db import db
-from engine.models import PermissionGroup, User
+from engine.store.db import db
+from engine.store.models import PermissionGroup, User
 
 bp = Blueprint("pgroups", __name__, url_prefix="/api/pgroup")
 

@@ -16,8 +16,8 @@ from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Page, Schema, body_fields, endpoint, request_json, split_list
 from engine import leads as service
-from engine.db import db
-from engine.models import PhoneList
+from engine.store.db import db
+from engine.store.models import PhoneList
 
 bp = Blueprint("phone_lists", __name__, url_prefix="/api/phone_list")
 

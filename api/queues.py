@@ -18,7 +18,7 @@ from api.membership import MemberRows, QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, submitted_fields
 from engine import extensions
 from engine import queues as service
-from engine.models import Queue, Tier
+from engine.store.models import Queue, Tier
 
 bp = Blueprint("queues", __name__, url_prefix="/api")
 

@@ -6,7 +6,7 @@ from peewee import fn
 
 from api.envelope import ok
 from api.spec import endpoint, openapi_document
-from engine.models import OutboxEvent
+from engine.store.models import OutboxEvent
 
 bp = Blueprint("system", __name__, url_prefix="/api")
 

@@ -12,7 +12,7 @@ from api.envelope import APIError, ok
 from api.spec import Schema, endpoint, parse_json_text
 from engine import timegroup_service as service
 from engine import timegroups
-from engine.models import TimeGroup
+from engine.store.models import TimeGroup
 
 bp = Blueprint("timegroups", __name__, url_prefix="/api/timegroup")
 

@@ -15,9 +15,9 @@ from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
 from api.envelope import APIError, ok
 from api.membership import QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list, submitted_fields
-from engine import fastq
 from engine import users as service
-from engine.models import PermissionGroup, User
+from engine.store import fastq
+from engine.store.models import PermissionGroup, User
 
 bp = Blueprint("users", __name__, url_prefix="/api/user")
 

@@ -47,10 +47,11 @@ import gevent.event  # noqa: E402
 import gevent.pool  # noqa: E402
 
 from api import create_app  # noqa: E402
-from engine import accounts, db, schema  # noqa: E402
+from engine import accounts  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.esl.client import ESLClient  # noqa: E402
-from engine.models import Device, PauseReason, Queue, Tier, User  # noqa: E402
+from engine.store import db, schema  # noqa: E402
+from engine.store.models import Device, PauseReason, Queue, Tier, User  # noqa: E402
 from tests.fakeswitch.callcenter import CallCenter  # noqa: E402
 from tests.fakeswitch.server import FakeSwitch  # noqa: E402
 

@@ -23,8 +23,9 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", "5000"))
 
 
 def seed(url: str) -> str:
-    from engine import accounts, db, schema, security
-    from engine.models import User
+    from engine import accounts, security
+    from engine.store import db, schema
+    from engine.store.models import User
 
     database = db.bind(url)
     with database.connection_context():

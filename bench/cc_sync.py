@@ -39,8 +39,8 @@ QUEUES = 50
 
 
 def setup_database(path: str) -> None:
-    from engine import schema
-    from engine.db import bind
+    from engine.store import schema
+    from engine.store.db import bind
 
     database = bind(f"sqlite:///{path}")
     with database.connection_context():
@@ -50,8 +50,8 @@ def setup_database(path: str) -> None:
 
 
 def _fill() -> None:
-    from engine.db import db
-    from engine.models import Account, Queue, Tier, User
+    from engine.store.db import db
+    from engine.store.models import Account, Queue, Tier, User
 
     with db.atomic():
         account = Account.create(name="Bench", domain="bench.test")
@@ -74,10 +74,10 @@ def main() -> None:
 
     monkey.patch_all()
     from engine import fsconfig
-    from engine.db import db
     from engine.engine import Engine
     from engine.esl.client import ESLClient
-    from engine.models import Queue, Tier, User
+    from engine.store.db import db
+    from engine.store.models import Queue, Tier, User
     from tests.fakeswitch import FakeSwitch
     from tests.fakeswitch.callcenter import CallCenter
 

@@ -53,11 +53,12 @@ def percentile(values: list[float], p: float) -> float:
 
 def main() -> None:
     from api import create_app
-    from engine import accounts, db, schema
+    from engine import accounts
     from engine.engine import Engine
     from engine.esl.client import ESLClient
-    from engine.models import Device
     from engine.server import make_server
+    from engine.store import db, schema
+    from engine.store.models import Device
     from tests.fakeswitch import FakeSwitch
 
     tmp = tempfile.mkdtemp(prefix="sd-bench-")

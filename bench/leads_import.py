@@ -27,7 +27,8 @@ LEADS = int(os.environ.get("BENCH_LEADS", "100000"))
 
 
 def seed(url: str) -> str:
-    from engine import accounts, db, schema
+    from engine import accounts
+    from engine.store import db, schema
 
     database = db.bind(url)
     with database.connection_context():
@@ -53,8 +54,8 @@ def leads() -> list[dict]:
 
 def raw_sqlite(tmp: str, rows: list[dict]) -> float:
     """The floor: the driver alone inserting prepared tuples into the same schema, one transaction."""
-    from engine import db, schema
-    from engine.models import Account, PhoneList
+    from engine.store import db, schema
+    from engine.store.models import Account, PhoneList
 
     url = f"sqlite:///{tmp}/raw.db"
     database = db.bind(url)

@@ -132,8 +132,8 @@ def baseline(port: int, n: int, streams: int) -> float:
 
 
 def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
-    from engine.db import db
     from engine.events import emit
+    from engine.store.db import db
 
     done = 0
     while done < n:
@@ -146,8 +146,9 @@ def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
 
 
 def main() -> None:
-    from engine import accounts, db, schema, security
-    from engine.models import Account, OutboxEvent
+    from engine import accounts, security
+    from engine.store import db, schema
+    from engine.store.models import Account, OutboxEvent
     from engine.webhooks import Deliverer
 
     os.environ.setdefault(security.SECRET_KEY_ENV, "bench-secret-key")
@@ -156,7 +157,7 @@ def main() -> None:
     database = db.bind(url)
     with database.connection_context():
         if url.startswith("postgres"):
-            from engine.models import ALL_MODELS
+            from engine.store.models import ALL_MODELS
 
             database.drop_tables(ALL_MODELS, cascade=True)
             database.execute_sql("DROP TABLE IF EXISTS schema_migration")

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import peewee
 
 from engine import security
-from engine.changes import Pending
-from engine.db import db
 from engine.errors import ServiceError
-from engine.models import Account, ApiKey, Device, User
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import Account, ApiKey, Device, User
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 

@@ -23,9 +23,10 @@ from typing import Any
 import gevent
 import gevent.event
 
-from engine import agents, changes, sync, timegroups
-from engine.db import connection
-from engine.models import Tier, TimeGroup
+from engine import agents, sync, timegroups
+from engine.store import changes
+from engine.store.db import connection
+from engine.store.models import Tier, TimeGroup
 
 log = logging.getLogger("switchdesk.agents")
 

@@ -1,7 +1,7 @@
 """Agent control: check-in with a device, pauses, wrap-up and the queues an agent is joined to.
 
 The service only commits: each call is one transaction that writes the
-agent's desired state (engine.models.AgentState, Tier.joined) and the
+agent's desired state (engine.store.models.AgentState, Tier.joined) and the
 documented events, then tells the engine (`changes.notify("agent", ...)`)
 once committed. The engine pushes the agent to mod_callcenter through the
 sync, which reads `runtime()` below; nothing here talks ESL. That is why every
@@ -32,12 +32,13 @@ from typing import Any
 
 import peewee
 
-from engine import fastq, fsconfig, pauses, sync
-from engine.changes import Pending
-from engine.db import db, is_sqlite
+from engine import fsconfig, pauses, sync
 from engine.errors import ServiceError
 from engine.events import emit
-from engine.models import Account, AgentState, Device, PauseReason, Tier, User, now
+from engine.store import fastq
+from engine.store.changes import Pending
+from engine.store.db import db, is_sqlite
+from engine.store.models import Account, AgentState, Device, PauseReason, Tier, User, now
 
 # activity_id of agent:status (DESIGN.md, Event fields)
 LOGGED_OUT, WAITING, ON_CALL, WRAP_UP, PAUSED = 0, 1, 2, 3, 4

@@ -36,10 +36,10 @@ import peewee
 import phonenumbers
 
 from engine import fsconfig
-from engine.db import connection, db
 from engine.esl.client import ESLError
 from engine.events import emit
-from engine.models import Account, ActiveCall, Device, Did, Extension, Lead, PhoneList, Queue, now
+from engine.store.db import connection, db
+from engine.store.models import Account, ActiveCall, Device, Did, Extension, Lead, PhoneList, Queue, now
 
 log = logging.getLogger("switchdesk.callevents")
 

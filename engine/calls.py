@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from engine.errors import ServiceError
 from engine.esl import quoting
 from engine.esl.client import CommandTimeout, ConnectionLost, ESLClient, ESLError
-from engine.models import Account, AgentState, Device, Extension, User
+from engine.store.models import Account, AgentState, Device, Extension, User
 
 log = logging.getLogger("switchdesk.calls")
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from engine.db import connection, db
 from engine.errors import ServiceError
-from engine.models import Account, CheckinCode, CheckinFailure, Device, User, now
+from engine.store.db import connection, db
+from engine.store.models import Account, CheckinCode, CheckinFailure, Device, User, now
 
 if TYPE_CHECKING:
     from engine.esl.outbound import OutboundSession

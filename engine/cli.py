@@ -98,9 +98,10 @@ def _fail(msg: str) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from engine import accounts, db, schema
+    from engine import accounts
     from engine.errors import ServiceError
-    from engine.models import Account
+    from engine.store import db, schema
+    from engine.store.models import Account
 
     database = db.bind(args.db)
     with database.connection_context():
@@ -122,8 +123,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    from engine import accounts, db, schema
+    from engine import accounts
     from engine.errors import ServiceError
+    from engine.store import db, schema
 
     database = db.bind(args.db)
     with database.connection_context():
@@ -138,8 +140,9 @@ def cmd_account_create(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from engine import accounts, db
+    from engine import accounts
     from engine.errors import ServiceError
+    from engine.store import db
 
     database = db.bind(args.db)
     with database.connection_context():

@@ -4,7 +4,7 @@ The SIP password is kept only as FreeSWITCH's a1-hash, md5("user:domain:password
 The hash covers the username and the domain, so a new username needs the
 password again, and the account's domain is fixed once a device exists.
 
-Change notifications (engine.changes), sent after the commit:
+Change notifications (engine.store.changes), sent after the commit:
 `device` — device ids created, updated or deleted; `extension` — when a
 device's extension changed.
 """
@@ -14,11 +14,12 @@ from typing import Any
 
 import peewee
 
-from engine import extensions, fastq, security
-from engine.changes import Pending
-from engine.db import db
+from engine import extensions, security
 from engine.errors import ServiceError
-from engine.models import Account, Device, User
+from engine.store import fastq
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import Account, Device, User
 
 SIP_USERNAME_REQUIRES_PASSWORD = "sip_password is required when sip_username changes"  # noqa: S105
 

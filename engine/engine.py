@@ -3,7 +3,7 @@
 Two connections (DESIGN.md, ESL connections): one subscribed to events, one
 for commands, because a synchronous `api` holds back its connection's events.
 After every (re)connect of the command connection, after every committed
-configuration change (engine.changes) and every few minutes, a sync brings
+configuration change (engine.store.changes) and every few minutes, a sync brings
 mod_callcenter in step with the database. Syncs are coalesced: one runs at a
 time, and changes that arrive meanwhile cause exactly one more.
 """
@@ -19,11 +19,12 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from engine import changes, sync
-from engine.db import connection
+from engine import sync
 from engine.esl.client import ESLError
 from engine.esl.supervisor import ESLSupervisor
-from engine.models import Account, Device, now
+from engine.store import changes
+from engine.store.db import connection
+from engine.store.models import Account, Device, now
 
 log = logging.getLogger("switchdesk.engine")
 
@@ -65,7 +66,7 @@ class Engine:
         self._synced = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
         self._stoppers: list[Callable[[], None]] = []
-        self.remote_changes: Any = None  # engine.pgnotify on PostgreSQL: other boxes' changes
+        self.remote_changes: Any = None  # engine.store.pgnotify on PostgreSQL: other boxes' changes
         self.commands.on_connect(self._on_commands_connect)
         for subclass in ("sofia::register", "sofia::unregister", "sofia::expire"):
             self.events.on_event(subclass, self._registration)

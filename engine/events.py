@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from engine.db import db, is_sqlite
-from engine.models import OutboxEvent, now
+from engine.store.db import db, is_sqlite
+from engine.store.models import OutboxEvent, now
 
 # The documented event names (vendor doc, Events).
 EVENT_NAMES = frozenset({

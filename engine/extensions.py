@@ -18,11 +18,11 @@ from typing import Any
 import peewee
 import phonenumbers
 
-from engine import fastq
-from engine.changes import Pending
-from engine.db import db
 from engine.errors import ServiceError
-from engine.models import Account, Device, Did, Extension, Queue, User
+from engine.store import fastq
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import Account, Device, Did, Extension, Queue, User
 
 EXTENSION_TARGETS = ("user", "device", "queue")
 DID_TARGETS = ("user", "queue")

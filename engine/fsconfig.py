@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from engine.models import Account, Device, Queue
+from engine.store.models import Account, Device, Queue
 
 # The API's strategy names -> mod_callcenter's. mod_callcenter treats an unknown
 # name as level/position order, and has no `sequentially-by-next-agent-order`;

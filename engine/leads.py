@@ -25,9 +25,9 @@ from typing import Any, TextIO
 import msgspec
 import peewee
 
-from engine.db import db
 from engine.errors import ServiceError
-from engine.models import Lead, LeadImport, PhoneList, now
+from engine.store.db import db
+from engine.store.models import Lead, LeadImport, PhoneList, now
 
 LARGE_BATCH = 5000  # above this many distinct phones a batch is a staged import
 CHUNK = 5000  # rows per statement / per staged-import transaction (tens of ms)
@@ -114,7 +114,7 @@ def _not_json(value: Any) -> Any:
 
 
 # json.dumps builds a new encoder on every call, which costs more than the encoding
-# of a small object: build the C encoder once (same output as engine.db.JSONField).
+# of a small object: build the C encoder once (same output as engine.store.db.JSONField).
 if c_make_encoder is not None:
     _c_encoder = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, False)
 

@@ -27,8 +27,9 @@ def progress_bar(out: TextIO = sys.stderr, width: int = 30):
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from engine import db, leads, schema
+    from engine import leads
     from engine.errors import ServiceError
+    from engine.store import db, schema
 
     try:
         if args.file == "-":
@@ -62,8 +63,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine import db, leads
+    from engine import leads
     from engine.errors import ServiceError
+    from engine.store import db
 
     database = db.bind(args.db)
     with database.connection_context():

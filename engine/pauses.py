@@ -4,7 +4,7 @@ mod_callcenter puts an agent On Break by itself (max-no-answer). The engine
 records that as a pause too, under one reserved reason per account created on
 first need, so reports and `agent:status` events always carry a pause id.
 
-Change notifications (engine.changes), sent after the commit: `pause` — the
+Change notifications (engine.store.changes), sent after the commit: `pause` — the
 reason ids created, updated or deleted (their `max_duration` drives timers).
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import peewee
 
-from engine.changes import Pending
-from engine.db import db
 from engine.errors import ServiceError
-from engine.models import AgentState, PauseReason
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import AgentState, PauseReason
 
 SYSTEM_REASON_NAME = "On Break"
 

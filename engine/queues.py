@@ -1,7 +1,7 @@
 """Queues and queue membership (tiers): the configuration mod_callcenter's queues and tiers are built from.
 
 Every write is one transaction and reports what changed through
-`engine.changes` once committed, so the ESL engine can follow the
+`engine.store.changes` once committed, so the ESL engine can follow the
 configuration from this one place. Membership is written from either side —
 a queue's agents or an agent's queues — through the same functions.
 """
@@ -13,11 +13,12 @@ from typing import Any
 
 import peewee
 
-from engine import extensions, fastq
-from engine.changes import Pending
-from engine.db import db
+from engine import extensions
 from engine.errors import ServiceError
-from engine.models import Did, Extension, Queue, Tier, TimeGroup, User, now
+from engine.store import fastq
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import Did, Extension, Queue, Tier, TimeGroup, User, now
 
 # mod_callcenter's strategies (vendor doc) plus ring-progressively, which mod_callcenter also has.
 # `sequentially-by-next-agent-order` reaches FreeSWITCH as `round-robin` (DESIGN.md): the same behaviour.

@@ -39,7 +39,7 @@ def resolve_domains(domains: list[str] | None) -> list[int] | None:
     """The account ids this box serves (DESIGN.md Scale-out): None for all accounts."""
     if not domains:
         return None
-    from engine.models import Account
+    from engine.store.models import Account
 
     wanted = {d.strip().lower() for d in domains if d.strip()}
     found = {a.domain: a.id for a in Account.select(Account.id, Account.domain).where(Account.domain.in_(wanted))}
@@ -60,7 +60,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     the engine listens for FreeSWITCH's outbound-socket calls (check-in codes, engine.checkin).
     """
     from api import create_app
-    from engine import db, schema
+    from engine.store import db, schema
 
     try:
         logs.setup(log_format, log_level)
@@ -111,7 +111,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             server.stop(timeout=1)
             return 1
     if engine is not None:
-        from engine import pgnotify
+        from engine.store import pgnotify
 
         # PostgreSQL: changes committed through other boxes' APIs reach this engine within milliseconds
         if pgnotify.attach(engine, database) is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine import fsconfig, timegroups
-from engine.models import Account, Queue, Tier, TimeGroup, User
+from engine.store.models import Account, Queue, Tier, TimeGroup, User
 
 log = logging.getLogger("switchdesk.sync")
 

@@ -1,6 +1,6 @@
 """Time groups as stored configuration; the schedule logic itself is the pure engine.timegroups.
 
-Change notifications (engine.changes), sent after the commit: `timegroup` —
+Change notifications (engine.store.changes), sent after the commit: `timegroup` —
 the ids created, updated or deleted, so the engine re-evaluates the tiers that
 follow them (a tier exists in mod_callcenter only while its group is open).
 """
@@ -10,10 +10,10 @@ from typing import Any
 
 import peewee
 
-from engine.changes import Pending
-from engine.db import db
 from engine.errors import ServiceError
-from engine.models import Account, Queue, Tier, TimeGroup
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import Account, Queue, Tier, TimeGroup
 
 
 def get_timegroup(account_id: int, timegroup_id: int) -> TimeGroup:

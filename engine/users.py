@@ -5,11 +5,12 @@ from typing import Any
 
 import peewee
 
-from engine import extensions, fastq, geo, queues, security
-from engine.changes import Pending
-from engine.db import db
+from engine import extensions, geo, queues, security
 from engine.errors import ServiceError
-from engine.models import Account, LoginFailure, PermissionGroup, User, UserSession, now
+from engine.store import fastq
+from engine.store.changes import Pending
+from engine.store.db import db
+from engine.store.models import Account, LoginFailure, PermissionGroup, User, UserSession, now
 
 LOCK_AFTER = 5  # failed logins in a row ...
 LOCK_WINDOW = 15 * 60  # ... within this many seconds lock the username for LOCK_WINDOW

@@ -54,11 +54,12 @@ import peewee
 from geventhttpclient import HTTPClient
 from peewee import fn
 
-from engine import events, fastq, security
+from engine import events, security
 from engine.accounts import address_is_private
-from engine.db import db, is_sqlite
 from engine.errors import ServiceError
-from engine.models import Account, OutboxEvent, WebhookLease
+from engine.store import fastq
+from engine.store.db import db, is_sqlite
+from engine.store.models import Account, OutboxEvent, WebhookLease
 
 log = logging.getLogger("switchdesk.webhooks")
 

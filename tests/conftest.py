@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SWITCHDESK_SECRET_KEY", "test-secret-key")
 
 from api import create_app  # noqa: E402
-from engine import accounts, db, schema  # noqa: E402
+from engine import accounts  # noqa: E402
+from engine.store import db, schema  # noqa: E402
 
 _PG_TABLES: set[str] = set()  # the tables the last full PostgreSQL reset of this session created
 
@@ -27,7 +28,7 @@ def _reset_postgres(database) -> None:
     """
     import peewee
 
-    from engine.models import ALL_MODELS
+    from engine.store.models import ALL_MODELS
 
     tables = {model._meta.table_name for model in ALL_MODELS}
     if tables == _PG_TABLES and set(database.get_tables()) >= tables | {"schema_migration"}:

@@ -8,7 +8,7 @@ from typing import Any
 import gevent
 
 from engine import fsconfig, sync
-from engine.models import Queue, User
+from engine.store.models import Queue, User
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> None:

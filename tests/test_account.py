@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import changes, security
+from engine import security
 from engine.accounts import issue_api_key
-from engine.models import ACCOUNT_DEFAULTS, Account, Device, User
+from engine.store import changes
+from engine.store.models import ACCOUNT_DEFAULTS, Account, Device, User
 
 SETTINGS = {
     "name": "Acme Ltd", "domain": "pbx.acme.test", "country": "IL", "timezone": "Asia/Jerusalem",

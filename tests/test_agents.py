@@ -11,7 +11,7 @@ import pytest
 from api import create_app
 from engine import agent_runtime, agents, pauses, sync
 from engine.engine import Engine
-from engine.models import AgentState, Device, OutboxEvent, PauseReason, Queue, Tier, TimeGroup, User, now
+from engine.store.models import AgentState, Device, OutboxEvent, PauseReason, Queue, Tier, TimeGroup, User, now
 from tests.conftest import Api, make_tenant
 from tests.fakeswitch.callcenter import CallCenter
 from tests.support import listed, make_agent, provider, wait_until

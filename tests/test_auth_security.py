@@ -6,7 +6,7 @@ import time
 import gevent
 
 from engine import security
-from engine.models import ApiKey, LoginFailure, User, UserSession
+from engine.store.models import ApiKey, LoginFailure, User, UserSession
 
 AGENT = {"name": "Agent Smith", "username": "smith", "password": "Ab123456", "email": "smith@example.com"}
 
@@ -58,7 +58,7 @@ def test_session_expires_after_ttl(api, client):
 def test_session_ttl_account_default(api, client, tenant):
     make_user(api)
     login(client)
-    from engine.models import Account
+    from engine.store.models import Account
 
     ttl = Account.get_by_id(tenant.account_id).session_ttl
     assert UserSession.get().expires - int(time.time()) in range(ttl - 5, ttl + 1)

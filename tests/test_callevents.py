@@ -18,10 +18,10 @@ import gevent
 import pytest
 
 from engine import callevents, fsconfig
-from engine.db import db
 from engine.engine import Engine
 from engine.esl.protocol import Event, FrameParser, parse_event
-from engine.models import (
+from engine.store.db import db
+from engine.store.models import (
     Account,
     ActiveCall,
     Device,

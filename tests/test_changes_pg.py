@@ -1,4 +1,4 @@
-"""Changes committed in one process reach the engines of the others (engine.changes NOTIFY, engine.pgnotify LISTEN).
+"""Changes committed in one process reach the engines of the others (store.changes NOTIFY, store.pgnotify LISTEN).
 
 The other process is a real one where it matters: a subprocess bound to the
 same database calls changes.notify, or commits through the API. Runs on
@@ -20,9 +20,10 @@ from pathlib import Path
 import gevent
 import pytest
 
-from engine import accounts, changes, pgnotify, server
+from engine import accounts, server
 from engine.engine import Engine
-from engine.models import Queue, Tier, User
+from engine.store import changes, pgnotify
+from engine.store.models import Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
 from tests.support import listed, provider, wait_until
@@ -36,7 +37,8 @@ needs_pg = pytest.mark.skipif(not PG_URL.startswith("postgres"),
 NOTIFIER = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from engine import changes, db
+from engine.store import changes
+from engine.store import db
 db.bind(sys.argv[2])
 for kind, account_id, ids in json.loads(sys.argv[3]):
     changes.notify(kind, account_id, ids)
@@ -209,7 +211,7 @@ API_CALL = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from api import create_app
-from engine import db
+from engine.store import db
 db.bind(sys.argv[2])
 client = create_app({}).test_client()
 reply = client.put(sys.argv[3], json=json.loads(sys.argv[4]), headers={"Authorization": "Bearer " + sys.argv[5]})

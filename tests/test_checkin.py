@@ -9,7 +9,7 @@ import pytest
 
 from engine import accounts, agents, checkin
 from engine.esl.outbound import OutboundServer
-from engine.models import AgentState, CheckinCode, CheckinFailure, Device, User, now
+from engine.store.models import AgentState, CheckinCode, CheckinFailure, Device, User, now
 from tests.fakeswitch import FakeSwitch
 from tests.fakeswitch.server import default_channel
 from tests.support import make_agent

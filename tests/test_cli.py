@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import db, schema
-from engine.models import ALL_MODELS, User
+from engine.store import db, schema
+from engine.store.models import ALL_MODELS, User
 
 ROOT = Path(__file__).resolve().parent.parent
 

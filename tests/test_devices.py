@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from engine.models import Device, Extension
+from engine.store.models import Device, Extension
 from tests.querycount import count_queries
 
 PASSWORD = "phone1secret99"
@@ -195,7 +195,7 @@ def test_lists_run_a_constant_number_of_queries(api, tenant, database):
 
 
 def test_permission_module(client, tenant):
-    from engine.models import User
+    from engine.store.models import User
     from tests.conftest import Api
 
     User.update(is_admin=False, permissions={"call_center_api": True}).where(User.id == tenant.admin_id).execute()
@@ -213,8 +213,8 @@ def test_account_domain_is_fixed_once_a_device_exists(api):
 
 
 def test_changes_are_notified_after_commit(api, tenant):
-    from engine import changes
-    from engine.db import db
+    from engine.store import changes
+    from engine.store.db import db
 
     heard = []
 

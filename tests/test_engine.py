@@ -6,11 +6,11 @@ import gevent
 import pytest
 
 from api import create_app
-from engine import changes
-from engine.db import db
 from engine.engine import Engine
 from engine.events import emit
-from engine.models import Account, Device, OutboxEvent, Queue, Tier, User
+from engine.store import changes
+from engine.store.db import db
+from engine.store.models import Account, Device, OutboxEvent, Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.support import listed, provider, wait_until
 

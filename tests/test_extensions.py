@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import db as dbmod
 from engine import extensions
-from engine.models import Account, Did, Extension, Queue, User
+from engine.store import db as dbmod
+from engine.store.models import Account, Did, Extension, Queue, User
 
 DEVICE = {"name": "Phone", "sip_username": "phone1", "sip_password": "phone1secret99"}
 

@@ -1,10 +1,10 @@
-"""engine.fastq: hot-path queries compiled once return what peewee's own queries return."""
+"""engine.store.fastq: hot-path queries compiled once return what peewee's own queries return."""
 from __future__ import annotations
 
 import pytest
 
-from engine import fastq
-from engine.models import User
+from engine.store import fastq
+from engine.store.models import User
 
 
 def _users(tenant, count: int) -> list[int]:

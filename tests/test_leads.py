@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine import leads as service
-from engine.models import Lead, LeadImport, PhoneList
+from engine.store.models import Lead, LeadImport, PhoneList
 from tests.test_phone_lists import add, make_list
 
 
@@ -310,8 +310,8 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 
 def test_cli_import_and_export(tmp_path):
-    from engine import db
-    from engine.models import Account
+    from engine.store import db
+    from engine.store.models import Account
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     assert run_cli("init", "--db", url, "--domain", "cli.test").returncode == 0

@@ -136,8 +136,8 @@ def test_full_run_logs_no_secret(tmp_path, fmt):
     env.pop("SWITCHDESK_TEST_DB", None)
     db_url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{tmp_path / 'sd.db'}"
     if db_url.startswith("postgres"):
-        from engine import db, schema
-        from engine.models import ALL_MODELS
+        from engine.store import db, schema
+        from engine.store.models import ALL_MODELS
 
         database = db.bind(db_url)
         with database.connection_context():

@@ -7,10 +7,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
-from engine.db import db
 from engine.engine import Engine
 from engine.events import emit
-from engine.models import AgentState, User
+from engine.store.db import db
+from engine.store.models import AgentState, User
 from tests.fakeswitch.server import FakeSwitch
 from tests.support import wait_until
 

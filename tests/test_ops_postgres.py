@@ -29,7 +29,7 @@ from gevent import monkey
 monkey.patch_all()
 import gevent
 sys.path.insert(0, sys.argv[2])
-from engine import db
+from engine.store import db
 
 database = db.bind(sys.argv[1])
 ticks = []

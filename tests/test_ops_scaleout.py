@@ -10,9 +10,10 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from engine import changes, server
+from engine import server
 from engine.engine import Engine
-from engine.models import Account, Queue, Tier, User
+from engine.store import changes
+from engine.store.models import Account, Queue, Tier, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
 from tests.support import listed, provider, wait_until

@@ -17,7 +17,7 @@ from engine.engine import Engine
 from engine.esl.client import ESLClient
 from engine.esl.quoting import channel_vars
 from engine.esl.supervisor import ESLSupervisor
-from engine.models import Account, AgentState, Device, Extension, Queue, User
+from engine.store.models import Account, AgentState, Device, Extension, Queue, User
 from tests.conftest import Api
 from tests.fakeswitch import FakeSwitch
 from tests.fakeswitch.calls import Originate, split_variables

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.db import db
 from engine.events import emit
-from engine.models import OutboxEvent, User
+from engine.store.db import db
+from engine.store.models import OutboxEvent, User
 
 
 def test_emit_outside_transaction_refused(tenant):

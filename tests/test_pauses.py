@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from engine import pauses
-from engine.models import PauseReason
+from engine.store.models import PauseReason
 
 
 def create(api, **body):
@@ -76,7 +76,7 @@ def test_other_accounts_reason_is_404(api, other_api):
 
 
 def test_permission_module(client, tenant):
-    from engine.models import User
+    from engine.store.models import User
     from tests.conftest import Api
 
     User.update(is_admin=False, permissions={"call_center_api": True}).where(User.id == tenant.admin_id).execute()

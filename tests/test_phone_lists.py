@@ -1,7 +1,7 @@
 """Phone lists (vendor doc: Phone Lists): CRUD, search, type, list_rows, isolation, lookups."""
 from __future__ import annotations
 
-from engine.models import Lead, LeadImport, PhoneList
+from engine.store.models import Lead, LeadImport, PhoneList
 from tests.querycount import count_queries
 
 

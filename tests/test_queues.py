@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import changes
-from engine.db import db
-from engine.models import Did, Extension, Queue, Tier, User
 from engine.queues import STRATEGIES
+from engine.store import changes
+from engine.store.db import db
+from engine.store.models import Did, Extension, Queue, Tier, User
 from tests.querycount import count_queries
 
 QUEUE = {"name": "Sales", "strategy": "longest-idle-agent", "time_base_score": "system"}

@@ -40,8 +40,8 @@ from api import create_app
 from engine import sync
 from engine.engine import Engine
 from engine.esl.client import ESLClient
-from engine.models import Queue, Tier, User
 from engine.server import make_server
+from engine.store.models import Queue, Tier, User
 from tests.conftest import bind_test_database, make_tenant
 
 _TARGET = os.environ.get("SWITCHDESK_TEST_ESL")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from engine import changes
 from engine.accounts import issue_api_key
-from engine.models import Queue, Tier, TimeGroup, User
+from engine.store import changes
+from engine.store.models import Queue, Tier, TimeGroup, User
 from tests.querycount import count_queries
 from tests.test_queues import agent, create
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from engine import timegroups
-from engine.models import Queue, Tier, TimeGroup
+from engine.store.models import Queue, Tier, TimeGroup
 from engine.timegroups import SpecError, is_open, next_change
 
 UTC = dt.UTC
@@ -305,7 +305,7 @@ def test_form_body_with_json_text(api):
 
 
 def test_timezone_defaults_to_the_accounts(api, tenant):
-    from engine.models import Account
+    from engine.store.models import Account
 
     Account.update(timezone="Asia/Jerusalem").where(Account.id == tenant.account_id).execute()
     assert api.post("/api/timegroup", json={"name": "Null zone", "timezone": None}).status_code == 400
@@ -345,7 +345,7 @@ def test_other_accounts_time_group_is_404(api, other_api):
 
 
 def test_delete_in_use_by_a_tier_is_409_naming_the_queues(api, tenant):
-    from engine.models import User
+    from engine.store.models import User
 
     data = create(api)
     sales = Queue.create(account=tenant.account_id, name="Sales")
@@ -363,7 +363,7 @@ def test_delete_in_use_by_a_tier_is_409_naming_the_queues(api, tenant):
 
 
 def test_permission_module(client, tenant):
-    from engine.models import User
+    from engine.store.models import User
     from tests.conftest import Api
 
     User.update(is_admin=False, permissions={"call_center_api": True}).where(User.id == tenant.admin_id).execute()

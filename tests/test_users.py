@@ -1,7 +1,7 @@
 """The Users section of the vendor document."""
 from __future__ import annotations
 
-from engine.models import User
+from engine.store.models import User
 
 USER = {"name": "John Smith", "username": "Jonh123", "password": "Ab123456", "email": "usersmail@mail.com",
         "in_reports": True, "is_agent": True}

@@ -16,10 +16,10 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from engine import security, webhooks
-from engine.db import db
 from engine.events import emit
-from engine.models import Account, OutboxEvent
 from engine.server import NoDelayHandler
+from engine.store.db import db
+from engine.store.models import Account, OutboxEvent
 from engine.webhooks import Deliverer
 from tests.querycount import count_queries
 from tests.support import wait_until
@@ -399,7 +399,7 @@ import signal, sys
 from gevent import monkey; monkey.patch_all()
 sys.path.insert(0, sys.argv[1])
 import gevent, gevent.event
-from engine import db
+from engine.store import db
 from engine.webhooks import Deliverer
 from tests.querycount import count_queries
 db.bind(sys.argv[2])
@@ -556,7 +556,7 @@ def test_redeliver_sends_the_same_event_again(api, tenant, receiver, deliverers)
 
 
 def test_events_permission_required(client, tenant):
-    from engine.models import User
+    from engine.store.models import User
 
     User.update(permissions={"events": False}, is_admin=False).where(User.id == tenant.admin_id).execute()
     r = client.get("/api/event", headers=tenant.auth())

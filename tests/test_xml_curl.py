@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api import create_app
-from engine.models import Account, Device, Did, Extension, Queue, User
+from engine.store.models import Account, Device, Did, Extension, Queue, User
 
 FIXTURES = Path(os.environ.get("SWITCHDESK_FIXTURES",
                                Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "freeswitch"))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import peewee
 
-from engine.models.account import Account, User
-from engine.models.base import AccountScoped, now
-from engine.models.callcenter import Device, PauseReason
+from engine.store.models.account import Account, User
+from engine.store.models.base import AccountScoped, now
+from engine.store.models.callcenter import Device, PauseReason
 
 
 class AgentState(AccountScoped):

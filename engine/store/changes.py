@@ -15,7 +15,7 @@ Kinds and their ids:
 
 On PostgreSQL several boxes share the database (DESIGN.md, Scale-out) and the
 account a change is for may be served by another box: `notify` also sends it
-with NOTIFY on `CHANNEL`, and engine.pgnotify hands what other processes sent
+with NOTIFY on `CHANNEL`, and engine.store.pgnotify hands what other processes sent
 to this process's listeners. The periodic full sync remains the safety net.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import peewee
 
-from engine.db import connection, db
+from engine.store.db import connection, db
 
 log = logging.getLogger("switchdesk.changes")
 
@@ -70,7 +70,7 @@ def notify(kind: str, account_id: int, ids: list[int]) -> None:
 
 
 def deliver(kind: str, account_id: int, ids: list[int]) -> None:
-    """This process's listeners only: for what another process already committed and sent (engine.pgnotify)."""
+    """This process's listeners only: for what another process already committed and sent (engine.store.pgnotify)."""
     for listener in list(_listeners):
         try:
             listener(kind, account_id, list(ids))

@@ -1,6 +1,6 @@
 """Other processes' configuration changes, heard through PostgreSQL's LISTEN (DESIGN.md, Scale-out).
 
-engine.changes NOTIFYs every committed change; `RemoteChanges` listens on its
+engine.store.changes NOTIFYs every committed change; `RemoteChanges` listens on its
 own connection — not one of the pool's, which are lent to requests and would
 miss notifications between uses — and hands what other processes sent to this
 process's listeners, exactly as a local `changes.notify` would.
@@ -24,7 +24,7 @@ import peewee
 from gevent.socket import wait_read, wait_write
 from psycopg import OperationalError, conninfo, pq
 
-from engine import changes
+from engine.store import changes
 
 log = logging.getLogger("switchdesk.pgnotify")
 

@@ -1,5 +1,5 @@
 """Every table of switchdesk. A new model module adds its classes to ALL_MODELS here."""
-from engine.models.account import (
+from engine.store.models.account import (
     ACCOUNT_DEFAULTS,
     Account,
     ApiKey,
@@ -8,12 +8,12 @@ from engine.models.account import (
     User,
     UserSession,
 )
-from engine.models.agents import AgentState, CheckinCode, CheckinFailure
-from engine.models.base import AccountScoped, BaseModel, now
-from engine.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
-from engine.models.calls import ActiveCall
-from engine.models.outbox import OutboxEvent, WebhookLease
-from engine.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
+from engine.store.models.agents import AgentState, CheckinCode, CheckinFailure
+from engine.store.models.base import AccountScoped, BaseModel, now
+from engine.store.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
+from engine.store.models.calls import ActiveCall
+from engine.store.models.outbox import OutboxEvent, WebhookLease
+from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 
 ALL_MODELS: list[type[BaseModel]] = [
     Account,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import peewee
 
-from engine.db import JSONField
-from engine.models.account import Account, User
-from engine.models.base import AccountScoped, now
+from engine.store.db import JSONField
+from engine.store.models.account import Account, User
+from engine.store.models.base import AccountScoped, now
 
 
 class TimeGroup(AccountScoped):

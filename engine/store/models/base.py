@@ -6,8 +6,8 @@ from typing import Any
 
 import peewee
 
-from engine.db import db
 from engine.errors import ServiceError
+from engine.store.db import db
 
 
 def now() -> int:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import peewee
 
-from engine.db import JSONField
-from engine.models.base import AccountScoped, BaseModel, now
+from engine.store.db import JSONField
+from engine.store.models.base import AccountScoped, BaseModel, now
 
 # Account defaults that a user may override (vendor doc: "Overrides (of account defaults)").
 ACCOUNT_DEFAULTS = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import peewee
 
-from engine.db import JSONField
-from engine.models.account import Account
-from engine.models.base import AccountScoped
+from engine.store.db import JSONField
+from engine.store.models.account import Account
+from engine.store.models.base import AccountScoped
 
 
 class ActiveCall(AccountScoped):

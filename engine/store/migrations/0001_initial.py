@@ -1,4 +1,4 @@
-"""The first released schema: created from the models by engine.schema on a fresh database."""
+"""The first released schema: created from the models by engine.store.schema on a fresh database."""
 
 
 def up(migrator, db):

@@ -7,7 +7,7 @@ import os
 import peewee
 from playhouse.migrations import Runner
 
-from engine.models import ALL_MODELS
+from engine.store.models import ALL_MODELS
 
 log = logging.getLogger("switchdesk.schema")
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import peewee
 
-from engine.db import db
+from engine.store.db import db
 
 M = TypeVar("M", bound=peewee.Model)
 _cache: dict[tuple, tuple[str, list]] = {}

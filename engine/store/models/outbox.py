@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import peewee
 
-from engine.db import JSONField
-from engine.models.account import Account
-from engine.models.base import AccountScoped, BaseModel, now
+from engine.store.db import JSONField
+from engine.store.models.account import Account
+from engine.store.models.base import AccountScoped, BaseModel, now
 
 
 class OutboxEvent(AccountScoped):
