@@ -10,7 +10,7 @@ from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Schema, endpoint
 from api.users import Timezone
-from engine import accounts as service
+from engine.directory import accounts as service
 from engine.store.models import Account
 
 bp = Blueprint("account", __name__, url_prefix="/api/account")

@@ -13,7 +13,7 @@ from flask import g, request
 from peewee import JOIN
 
 from api.envelope import APIError
-from engine import security
+from engine.directory import security
 from engine.store import fastq
 from engine.store.db import db
 from engine.store.models import Account, ApiKey, PermissionGroup, User, UserSession, now

@@ -10,8 +10,8 @@ from api import users as users_api
 from api.auth import Principal
 from api.envelope import ok
 from api.spec import Id, Page, Schema, endpoint, submitted_fields
-from engine import devices as service
-from engine import extensions
+from engine.directory import devices as service
+from engine.directory import extensions
 from engine.store.models import Device, Extension
 
 bp = Blueprint("devices", __name__, url_prefix="/api/device")
@@ -28,7 +28,7 @@ def _no_user(value: Any) -> Any:
 
 
 def _sip_password(value: str) -> str:
-    from engine.security import sip_password_problem
+    from engine.directory.security import sip_password_problem
 
     problem = sip_password_problem(value)
     if problem:

@@ -16,7 +16,7 @@ from api.auth import Principal
 from api.envelope import ok
 from api.extensions import require_target, submitted, visible_types
 from api.spec import Id, Page, Schema, endpoint
-from engine import extensions as service
+from engine.directory import extensions as service
 from engine.store.models import Did
 
 bp = Blueprint("dids", __name__, url_prefix="/api/did")

@@ -15,7 +15,7 @@ from api import users as users_api
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Id, Page, Schema, endpoint, submitted_fields
-from engine import extensions as service
+from engine.directory import extensions as service
 from engine.store.models import Extension
 
 bp = Blueprint("extensions", __name__, url_prefix="/api/extension")

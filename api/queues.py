@@ -16,8 +16,8 @@ from api.auth import Principal
 from api.envelope import ok
 from api.membership import MemberRows, QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, submitted_fields
-from engine import extensions
 from engine import queues as service
+from engine.directory import extensions
 from engine.store.models import Queue, Tier
 
 bp = Blueprint("queues", __name__, url_prefix="/api")

@@ -15,7 +15,7 @@ from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
 from api.envelope import APIError, ok
 from api.membership import QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list, submitted_fields
-from engine import users as service
+from engine.directory import users as service
 from engine.store import fastq
 from engine.store.models import PermissionGroup, User
 
@@ -40,7 +40,7 @@ def _geo_limit(value: str) -> str:
 
 
 def _password(value: str) -> str:
-    from engine.security import password_problem
+    from engine.directory.security import password_problem
 
     problem = password_problem(value)
     if problem:

@@ -47,7 +47,7 @@ import gevent.event  # noqa: E402
 import gevent.pool  # noqa: E402
 
 from api import create_app  # noqa: E402
-from engine import accounts  # noqa: E402
+from engine.directory import accounts  # noqa: E402  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.esl.client import ESLClient  # noqa: E402
 from engine.store import db, schema  # noqa: E402

@@ -23,7 +23,7 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", "5000"))
 
 
 def seed(url: str) -> str:
-    from engine import accounts, security
+    from engine.directory import accounts, security
     from engine.store import db, schema
     from engine.store.models import User
 

@@ -53,7 +53,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def main() -> None:
     from api import create_app
-    from engine import accounts
+    from engine.directory import accounts
     from engine.engine import Engine
     from engine.esl.client import ESLClient
     from engine.server import make_server

@@ -27,7 +27,7 @@ LEADS = int(os.environ.get("BENCH_LEADS", "100000"))
 
 
 def seed(url: str) -> str:
-    from engine import accounts
+    from engine.directory import accounts
     from engine.store import db, schema
 
     database = db.bind(url)

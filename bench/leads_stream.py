@@ -25,7 +25,7 @@ LEADS = int(os.environ.get("BENCH_LEADS", "1000000"))
 
 def seed(url: str, path: str) -> tuple[str, int]:
     """An account and a list filled straight through sqlite3 (the import path has its own benchmark)."""
-    from engine import accounts
+    from engine.directory import accounts
     from engine.store import db, schema
     from engine.store.models import PhoneList
 

@@ -146,7 +146,7 @@ def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
 
 
 def main() -> None:
-    from engine import accounts, security
+    from engine.directory import accounts, security
     from engine.store import db, schema
     from engine.store.models import Account, OutboxEvent
     from engine.webhooks import Deliverer

@@ -98,7 +98,7 @@ def _fail(msg: str) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from engine import accounts
+    from engine.directory import accounts
     from engine.errors import ServiceError
     from engine.store import db, schema
     from engine.store.models import Account
@@ -123,7 +123,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    from engine import accounts
+    from engine.directory import accounts
     from engine.errors import ServiceError
     from engine.store import db, schema
 
@@ -140,7 +140,7 @@ def cmd_account_create(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from engine import accounts
+    from engine.directory import accounts
     from engine.errors import ServiceError
     from engine.store import db
 

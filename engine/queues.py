@@ -13,7 +13,7 @@ from typing import Any
 
 import peewee
 
-from engine import extensions
+from engine.directory import extensions
 from engine.errors import ServiceError
 from engine.store import fastq
 from engine.store.changes import Pending

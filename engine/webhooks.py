@@ -54,8 +54,9 @@ import peewee
 from geventhttpclient import HTTPClient
 from peewee import fn
 
-from engine import events, security
-from engine.accounts import address_is_private
+from engine import events
+from engine.directory import security
+from engine.directory.accounts import address_is_private
 from engine.errors import ServiceError
 from engine.store import fastq
 from engine.store.db import db, is_sqlite

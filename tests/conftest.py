@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SWITCHDESK_SECRET_KEY", "test-secret-key")
 
 from api import create_app  # noqa: E402
-from engine import accounts  # noqa: E402
+from engine.directory import accounts  # noqa: E402  # noqa: E402
 from engine.store import db, schema  # noqa: E402
 
 _PG_TABLES: set[str] = set()  # the tables the last full PostgreSQL reset of this session created

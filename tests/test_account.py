@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import security
-from engine.accounts import issue_api_key
+from engine.directory import security
+from engine.directory.accounts import issue_api_key
 from engine.store import changes
 from engine.store.models import ACCOUNT_DEFAULTS, Account, Device, User
 

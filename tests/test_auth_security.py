@@ -5,7 +5,7 @@ import time
 
 import gevent
 
-from engine import security
+from engine.directory import security
 from engine.store.models import ApiKey, LoginFailure, User, UserSession
 
 AGENT = {"name": "Agent Smith", "username": "smith", "password": "Ab123456", "email": "smith@example.com"}
@@ -105,7 +105,7 @@ def test_geo_limit(api, client):
 
 def test_missing_permission_403(api, client, tenant):
     user = make_user(api, permissions={"call_center_api": True})
-    from engine.accounts import issue_api_key
+    from engine.directory.accounts import issue_api_key
 
     key = issue_api_key(User.get_by_id(user["id"]))
     r = client.get("/api/user", query_string={"api_key": key})
@@ -119,7 +119,7 @@ def test_missing_permission_403(api, client, tenant):
 
 def test_key_needs_call_center_api_permission(api, client):
     user = make_user(api, permissions={"users": True})
-    from engine.accounts import issue_api_key
+    from engine.directory.accounts import issue_api_key
 
     key = issue_api_key(User.get_by_id(user["id"]))
     r = client.get("/api/user", query_string={"api_key": key})
@@ -132,7 +132,7 @@ def test_permission_groups_and_overrides(api, client):
                                           "permissions": {"call_center_api": True, "users": True}}).get_json()["data"]
     user = make_user(api, pgroup_id=group["id"])
     assert user["pgroup"] == "Supervisors" and user["pgroup_id"] == group["id"]
-    from engine.accounts import issue_api_key
+    from engine.directory.accounts import issue_api_key
 
     key = issue_api_key(User.get_by_id(user["id"]))
     assert client.get("/api/user", query_string={"api_key": key}).status_code == 200
@@ -144,7 +144,7 @@ def test_permission_groups_and_overrides(api, client):
 
 def test_non_admin_cannot_escalate(api, client):
     user = make_user(api, permissions={"call_center_api": True, "users": True})
-    from engine.accounts import issue_api_key
+    from engine.directory.accounts import issue_api_key
 
     key = issue_api_key(User.get_by_id(user["id"]))
     r = client.put(f"/api/user/{user['id']}", json={"permissions": {"settings": True}},
@@ -157,7 +157,7 @@ def test_non_admin_cannot_escalate(api, client):
 
 def test_api_ip_ranges(api, client):
     user = make_user(api, permissions={"call_center_api": True, "users": True}, api_ip_ranges=["192.0.2.0/24"])
-    from engine.accounts import issue_api_key
+    from engine.directory.accounts import issue_api_key
 
     key = issue_api_key(User.get_by_id(user["id"]))
     headers = {"Authorization": f"Bearer {key}"}

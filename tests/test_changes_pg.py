@@ -20,7 +20,8 @@ from pathlib import Path
 import gevent
 import pytest
 
-from engine import accounts, server
+from engine import server
+from engine.directory import accounts
 from engine.engine import Engine
 from engine.store import changes, pgnotify
 from engine.store.models import Queue, Tier, User

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import accounts, agents, checkin
+from engine import agents, checkin
+from engine.directory import accounts
 from engine.esl.outbound import OutboundServer
 from engine.store.models import AgentState, CheckinCode, CheckinFailure, Device, User, now
 from tests.fakeswitch import FakeSwitch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import extensions
+from engine.directory import extensions
 from engine.store import db as dbmod
 from engine.store.models import Account, Did, Extension, Queue, User
 

@@ -137,6 +137,6 @@ def test_env_example_names_only_options_serve_reads():
     cli = (ROOT / "engine" / "cli.py").read_text()
     read = set(re.findall(r'os\.environ\.get\("(SWITCHDESK_[A-Z_]+)"', cli))
     names = set(re.findall(r"^#?(SWITCHDESK_[A-Z_]+)=", ENV_EXAMPLE.read_text(), re.M))
-    engine_read = {"SWITCHDESK_SECRET_KEY"}  # read by engine.security, not the CLI
+    engine_read = {"SWITCHDESK_SECRET_KEY"}  # read by engine.directory.security, not the CLI
     assert names - engine_read <= read, names - engine_read - read
     assert {"SWITCHDESK_DB", "SWITCHDESK_ESL_PASSWORD", "SWITCHDESK_SECRET_KEY", "SWITCHDESK_XMLCURL_PASSWORD"} <= names

@@ -12,7 +12,8 @@ import gevent.event
 import pytest
 
 from api import create_app
-from engine import accounts, calls
+from engine import calls
+from engine.directory import accounts
 from engine.engine import Engine
 from engine.esl.client import ESLClient
 from engine.esl.quoting import channel_vars

@@ -128,7 +128,7 @@ def test_permission_module_phone_lists(api, client, tenant):
     r = api.post("/api/user", json={"name": "Agent", "username": "agent1", "password": "Ab123456",
                                     "email": "a1@example.com", "permissions": {"call_center_api": True}})
     user_id = r.get_json()["data"]["id"]
-    from engine import accounts
+    from engine.directory import accounts
 
     key = accounts.issue_api_key_for("agent1")
     r = client.get("/api/phone_list", headers={"Authorization": f"Bearer {key}"})

@@ -271,7 +271,7 @@ def test_notify_refuses_to_run_inside_a_transaction(database):
 
 def test_queues_permission_required(api, client):
     uid = agent(api, 9, permissions={"call_center_api": True, "users": True})
-    from engine.accounts import issue_api_key
+    from engine.directory.accounts import issue_api_key
 
     key = issue_api_key(User.get_by_id(uid))
     for method, url in (("GET", "/api/cc_queue"), ("POST", "/api/cc_queue"), ("GET", f"/api/user/{uid}/queues")):

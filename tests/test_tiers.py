@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.accounts import issue_api_key
+from engine.directory.accounts import issue_api_key
 from engine.store import changes
 from engine.store.models import Queue, Tier, TimeGroup, User
 from tests.querycount import count_queries

@@ -15,7 +15,8 @@ import gevent
 import pytest
 from gevent.pywsgi import WSGIServer
 
-from engine import security, webhooks
+from engine import webhooks
+from engine.directory import security
 from engine.events import emit
 from engine.server import NoDelayHandler
 from engine.store.db import db

@@ -18,7 +18,7 @@ from engine.store.db import db
 M = TypeVar("M", bound=peewee.Model)
 _cache: dict[tuple, tuple[str, list]] = {}
 
-# Longest `IN (...)` list `select` pads to; callers chunk their ids to at most this many (engine.extensions).
+# Longest `IN (...)` list `select` pads to; callers chunk their ids to at most this many (engine.directory.extensions).
 MAX_IN = 5000
 
 

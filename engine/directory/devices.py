@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee
 
-from engine import extensions, security
+from engine.directory import extensions, security
 from engine.errors import ServiceError
 from engine.store import fastq
 from engine.store.changes import Pending

@@ -5,7 +5,8 @@ from typing import Any
 
 import peewee
 
-from engine import extensions, geo, queues, security
+from engine import queues
+from engine.directory import extensions, geo, security
 from engine.errors import ServiceError
 from engine.store import fastq
 from engine.store.changes import Pending

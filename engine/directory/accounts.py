@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from engine import security
+from engine.directory import security
 from engine.errors import ServiceError
 from engine.store.changes import Pending
 from engine.store.db import db
