@@ -17,7 +17,7 @@ from api import users as users_api
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Flag, Id, IdList, Schema, endpoint
-from engine import agents as service
+from engine.callcenter import agents as service
 from engine.store.models import Queue, Tier
 
 bp = Blueprint("agents", __name__, url_prefix="/api/cc_agent")

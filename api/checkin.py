@@ -7,7 +7,7 @@ from pydantic import Field
 from api.auth import Principal, require_permission
 from api.envelope import ok
 from api.spec import Flag, Id, Schema, endpoint
-from engine import checkin as service
+from engine.callcenter import checkin as service
 
 # Shares /api/cc_agent with the agent-state blueprint (api/agents.py); blueprint names differ.
 bp = Blueprint("checkin", __name__, url_prefix="/api/cc_agent")

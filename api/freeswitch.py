@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
-from engine import fsconfig
+from engine.callcenter import fsconfig
 from engine.store.models import Account, Device, Did, Extension, Queue
 
 bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from api.spec import Id, Schema, split_list
-from engine.queues import DEFAULT_MODE, TIER_MAX, Membership
+from engine.callcenter.queues import DEFAULT_MODE, TIER_MAX, Membership
 
 MODE_DOC = (
     "Tier mode, a set of flags: 1 = the agent may join and leave the queue with setQueues; "

@@ -9,7 +9,7 @@ from pydantic import Field
 from api.auth import Principal
 from api.envelope import ok
 from api.spec import Schema, endpoint, submitted_fields
-from engine import pauses as service
+from engine.callcenter import pauses as service
 from engine.store.models import PauseReason
 
 bp = Blueprint("pauses", __name__, url_prefix="/api/pause")

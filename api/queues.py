@@ -1,6 +1,6 @@
 """Queues (vendor doc: Queues) and queue membership, from the queue side and from the user side.
 
-The logic lives in `engine.queues`; the views parse, call it and shape the records.
+The logic lives in `engine.callcenter.queues`; the views parse, call it and shape the records.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from api.auth import Principal
 from api.envelope import ok
 from api.membership import MemberRows, QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, submitted_fields
-from engine import queues as service
+from engine.callcenter import queues as service
 from engine.directory import extensions
 from engine.store.models import Queue, Tier
 

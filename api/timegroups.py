@@ -10,8 +10,8 @@ from pydantic import BeforeValidator, Field
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Schema, endpoint, parse_json_text
-from engine import timegroup_service as service
-from engine import timegroups
+from engine.callcenter import timegroup_service as service
+from engine.callcenter import timegroups
 from engine.store.models import TimeGroup
 
 bp = Blueprint("timegroups", __name__, url_prefix="/api/timegroup")

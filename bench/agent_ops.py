@@ -118,7 +118,7 @@ def main() -> None:
         users.append((user.id, device.id))
 
     def provider(name: str):
-        from engine import fsconfig
+        from engine.callcenter import fsconfig
 
         parsed = fsconfig.parse_name(name)
         queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None

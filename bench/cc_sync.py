@@ -73,7 +73,7 @@ def main() -> None:
     from gevent import monkey
 
     monkey.patch_all()
-    from engine import fsconfig
+    from engine.callcenter import fsconfig
     from engine.engine import Engine
     from engine.esl.client import ESLClient
     from engine.store.db import db

@@ -35,7 +35,7 @@ import gevent.lock
 import peewee
 import phonenumbers
 
-from engine import fsconfig
+from engine.callcenter import fsconfig
 from engine.esl.client import ESLError
 from engine.events import emit
 from engine.store.db import connection, db

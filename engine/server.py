@@ -57,7 +57,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
 
     `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
     several boxes on one database each account's domain is served by exactly one box. `outbound` is where
-    the engine listens for FreeSWITCH's outbound-socket calls (check-in codes, engine.checkin).
+    the engine listens for FreeSWITCH's outbound-socket calls (check-in codes, engine.callcenter.checkin).
     """
     from api import create_app
     from engine.store import db, schema
@@ -101,7 +101,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     log.info("serving the API on http://%s:%d", host, server.server_port)
     checkins = None
     if engine is not None and outbound is not None:
-        from engine.checkin import make_server as make_checkin_server
+        from engine.callcenter.checkin import make_server as make_checkin_server
 
         checkins = make_checkin_server(outbound[0], outbound[1], group=engine.group)
         try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import gevent
 
-from engine import fsconfig, sync
+from engine.callcenter import fsconfig, sync
 from engine.store.models import Queue, User
 
 

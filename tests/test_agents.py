@@ -9,7 +9,7 @@ import types
 import pytest
 
 from api import create_app
-from engine import agent_runtime, agents, pauses, sync
+from engine.callcenter import agent_runtime, agents, pauses, sync
 from engine.engine import Engine
 from engine.store.models import AgentState, Device, OutboxEvent, PauseReason, Queue, Tier, TimeGroup, User, now
 from tests.conftest import Api, make_tenant
@@ -128,7 +128,7 @@ def test_checked_in_elsewhere_409_and_force_moves(api, desk):
 
 
 def test_check_in_code_path_moves_without_force(desk, tenant):
-    """engine.agents.check_in is what the ***code handler calls: dialling from the phone moves the agent."""
+    """engine.callcenter.agents.check_in is what the ***code handler calls: dialling from the phone moves the agent."""
     d1, d2 = desk["devices"]
     agents.check_in(tenant.account_id, desk["user"], d1, force=False)
     state = agents.check_in(tenant.account_id, desk["user"], d2, force=False)
@@ -682,7 +682,7 @@ def test_time_group_tier_follows_the_schedule(floor, switch, shop, shop_api, shi
         assert engine.wait_synced(5) and tier not in listed(switch, "tier")
         wait_until(lambda: tier in listed(switch, "tier"), timeout=5)  # opened at 09:00 local
         shifted(dt.datetime(2026, 3, 29, 14, 59, 58, 500000, tzinfo=dt.UTC))
-        engine.agent_runtime.wake()
+        engine.callcenter.agent_runtime.wake()
         wait_until(lambda: tier not in listed(switch, "tier"), timeout=5)  # closed at 17:00 local
     finally:
         engine.stop()

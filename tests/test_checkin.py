@@ -1,5 +1,5 @@
 """Check-in codes end to end: issued by the API, dialled through the emulator's outbound socket
-(FreeSWITCH's side of ``socket 127.0.0.1:8040 async full``) into engine.checkin.handle_call."""
+(FreeSWITCH's side of ``socket 127.0.0.1:8040 async full``) into engine.callcenter.checkin.handle_call."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import agents, checkin
+from engine.callcenter import agents, checkin
 from engine.directory import accounts
 from engine.esl.outbound import OutboundServer
 from engine.store.models import AgentState, CheckinCode, CheckinFailure, Device, User, now

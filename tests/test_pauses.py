@@ -1,7 +1,7 @@
 """Pause reasons: the ids setPause takes, and the reserved system reason for On Break."""
 from __future__ import annotations
 
-from engine import pauses
+from engine.callcenter import pauses
 from engine.store.models import PauseReason
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.queues import STRATEGIES
+from engine.callcenter.queues import STRATEGIES
 from engine.store import changes
 from engine.store.db import db
 from engine.store.models import Did, Extension, Queue, Tier, User

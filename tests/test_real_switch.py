@@ -37,7 +37,7 @@ from flask import request
 from geventhttpclient import HTTPClient
 
 from api import create_app
-from engine import sync
+from engine.callcenter import sync
 from engine.engine import Engine
 from engine.esl.client import ESLClient
 from engine.server import make_server
@@ -288,7 +288,7 @@ def test_member_not_checked_in_is_logged_out_without_tiers(real, floor):
 def test_check_in_sets_contact_status_and_tiers(real, floor):
     check_in(real, floor)
     agent = agent_row(real, floor)
-    assert agent["contact"] == f"user/{floor.sip}@{real.domain}"  # engine.fsconfig.device_contact
+    assert agent["contact"] == f"user/{floor.sip}@{real.domain}"  # engine.callcenter.fsconfig.device_contact
     assert agent["status"] == "Available"
     eventually(real.switch.tiers, lambda t: (floor.queue, floor.agent) in t, "mode-3 tier after check-in")
     level_position = next(r for r in sync.parse_table(real.switch.cc("tier list"))

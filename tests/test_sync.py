@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from engine import sync
+from engine.callcenter import sync
 from engine.store.models import Account, Queue, Tier, TimeGroup, User
 from tests.fakeswitch.callcenter import CallCenter
 from tests.support import make_agent, provider

@@ -1,4 +1,4 @@
-"""Time groups: the pure schedule (engine.timegroups) across DST, and the /api/timegroup resource."""
+"""Time groups: the pure schedule (engine.callcenter.timegroups) across DST, and the /api/timegroup resource."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine import timegroups
+from engine.callcenter import timegroups
+from engine.callcenter.timegroups import SpecError, is_open, next_change
 from engine.store.models import Queue, Tier, TimeGroup
-from engine.timegroups import SpecError, is_open, next_change
 
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")

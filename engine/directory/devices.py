@@ -102,7 +102,7 @@ def update_device(account_id: int, device_id: int, fields: dict[str, Any]) -> De
 def delete_device(account_id: int, device_id: int) -> None:
     """Delete a device and the extensions that route to it; an agent checked in with it is checked out
     (agent:checkout, queue:leave), in the same transaction."""
-    from engine import agents  # agents builds on devices
+    from engine.callcenter import agents  # agents builds on devices
 
     pending = Pending()
     with db.atomic():

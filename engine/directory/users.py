@@ -5,7 +5,7 @@ from typing import Any
 
 import peewee
 
-from engine import queues
+from engine.callcenter import queues
 from engine.directory import extensions, geo, security
 from engine.errors import ServiceError
 from engine.store import fastq
@@ -64,7 +64,7 @@ def _apply(user: User, account_id: int, fields: dict[str, Any]) -> None:
 def create_user(account_id: int, fields: dict[str, Any]) -> User:
     password_hash = security.hash_password(fields["password"])
     fields = dict(fields)
-    queue_perms = fields.pop("queue_perms", None)  # rows of engine.queues.Membership, replace semantics
+    queue_perms = fields.pop("queue_perms", None)  # rows of engine.callcenter.queues.Membership, replace semantics
     pending = Pending()
     try:
         with db.atomic():
@@ -83,7 +83,7 @@ def create_user(account_id: int, fields: dict[str, Any]) -> User:
 def update_user(account_id: int, user_id: int, fields: dict[str, Any]) -> User:
     password_hash = security.hash_password(fields["password"]) if fields.get("password") else None
     fields = dict(fields)
-    queue_perms = fields.pop("queue_perms", None)  # rows of engine.queues.Membership, replace semantics
+    queue_perms = fields.pop("queue_perms", None)  # rows of engine.callcenter.queues.Membership, replace semantics
     pending = Pending()
     try:
         with db.atomic():

@@ -10,7 +10,7 @@ Kinds and their ids:
 * `queue`   — queue ids created, updated or deleted;
 * `tier`    — user ids whose queue membership (tiers) changed;
 * `account` — the account id, when its settings changed;
-* `agent`   — user ids whose runtime state changed (engine.agents: check-in, pause, wrap-up,
+* `agent`   — user ids whose runtime state changed (engine.callcenter.agents: check-in, pause, wrap-up,
   joined tiers): push the agent (contact, status, ready_time, wrap_up_time) and its tiers.
 
 On PostgreSQL several boxes share the database (DESIGN.md, Scale-out) and the

@@ -10,7 +10,7 @@ from engine.store.models.base import AccountScoped, now
 
 
 class TimeGroup(AccountScoped):
-    """A weekly schedule in an IANA zone plus dated exceptions (see engine.timegroups)."""
+    """A weekly schedule in an IANA zone plus dated exceptions (see engine.callcenter.timegroups)."""
     label = "Time group"
 
     id = peewee.AutoField()

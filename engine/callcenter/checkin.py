@@ -132,14 +132,14 @@ def redeem(device: Device, code: str) -> Redemption:
     """Check the code's user in with ``device``; a wrong, used or expired code changes nothing but the count.
 
     The code is spent in one transaction (a conditional update, so two calls
-    cannot both spend it), then engine.agents.check_in runs in its own: it
+    cannot both spend it), then engine.callcenter.agents.check_in runs in its own: it
     tells the engine once it has committed, which it cannot do inside ours.
     When the check-in is refused (the device is busy and the code does not
     force) the code is given back, so the agent can dial it again once the
     other agent has checked out. A correct code does not clear the count of
     wrong ones: the window runs out on its own.
     """
-    from engine import agents  # the agent state service
+    from engine.callcenter import agents  # the agent state service
 
     t = now()
     account_id = device.account_id

@@ -8,7 +8,7 @@
   pause. Handlers run on the ESL dispatcher: short database writes only.
 * One timer greenlet ends what is due — pauses past their max_duration,
   wrap-ups, mod_callcenter's wrap-up window, a suppressed window — through
-  engine.agents (committed, reported, then synced), and asks for a sync at
+  engine.callcenter.agents (committed, reported, then synced), and asks for a sync at
   each time-group edge of a joined tier (timegroups.next_change, so daylight
   saving is the schedule's business). Every deadline is read back from the
   database, so after a restart the timers resume with the time that is left.
@@ -23,7 +23,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from engine import agents, sync, timegroups
+from engine.callcenter import agents, sync, timegroups
 from engine.store import changes
 from engine.store.db import connection
 from engine.store.models import Tier, TimeGroup
@@ -170,6 +170,6 @@ class AgentRuntime:
 def attach(engine: Any) -> AgentRuntime:
     runtime = AgentRuntime(engine)
     runtime.start()
-    engine.agent_runtime = runtime
+    engine.callcenter.agent_runtime = runtime
     engine.on_stop(runtime.stop)
     return runtime

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from engine import fsconfig, timegroups
+from engine.callcenter import fsconfig, timegroups
 from engine.store.models import Account, Queue, Tier, TimeGroup, User
 
 log = logging.getLogger("switchdesk.sync")

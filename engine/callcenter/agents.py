@@ -19,7 +19,7 @@ How the desired state reaches mod_callcenter (DESIGN.md, Pause keeps fairness):
   account's reserved system pause; ending that pause is the one case where
   the status goes back to Available.
 
-Tier mode flags (engine.queues): check-in joins the tiers with flag 2 or 4,
+Tier mode flags (engine.callcenter.queues): check-in joins the tiers with flag 2 or 4,
 check-out leaves all. setQueues changes only tiers with flag 1; a tier without
 it keeps its state (a locked one stays joined, listing an unjoined one is 400).
 setPause, wrapup and setQueues need a checked-in agent (409 otherwise): what
@@ -32,7 +32,7 @@ from typing import Any
 
 import peewee
 
-from engine import fsconfig, pauses, sync
+from engine.callcenter import fsconfig, pauses, sync
 from engine.errors import ServiceError
 from engine.events import emit
 from engine.store import fastq

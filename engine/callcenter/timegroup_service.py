@@ -1,4 +1,4 @@
-"""Time groups as stored configuration; the schedule logic itself is the pure engine.timegroups.
+"""Time groups as stored configuration; the schedule logic itself is the pure engine.callcenter.timegroups.
 
 Change notifications (engine.store.changes), sent after the commit: `timegroup` —
 the ids created, updated or deleted, so the engine re-evaluates the tiers that
