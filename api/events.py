@@ -9,8 +9,8 @@ from pydantic import AfterValidator, Field
 from api.auth import Principal
 from api.envelope import ok
 from api.spec import Schema, Seconds, endpoint
-from engine import webhooks as service
-from engine.events import EVENT_NAMES
+from engine.events import webhooks as service
+from engine.events.outbox import EVENT_NAMES
 from engine.store.models import OutboxEvent
 
 bp = Blueprint("events", __name__, url_prefix="/api/event")

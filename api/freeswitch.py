@@ -189,12 +189,12 @@ def route_actions(account: Account, target_type: str, target_id: int) -> list[tu
     return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
 
 
-# Set by click-to-call (engine.calls) on its first leg; re-exported so bridged legs carry them too.
+# Set by click-to-call (engine.calls.originate) on its first leg; re-exported so bridged legs carry them too.
 CALL_VARIABLES = ("switchdesk_src_device_id", "switchdesk_src_user_id", "switchdesk_lead_id", "switchdesk_tags")
 
 
 def call_exports(account: Account, call_type: str) -> list[tuple[str, str]]:
-    """`export`s that let the call events (engine.callevents) attribute every leg of a call we route.
+    """`export`s that let the call events (engine.calls.callevents) attribute every leg of a call we route.
 
     Exported, so the legs this one bridges to inherit them: the account, the
     first leg's uuid (`call_id`), the call's type and dialed number. What the

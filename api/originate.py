@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from api.auth import Principal
 from api.envelope import fail, ok
 from api.spec import Flag, Id, Schema, endpoint, split_list
-from engine import calls
+from engine.calls import originate as calls
 
 # Shares /api/cc_agent with the agent-state blueprint (api/agents.py); blueprint names differ.
 bp = Blueprint("originate", __name__, url_prefix="/api/cc_agent")

@@ -2,7 +2,7 @@
 
 The leads body is parsed here rather than by a pydantic model: it may be one
 object, an array or a CSV file, and a batch of 100,000 rows must be checked
-fast (see engine.leads).
+fast (see engine.leads.phonelists).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import Field
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Page, Schema, body_fields, endpoint, request_json, split_list
-from engine import leads as service
+from engine.leads import phonelists as service
 from engine.store.db import db
 from engine.store.models import PhoneList
 

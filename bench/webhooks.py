@@ -132,7 +132,7 @@ def baseline(port: int, n: int, streams: int) -> float:
 
 
 def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
-    from engine.events import emit
+    from engine.events.outbox import emit
     from engine.store.db import db
 
     done = 0
@@ -147,9 +147,9 @@ def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
 
 def main() -> None:
     from engine.directory import accounts, security
+    from engine.events.webhooks import Deliverer
     from engine.store import db, schema
     from engine.store.models import Account, OutboxEvent
-    from engine.webhooks import Deliverer
 
     os.environ.setdefault(security.SECRET_KEY_ENV, "bench-secret-key")
     tmp = tempfile.mkdtemp(prefix="bench-webhooks-")

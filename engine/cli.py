@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "apikey":
         return cmd_apikey(args)
     if args.command == "leads":
-        from engine import leads_cli
+        from engine.leads import cli as leads_cli
 
         return leads_cli.run(args)
     return cmd_serve(args)

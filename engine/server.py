@@ -118,7 +118,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             log.info("engine: listening for other boxes' changes (PostgreSQL NOTIFY %s)", pgnotify.changes.CHANNEL)
         engine.start()
         log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
-    from engine.webhooks import Deliverer
+    from engine.events.webhooks import Deliverer
 
     deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private).start()
     stopped = gevent.event.Event()

@@ -682,7 +682,7 @@ def test_time_group_tier_follows_the_schedule(floor, switch, shop, shop_api, shi
         assert engine.wait_synced(5) and tier not in listed(switch, "tier")
         wait_until(lambda: tier in listed(switch, "tier"), timeout=5)  # opened at 09:00 local
         shifted(dt.datetime(2026, 3, 29, 14, 59, 58, 500000, tzinfo=dt.UTC))
-        engine.callcenter.agent_runtime.wake()
+        engine.agent_runtime.wake()
         wait_until(lambda: tier not in listed(switch, "tier"), timeout=5)  # closed at 17:00 local
     finally:
         engine.stop()

@@ -17,8 +17,8 @@ from typing import Any
 import gevent
 import pytest
 
-from engine import callevents
 from engine.callcenter import fsconfig
+from engine.calls import callevents
 from engine.engine import Engine
 from engine.esl.protocol import Event, FrameParser, parse_event
 from engine.store.db import db

@@ -7,7 +7,7 @@ import pytest
 
 from api import create_app
 from engine.engine import Engine
-from engine.events import emit
+from engine.events.outbox import emit
 from engine.store import changes
 from engine.store.db import db
 from engine.store.models import Account, Device, OutboxEvent, Queue, Tier, User

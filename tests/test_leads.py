@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine import leads as service
+from engine.leads import phonelists as service
 from engine.store.models import Lead, LeadImport, PhoneList
 from tests.test_phone_lists import add, make_list
 

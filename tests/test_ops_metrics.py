@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
 from engine.engine import Engine
-from engine.events import emit
+from engine.events.outbox import emit
 from engine.store.db import db
 from engine.store.models import AgentState, User
 from tests.fakeswitch.server import FakeSwitch

@@ -12,7 +12,7 @@ import gevent.event
 import pytest
 
 from api import create_app
-from engine import calls
+from engine.calls import originate as calls
 from engine.directory import accounts
 from engine.engine import Engine
 from engine.esl.client import ESLClient

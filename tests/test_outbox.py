@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import emit
+from engine.events.outbox import emit
 from engine.store.db import db
 from engine.store.models import OutboxEvent, User
 

@@ -15,13 +15,13 @@ import gevent
 import pytest
 from gevent.pywsgi import WSGIServer
 
-from engine import webhooks
 from engine.directory import security
-from engine.events import emit
+from engine.events import webhooks
+from engine.events.outbox import emit
+from engine.events.webhooks import Deliverer
 from engine.server import NoDelayHandler
 from engine.store.db import db
 from engine.store.models import Account, OutboxEvent
-from engine.webhooks import Deliverer
 from tests.querycount import count_queries
 from tests.support import wait_until
 
@@ -401,7 +401,7 @@ from gevent import monkey; monkey.patch_all()
 sys.path.insert(0, sys.argv[1])
 import gevent, gevent.event
 from engine.store import db
-from engine.webhooks import Deliverer
+from engine.events.webhooks import Deliverer
 from tests.querycount import count_queries
 db.bind(sys.argv[2])
 deliverer = Deliverer(allow_private=True, poll_interval=0.01, batch=5).start()

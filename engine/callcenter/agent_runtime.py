@@ -170,6 +170,6 @@ class AgentRuntime:
 def attach(engine: Any) -> AgentRuntime:
     runtime = AgentRuntime(engine)
     runtime.start()
-    engine.callcenter.agent_runtime = runtime
+    engine.agent_runtime = runtime
     engine.on_stop(runtime.stop)
     return runtime

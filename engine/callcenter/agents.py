@@ -34,7 +34,7 @@ import peewee
 
 from engine.callcenter import fsconfig, pauses, sync
 from engine.errors import ServiceError
-from engine.events import emit
+from engine.events.outbox import emit
 from engine.store import fastq
 from engine.store.changes import Pending
 from engine.store.db import db, is_sqlite

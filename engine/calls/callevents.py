@@ -37,7 +37,7 @@ import phonenumbers
 
 from engine.callcenter import fsconfig
 from engine.esl.client import ESLError
-from engine.events import emit
+from engine.events.outbox import emit
 from engine.store.db import connection, db
 from engine.store.models import Account, ActiveCall, Device, Did, Extension, Lead, PhoneList, Queue, now
 

@@ -14,7 +14,7 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
   crashed holder's lease runs out after `LEASE_SECONDS`. A box given
   `account_ids` delivers only for the accounts it owns.
 * Prompt and cheap. A commit that recorded an event wakes the deliverer in
-  the same process (`engine.events.on_commit`); events written by other
+  the same process (`engine.events.outbox.on_commit`); events written by other
   processes are found by a poll every `POLL_INTERVAL`. On each wake the
   scheduler reads the first batch of every woken account in one query; a
   worker reads further batches itself only while its account has a backlog
@@ -54,10 +54,10 @@ import peewee
 from geventhttpclient import HTTPClient
 from peewee import fn
 
-from engine import events
 from engine.directory import security
 from engine.directory.accounts import address_is_private
 from engine.errors import ServiceError
+from engine.events import outbox as events
 from engine.store import fastq
 from engine.store.db import db, is_sqlite
 from engine.store.models import Account, OutboxEvent, WebhookLease

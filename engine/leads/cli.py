@@ -1,6 +1,6 @@
 """`switchdesk leads import|export`: CSV in and out of a phone list, straight against the database.
 
-The import follows the API's rules (engine.leads.add_leads): all rows or
+The import follows the API's rules (engine.leads.phonelists.add_leads): all rows or
 none, upsert by phone, large files written as a staged import, so the engine
 keeps writing while a million-row file goes in.
 """
@@ -27,8 +27,8 @@ def progress_bar(out: TextIO = sys.stderr, width: int = 30):
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from engine import leads
     from engine.errors import ServiceError
+    from engine.leads import phonelists as leads
     from engine.store import db, schema
 
     try:
@@ -63,8 +63,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine import leads
     from engine.errors import ServiceError
+    from engine.leads import phonelists as leads
     from engine.store import db
 
     database = db.bind(args.db)
