@@ -12,6 +12,7 @@ import peewee
 from flask import g, request
 from peewee import JOIN
 
+from api.body import request_json
 from api.envelope import APIError
 from engine.directory import security
 from engine.store import fastq
@@ -63,8 +64,6 @@ def _presented_key() -> str | None:
     if request.form and request.form.get("api_key"):
         return request.form["api_key"]
     if request.is_json:
-        from api.spec import request_json
-
         body = request_json()
         if isinstance(body, dict) and isinstance(body.get("api_key"), str):
             return body["api_key"]

@@ -13,8 +13,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from pydantic import Field
 
 from api.auth import Principal
+from api.body import body_fields, request_json
 from api.envelope import APIError, ok
-from api.spec import Page, Schema, body_fields, endpoint, request_json, split_list
+from api.spec import Page, Schema, endpoint, split_list
 from engine.leads import phonelists as service
 from engine.store.db import db
 from engine.store.models import PhoneList

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from api.auth import authenticate, require_permission
+from api.body import body_fields, form_dict
 from api.envelope import APIError
 
 # --- reusable field types ------------------------------------------------------------------------
@@ -115,48 +117,6 @@ class Page(Schema):
         return rows.offset(self.offset) if self.offset else rows
 
 
-# --- request parsing ---------------------------------------------------------------------------
-
-
-def _form_dict(multidict) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in multidict:
-        values = multidict.getlist(key)
-        if key.endswith("[]"):
-            out[key[:-2]] = values
-        else:
-            out[key] = values[-1] if len(values) == 1 else values
-    return out
-
-
-def request_json() -> Any:
-    """The parsed JSON body (cached), or None for a non-JSON request; 400 when malformed."""
-    if "json_body" not in g:
-        g.json_body = None
-        if request.is_json:
-            raw = request.get_data(cache=True)
-            if raw.strip():
-                try:
-                    g.json_body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError, RecursionError):
-                    raise APIError(400, "Malformed JSON body") from None
-    return g.json_body
-
-
-def body_fields() -> dict[str, Any]:
-    """Query parameters overlaid with the JSON object or form body."""
-    data = _form_dict(request.args)
-    body = request_json()
-    if body is not None:
-        if not isinstance(body, dict):
-            raise APIError(400, "The JSON body must be an object")
-        data.update(body)
-    elif request.form:
-        data.update(_form_dict(request.form))
-    data.pop("api_key", None)
-    return data
-
-
 def _loc(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"]) or "body"
 
@@ -213,8 +173,6 @@ def endpoint(
     """Declare a route. The view receives `principal`, and `query`/`body` when models are given."""
 
     def decorate(fn: Callable) -> Callable:
-        from api.auth import authenticate, require_permission
-
         @functools.wraps(fn)
         def view(**kwargs: Any):
             principal = authenticate() if auth else None
@@ -223,7 +181,7 @@ def endpoint(
             if auth:
                 kwargs["principal"] = principal
             if query is not None:
-                kwargs["query"] = parse(query, _form_dict(request.args))
+                kwargs["query"] = parse(query, form_dict(request.args))
             if body is not None:
                 kwargs["body"] = parse(body, body_fields())
             return fn(**kwargs)
