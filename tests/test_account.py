@@ -73,6 +73,10 @@ def test_bad_values_400_naming_the_field(api, tenant, field, value):
     "http://192.168.0.10:8080/", "http://172.16.5.5/", "http://169.254.169.254/latest/meta-data",
     "http://[::1]/", "http://[fe80::1]/", "http://[::ffff:10.0.0.1]/", "http://0.0.0.0/", "http://localhost:9000/",
     "https://api.localhost/", "http://100.64.0.1/",
+    # IPv6 that embeds or routes to private IPv4, and the other special ranges
+    "http://[2002:7f00:1::1]/", "http://[2002:c0a8:1::]/", "http://[fec0::1]/", "http://[64:ff9b::a00:1]/",
+    "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/", "http://[::10.0.0.1]/", "http://[fc00::1]/",
+    "http://[2001:db8::1]/", "http://[100::1]/",
 ])
 def test_webhook_url_on_private_addresses_refused(api, app, url):
     r = put(api, event_push_url=url)
@@ -83,8 +87,24 @@ def test_webhook_url_on_private_addresses_refused(api, app, url):
     assert r.status_code == 200 and r.get_json()["data"]["event_push_url"] == url
 
 
+@pytest.mark.parametrize("url", [
+    "http://%31%32%37.0.0.1/", "https://exa%6dple.com/hook", "http://[fe80::1%25eth0]/", "http://a_b.example/",
+    "http://exa mple.com/", "http://example.com\\@10.0.0.1/",
+])
+def test_webhook_url_with_a_host_that_is_not_plain_refused_when_set(api, app, url):
+    """Refused at once with 400, even where private targets are allowed, instead of failing at send
+    time for 24 hours while the account's later events wait behind it."""
+    app.config["WEBHOOK_ALLOW_PRIVATE"] = True
+    before = api.get("/api/account").get_json()["data"]["event_push_url"]
+    r = put(api, event_push_url=url)
+    assert r.status_code == 400, (url, r.get_json())
+    assert r.get_json()["msg"].startswith("event_push_url: "), r.get_json()
+    assert api.get("/api/account").get_json()["data"]["event_push_url"] == before
+
+
 def test_webhook_url_public_and_cleared(api):
-    for url in ("http://93.184.216.34/x", "https://hooks.example.com/pbx", "http://[2001:4860:4860::8888]/"):
+    for url in ("http://93.184.216.34/x", "https://hooks.example.com/pbx", "http://[2001:4860:4860::8888]/",
+                "http://[2002:5db8:d822::1]/", "https://bücher.example/hook"):
         assert put(api, event_push_url=url).get_json()["data"]["event_push_url"] == url
     assert put(api, event_push_url="").get_json()["data"]["event_push_url"] is None
     put(api, event_push_url="https://hooks.example.com/pbx")

@@ -81,10 +81,34 @@ def issue_api_key_for(username: str) -> str:
 
 def address_is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Loopback, link-local, private and other non-public addresses a webhook must not reach."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:  # fec0::/10: deprecated, yet routed inside some networks
+            return True
+        # An IPv6 address that carries an IPv4 one reaches it: mapped (::ffff:a.b.c.d), 6to4
+        # (2002:AABB:CCDD::/48) and Teredo (2001::/32, whose client address is the second one).
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if any(v4 is not None and address_is_private(v4) for v4 in embedded):
+            return True
+        if address.ipv4_mapped is not None:
+            return False
     return (address.is_loopback or address.is_link_local or address.is_private or address.is_unspecified
             or address.is_multicast or address.is_reserved or not address.is_global)
+
+
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _plain_host(host: str) -> bool:
+    """A DNS name (international names through IDNA) or an IP literal: nothing percent-encoded,
+    no spaces, backslashes or other characters that HTTP clients and resolvers read differently."""
+    if ":" in host:
+        return True  # urlsplit only gives a colon for a bracketed IPv6 literal, checked by the caller
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except (UnicodeError, ValueError):
+        return False
+    labels = ascii_host.split(".")
+    return len(ascii_host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -117,6 +141,13 @@ def webhook_url_problem(url: str, allow_private: bool) -> str | None:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         return "the URL has no host"
+    if any(char in (parts.netloc or "") for char in "%\\") or not _plain_host(host):
+        return "the host must be a plain DNS name or IP address (nothing percent-encoded)"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "the host must be a plain DNS name or IP address (nothing percent-encoded)"
     if allow_private:
         return None
     if host == "localhost" or host.endswith(".localhost"):
