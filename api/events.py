@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field
 
 from api.auth import Principal
 from api.envelope import ok
-from api.spec import Schema, Seconds, endpoint
+from api.spec import Schema, endpoint
 from engine.events import webhooks as service
 from engine.events.outbox import EVENT_NAMES
 from engine.store.models import OutboxEvent
@@ -16,6 +16,8 @@ from engine.store.models import OutboxEvent
 bp = Blueprint("events", __name__, url_prefix="/api/event")
 
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# A point in time, not a duration (`Seconds` caps at ten years): epoch seconds up to the year 9999.
+Epoch = Annotated[float, Field(ge=0, le=253402300799)]
 
 
 def _event_name(value: str) -> str:
@@ -29,8 +31,8 @@ class EventQuery(Schema):
         None, description="pending: waiting or retrying; delivered: the receiver answered 2xx; failed: a 4xx other "
                           "than 408/429, a refused address, or 24 hours of retries; skipped: no Event Push URL")
     event: Annotated[str, AfterValidator(_event_name)] | None = Field(None, description="event name, e.g. call:end")
-    since: Seconds | None = Field(None, description="only events with ts >= since (epoch seconds)")
-    until: Seconds | None = Field(None, description="only events with ts <= until (epoch seconds)")
+    since: Epoch | None = Field(None, description="only events with ts >= since (epoch seconds)")
+    until: Epoch | None = Field(None, description="only events with ts <= until (epoch seconds)")
     order: Literal["desc", "asc"] = Field(
         "desc", description="desc: newest first (default); asc: in recording order, the order of delivery")
     after_seq: Seq | None = Field(None, description="page on in asc order: only events with seq > after_seq")

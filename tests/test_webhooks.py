@@ -518,6 +518,12 @@ def test_list_events_with_filters_and_paging(api, other_api, tenant, other_tenan
     assert ids(status="failed") == [b.id]
     assert ids(status="pending") == [c.id, a.id]
     assert ids(since=1500, until=2999) == [b.id]
+    now = int(time.time())  # epoch seconds today are far beyond the ten-year cap of a duration
+    with db.atomic():
+        late = emit(tenant.account_id, "agent:checkout", {"user_id": 3}, ts=now)
+    assert ids(since=now - 60) == [late.id] and ids(until=now - 60, since=2500) == [c.id]
+    assert api.get("/api/event", query_string={"since": 10**12 * 300}).status_code == 400
+    OutboxEvent.delete().where(OutboxEvent.id == late.id).execute()
     page = api.get("/api/event", query_string={"limit": 2}).get_json()["data"]
     assert [e["id"] for e in page] == [c.id, b.id]
     assert ids(limit=2, before_seq=page[-1]["seq"]) == [a.id]
