@@ -97,6 +97,20 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _ensure_secret_key(db_url: str) -> None:
+    """The key that encrypts webhook secrets: created once, readable by the service's user alone."""
+    from engine.directory import security
+
+    if os.environ.get(security.SECRET_KEY_ENV):
+        return
+    path = security.default_key_file(db_url)
+    if path is None:
+        print(f"no {security.SECRET_KEY_ENV} or {security.SECRET_KEY_FILE_ENV}: webhook secrets cannot be "
+              "stored until one is set", file=sys.stderr)
+    elif security.create_key_file(path):
+        print(f"created {path} (the key that encrypts webhook secrets; keep it with the database)", file=sys.stderr)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from engine.directory import accounts
     from engine.errors import ServiceError
@@ -104,6 +118,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from engine.store.models import Account
 
     database = db.bind(args.db)
+    _ensure_secret_key(args.db)
     with database.connection_context():
         fresh = schema.init_schema(database)
         if Account.select().exists():

@@ -69,6 +69,13 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         return 2
     for secret in (esl_password, xmlcurl_password):
         logs.add_secret(secret)
+    from engine.directory import security
+
+    security.use_key_file(security.default_key_file(db_url))
+    if not security.has_secret_key():
+        log.warning("no key to encrypt webhook secrets (%s, %s, or `switchdesk init` for SQLite): "
+                    "setting a webhook_secret is refused until there is one",
+                    security.SECRET_KEY_ENV, security.SECRET_KEY_FILE_ENV)
     database = db.bind(db_url)
     with database.connection_context():
         schema.init_schema(database)

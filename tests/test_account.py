@@ -123,6 +123,35 @@ def test_webhook_secret_write_only_and_encrypted(api, tenant):
     assert Account.get_by_id(tenant.account_id).webhook_secret_enc is None
 
 
+def test_webhook_secret_without_a_key_is_a_4xx_naming_the_fix_and_changes_nothing(api, tenant, monkeypatch):
+    monkeypatch.delenv(security.SECRET_KEY_ENV)
+    security.use_key_file(None)
+    try:
+        r = put(api, webhook_secret="s3cret-0123456789-abcdef", name="Renamed", wrap_up_time=77)
+        assert r.status_code == 409, r.get_json()
+        assert r.get_json()["msg"].startswith("webhook_secret: cannot be stored: ")
+        assert "switchdesk init" in r.get_json()["msg"] and security.SECRET_KEY_ENV in r.get_json()["msg"]
+        account = Account.get_by_id(tenant.account_id)
+        assert account.name != "Renamed" and account.wrap_up_time != 77 and account.webhook_secret_enc is None
+    finally:
+        security.use_key_file(None)
+
+
+def test_key_file_is_read_when_the_environment_has_none(api, tenant, monkeypatch, tmp_path):
+    monkeypatch.delenv(security.SECRET_KEY_ENV)
+    path = tmp_path / "switchdesk.key"
+    assert security.default_key_file(f"sqlite:///{tmp_path}/x.db") == str(path)
+    assert security.create_key_file(str(path)) and not security.create_key_file(str(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    security.use_key_file(str(path))
+    try:
+        assert put(api, webhook_secret="s3cret-0123456789-abcdef").status_code == 200
+        stored = Account.get_by_id(tenant.account_id).webhook_secret_enc
+        assert security.decrypt_secret(stored) == "s3cret-0123456789-abcdef"
+    finally:
+        security.use_key_file(None)
+
+
 def test_domain_lower_cased_unique_and_fixed_once_a_device_exists(api, tenant, other_tenant):
     assert put(api, domain="PBX.Acme.Test").get_json()["data"]["domain"] == "pbx.acme.test"
     r = put(api, domain="globex.test")

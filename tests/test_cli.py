@@ -27,6 +27,19 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def test_init_creates_the_secret_key_file_for_the_service_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sd.db'}"
+    env = {"SWITCHDESK_SECRET_KEY": ""}
+    first = run_cli("init", "--db", url, "--domain", "pbx.example.com", env=env)
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "switchdesk.key"
+    assert f"created {key_file}" in first.stderr and key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text()
+    assert len(key.strip()) >= 40 and key not in first.stdout + first.stderr
+    again = run_cli("init", "--db", url, env=env)
+    assert again.returncode == 0 and "created" not in again.stderr and key_file.read_text() == key
+
+
 def test_init_creates_admin_once_and_is_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'sd.db'}"
     first = run_cli("init", "--db", url, "--domain", "Pbx.Example.com")

@@ -184,7 +184,10 @@ def update_settings(account_id: int, fields: dict[str, Any], *, allow_private_we
             raise ServiceError(400, f"event_push_url: {problem}")
     if "webhook_secret" in fields:
         secret = fields.pop("webhook_secret")
-        fields["webhook_secret_enc"] = security.encrypt_secret(secret) if secret else None
+        try:
+            fields["webhook_secret_enc"] = security.encrypt_secret(secret) if secret else None
+        except security.NoSecretKey as exc:  # before any write: the whole PUT is refused, not half done
+            raise ServiceError(409, f"webhook_secret: cannot be stored: {exc}") from None
     for name in ("event_push_url", "outbound_gateway"):
         if name in fields and not fields[name]:
             fields[name] = None

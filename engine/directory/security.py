@@ -8,6 +8,7 @@ constant time is enough (DESIGN.md, Secrets).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -122,14 +123,70 @@ def random_password(length: int = 16) -> str:
 # --- encryption at rest (webhook secrets) -------------------------------------------------------
 
 SECRET_KEY_ENV = "SWITCHDESK_SECRET_KEY"  # noqa: S105
+SECRET_KEY_FILE_ENV = "SWITCHDESK_SECRET_KEY_FILE"  # noqa: S105
+KEY_FILE_NAME = "switchdesk.key"
+_key_file: str | None = None
+
+
+class NoSecretKey(RuntimeError):
+    """No key to encrypt webhook secrets with: neither the environment nor a key file gives one."""
+
+
+def default_key_file(db_url: str) -> str | None:
+    """Where the key lives without SWITCHDESK_SECRET_KEY: SWITCHDESK_SECRET_KEY_FILE, else
+    `switchdesk.key` beside a SQLite database. PostgreSQL has no default: the boxes sharing it must
+    share one key, so the admin names it."""
+    if os.environ.get(SECRET_KEY_FILE_ENV):
+        return os.path.abspath(os.environ[SECRET_KEY_FILE_ENV])
+    if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+        path = db_url[len("sqlite:///"):].split("?", 1)[0]
+        return os.path.join(os.path.dirname(os.path.abspath(path)), KEY_FILE_NAME)
+    return None
+
+
+def use_key_file(path: str | None) -> None:
+    """Read the key from `path` when the environment has none (set once at start-up)."""
+    global _key_file
+    _key_file = path
+    _raw_key.cache_clear()
+
+
+def create_key_file(path: str) -> bool:
+    """A new random key in `path`, readable by this user alone; False when the file already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _raw_key() -> str | None:
+    raw = os.environ.get(SECRET_KEY_ENV)
+    if raw:
+        return raw
+    if _key_file:
+        try:
+            with open(_key_file) as key_file:
+                return key_file.read().strip() or None
+        except OSError:
+            return None
+    return None
+
+
+def has_secret_key() -> bool:
+    return _raw_key() is not None
 
 
 def _fernet():
     from cryptography.fernet import Fernet
 
-    raw = os.environ.get(SECRET_KEY_ENV)
+    raw = _raw_key()
     if not raw:
-        raise RuntimeError(f"{SECRET_KEY_ENV} is not set: it encrypts webhook secrets at rest")
+        raise NoSecretKey(f"no key to encrypt webhook secrets at rest: run `switchdesk init` (it writes "
+                          f"{KEY_FILE_NAME} beside a SQLite database) or set {SECRET_KEY_ENV} or {SECRET_KEY_FILE_ENV}")
     # Any string works as the key: it is stretched to Fernet's 32 bytes.
     key = base64.urlsafe_b64encode(hashlib.sha256(raw.encode()).digest())
     return Fernet(key)
