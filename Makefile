@@ -4,6 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DB ?= sqlite:///switchdesk.db
 LISTEN ?= 127.0.0.1:8080
+# `make run` settings (each may also come from the environment): the account's FreeSWITCH domain
+# (first run only), FreeSWITCH's event socket HOST:PORT, where FreeSWITCH's check-in calls reach us,
+# and NO_ESL=1 to serve the API and webhooks without FreeSWITCH. The ESL and xml_curl passwords are
+# read from SWITCHDESK_ESL_PASSWORD and SWITCHDESK_XMLCURL_PASSWORD, never from a command line.
+DOMAIN ?=
+ESL ?=
+OUTBOUND ?=
+NO_ESL ?=
 
 .PHONY: run test test-deps lint bench clean deps
 
@@ -25,8 +33,9 @@ $(VENV)/.test-extras: $(BIN)/switchdesk
 	@touch $@
 
 run: $(BIN)/switchdesk
-	$(BIN)/switchdesk init --db $(DB)
-	$(BIN)/switchdesk serve --db $(DB) --listen $(LISTEN)
+	$(BIN)/switchdesk init --db $(DB) $(if $(DOMAIN),--domain $(DOMAIN))
+	$(BIN)/switchdesk serve --db $(DB) --listen $(LISTEN) $(if $(ESL),--esl $(ESL)) \
+	  $(if $(OUTBOUND),--outbound-listen $(OUTBOUND)) $(if $(filter 1 yes true,$(NO_ESL)),--no-esl)
 
 # Tools the tests call (shellcheck for vagrant/); installed when root, else those tests skip outside CI.
 test-deps:
@@ -37,14 +46,16 @@ test-deps:
 
 # The whole suite twice: on SQLite, then on PostgreSQL (.ci/postgres installs and starts
 # Debian's on loopback when root; without it, and outside CI, that run is skipped with a message).
+# tests/realswitch (a real FreeSWITCH from ../shared/freeswitch or SWITCHDESK_FREESWITCH, and sipp)
+# runs in the SQLite pass only; SWITCHDESK_REQUIRE_FREESWITCH=1 makes a missing FreeSWITCH fail.
 test: $(VENV)/.test-extras test-deps
 	$(BIN)/ruff check .
 	@echo "== test suite on SQLite" >&2
 	$(BIN)/python -m pytest -q
 	@rc=0; url=$$(bash .ci/postgres) || rc=$$?; \
 	if [ $$rc = 3 ]; then exit 0; elif [ $$rc != 0 ]; then exit $$rc; fi; \
-	echo "== test suite on PostgreSQL" >&2; \
-	SWITCHDESK_TEST_DB="$$url" $(BIN)/python -m pytest -q
+	echo "== test suite on PostgreSQL (without the real-FreeSWITCH tests: they ran on SQLite)" >&2; \
+	SWITCHDESK_TEST_DB="$$url" SWITCHDESK_TEST_REAL_SWITCH=0 $(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-extras
 	@for b in bench/*.py; do echo "== $$b" >&2; $(BIN)/python $$b || exit 1; done

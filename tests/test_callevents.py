@@ -1,6 +1,6 @@
 """Call events from the recorded queue calls, replayed through the emulator into a running Engine.
 
-The recordings (../shared/fixtures/freeswitch) were made in domain `127.0.0.1`,
+The recordings (tests/recordings/freeswitch) were made in domain `127.0.0.1`,
 context `default`, with queue `support@default` and agents `1001@default` /
 `1002@default`. `rewrite()` moves them into a test tenant consistently: the
 names become ours (`<queue_id>@acme.test`, `<user_id>@acme.test`), the context
@@ -18,7 +18,7 @@ import gevent
 import pytest
 
 from engine.callcenter import fsconfig
-from engine.calls import callevents
+from engine.calls import call_fields, callevents
 from engine.engine import Engine
 from engine.esl.protocol import Event, FrameParser, parse_event
 from engine.store.db import db
@@ -144,7 +144,7 @@ def replay(switch: FakeSwitch, scenario: str, world: dict[str, Any], *, fmt: str
 
 def base(world: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """Every documented field, with what all legs of the recorded queue calls share."""
-    out = {key: None for key in callevents.FIELDS}
+    out = {key: None for key in call_fields.FIELDS}
     out.update(site_id=7, type="queue", dst_num="7000", src_device_id=world["devices"]["1000"].id,
                src_user_id=world["users"]["carol"].id, cid_num="1000", cid_name="Caller 1000",
                queue_id=world["queue"].id)
@@ -346,7 +346,7 @@ def test_outbound_call_fields_from_switchdesk_variables(switch, engine, world):
     events = settle(3)
     assert [e["event"] for e in events] == ["call:ring", "call:answer", "call:end"]
     end = strip(events[-1])
-    assert end == {key: None for key in callevents.FIELDS} | {
+    assert end == {key: None for key in call_fields.FIELDS} | {
         "id": b_leg, "call_id": a_leg, "ts": end["ts"], "type": "outbound", "dst_num": "+442071838750",
         "src_device_id": devices["1001"].id, "src_user_id": users["alice"].id, "cid_num": "+14155550100",
         "cid_name": "Acme", "a2": "GB", "tags": "vip,uk", "lead_id": "L-1", "lead_name": "Ada Lovelace",
@@ -360,13 +360,13 @@ def test_outbound_call_fields_from_switchdesk_variables(switch, engine, world):
 
 
 def test_country_of_number():
-    assert callevents.country_of_number("+442071838750", "US") == "GB"
-    assert callevents.country_of_number("02071838750", "GB") == "GB"
-    assert callevents.country_of_number("+97235550100", "US") == "IL"
-    assert callevents.country_of_number("4155550100", "US") == "US"
-    assert callevents.country_of_number("1000", "US") is None  # an extension
-    assert callevents.country_of_number("+15551234567", "US") is None  # not a number of any region
-    assert callevents.country_of_number(None, "US") is None
+    assert call_fields.country_of_number("+442071838750", "US") == "GB"
+    assert call_fields.country_of_number("02071838750", "GB") == "GB"
+    assert call_fields.country_of_number("+97235550100", "US") == "IL"
+    assert call_fields.country_of_number("4155550100", "US") == "US"
+    assert call_fields.country_of_number("1000", "US") is None  # an extension
+    assert call_fields.country_of_number("+15551234567", "US") is None  # not a number of any region
+    assert call_fields.country_of_number(None, "US") is None
 
 
 # -- events across outages ----------------------------------------------------------------------------------
@@ -472,7 +472,7 @@ def test_events_with_missing_headers(world):
     assert [e["event"] for e in events] == ["call:ring", "call:answer", "call:end"]
     end = strip(events[-1])
     assert end["id"] == end["call_id"] == "bare" and end["type"] == "outbound"
-    assert all(end[key] is None for key in callevents.FIELDS if key not in ("id", "call_id", "ts", "type"))
+    assert all(end[key] is None for key in call_fields.FIELDS if key not in ("id", "call_id", "ts", "type"))
 
 
 class _Client:

@@ -46,11 +46,11 @@ class Exchange(NamedTuple):
 
 
 def fixtures_dir() -> Path:
-    """``SWITCHDESK_FIXTURES`` if set, else ``<repo>/../shared/fixtures/freeswitch``."""
+    """``SWITCHDESK_FIXTURES`` if set, else the copy in the repository (``tests/recordings/freeswitch``)."""
     env = os.environ.get("SWITCHDESK_FIXTURES")
     if env:
         return Path(env)
-    return _REPO.parent / "shared" / "fixtures" / "freeswitch"
+    return _REPO / "tests" / "recordings" / "freeswitch"
 
 
 def _blocks(raw: bytes) -> list[tuple[str, bytes]]:

@@ -2,7 +2,7 @@
 
 The transcripts are the ground truth for both the parser and the emulator, so
 tests read them rather than hand-written strings.  The directory is found
-through ``SWITCHDESK_FIXTURES`` or next to the clone (``<repo>/../shared``),
+through ``SWITCHDESK_FIXTURES`` or the copy in ``tests/recordings/freeswitch``,
 which is how CI lays it out.
 """
 
@@ -19,11 +19,11 @@ _BLOCK = re.compile(rb"(>>> SEND|<<< RECV) (\d+) @([0-9.]+)\n")
 
 
 def fixtures_dir() -> Path:
-    """Where the FreeSWITCH recordings live (env var first, then next to the repo)."""
+    """``SWITCHDESK_FIXTURES`` if set, else the copy in the repository (``tests/recordings/freeswitch``)."""
     env = os.environ.get("SWITCHDESK_FIXTURES")
     if env:
         return Path(env)
-    return _REPO.parent / "shared" / "fixtures" / "freeswitch"
+    return _REPO / "tests" / "recordings" / "freeswitch"
 
 
 @dataclass(frozen=True)
