@@ -3,8 +3,8 @@ raw `sqlite3.executemany` of the same rows into the same table (same schema and 
 same run.
 
 Prints one JSON line. Targets: under 5 s, and at least a third of the raw speed. For the breakdown,
-`json_decode_s` and `validate_s` time the server's first two steps (engine.leads.phonelists.decode_leads, msgspec,
-and engine.leads.phonelists.check_leads) on the same body in this process; `json_loads_s` is the standard
+`json_decode_s` and `validate_s` time the server's first two steps (engine.leads.validation.decode_leads, msgspec,
+and engine.leads.validation.check_leads) on the same body in this process; `json_loads_s` is the standard
 decoder on the same body, for comparison.
 """
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main() -> None:
     rows = leads()
     body = json.dumps(rows).encode()
     raw = raw_sqlite(tmp, rows)
-    from engine.leads.phonelists import check_leads, decode_leads
+    from engine.leads.validation import check_leads, decode_leads
 
     start = time.perf_counter()
     parsed = decode_leads(body)

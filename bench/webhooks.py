@@ -147,7 +147,7 @@ def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
 
 def main() -> None:
     from engine.directory import accounts, security
-    from engine.events.webhooks import Deliverer
+    from engine.events.delivery import Deliverer
     from engine.store import db, schema
     from engine.store.models import Account, OutboxEvent
 

@@ -20,7 +20,7 @@ import gevent.event
 import gevent.pool
 
 from engine.callcenter import sync
-from engine.esl.client import ESLError
+from engine.esl.errors import ESLError
 from engine.esl.supervisor import ESLSupervisor
 from engine.store import changes
 from engine.store.db import connection

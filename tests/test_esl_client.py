@@ -10,7 +10,8 @@ import gevent
 import gevent.event
 import pytest
 
-from engine.esl.client import AuthError, CommandTimeout, ConnectionLost, ESLClient, ESLError
+from engine.esl.client import ESLClient
+from engine.esl.errors import AuthError, CommandTimeout, ConnectionLost, ESLError
 from tests.fakeswitch import FakeSwitch
 
 

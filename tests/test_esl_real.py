@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.esl.client import ESLClient, ESLError
+from engine.esl.client import ESLClient
+from engine.esl.errors import ESLError
 
 _TARGET = os.environ.get("SWITCHDESK_TEST_ESL")
 pytestmark = [

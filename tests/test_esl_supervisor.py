@@ -9,7 +9,7 @@ import gevent
 import gevent.event
 import pytest
 
-from engine.esl.client import ConnectionLost
+from engine.esl.errors import ConnectionLost
 from engine.esl.supervisor import ESLSupervisor
 from tests.fakeswitch import FakeSwitch
 from tests.support import wait_until

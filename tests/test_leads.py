@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.leads import phonelists as service
+from engine.leads import csvformat, imports, streaming, validation
 from engine.store.models import Lead, LeadImport, PhoneList
 from tests.test_phone_lists import add, make_list
 
@@ -45,6 +45,28 @@ def test_ext_api_vars_returned_exactly_with_key_order(api, plist):
     assert json.loads(raw)["data"][0]["ext_api_vars"] == ext
     r = api.put(f"/api/phone_list/{plist}/lead/5551000", json={"name": "x"})
     assert list(r.get_json()["data"]["ext_api_vars"]) == ["zeta", "alpha", "m", "n", "t"]
+
+
+def test_ext_api_vars_null_is_kept_and_returned_as_null(api, plist):
+    """The vendor document's third lead has `"ext_api_vars": null`: posted (fast path, standard decoder, form,
+    CSV) or written with PUT, it is stored and returned as null; a lead without the field gets {}."""
+    add(api, plist, [{"phone": "5551000", "ext_api_vars": None}, {"phone": "5552000"},
+                     {"phone": "5553000", "priority": 1.0, "ext_api_vars": None}])  # a float: the standard path
+    assert add(api, plist, {"phone": "5554000", "name": "one", "ext_api_vars": None})["added"] == 1
+    r = api.post(f"/api/phone_list/{plist}/lead", data="phone,name,ext_api_vars\n5555000,csv,null\n",
+                 content_type="text/csv")
+    assert r.status_code == 200, r.get_json()
+    by_phone = {x["phone"]: x["ext_api_vars"] for x in get_leads(api, plist)}
+    assert by_phone == {"5551000": None, "5552000": {}, "5553000": None, "5554000": None, "5555000": None}
+    assert '"phone":"5551000","lead_id":null,"priority":0,"name":null,"tags":null,"ext_api_vars":null' in api.get(
+        f"/api/phone_list/{plist}/lead").get_data(as_text=True)
+    r = api.put(f"/api/phone_list/{plist}/lead/5552000", json={"ext_api_vars": None})
+    assert r.status_code == 200 and r.get_json()["data"]["ext_api_vars"] is None
+    assert {x["phone"]: x["ext_api_vars"] for x in get_leads(api, plist)}["5552000"] is None
+    r = api.put(f"/api/phone_list/{plist}/lead/5552000", json={"ext_api_vars": {"a": 1}})
+    assert r.get_json()["data"]["ext_api_vars"] == {"a": 1}
+    r = api.put(f"/api/phone_list/{plist}/lead/5551000", json={"name": "x"})  # untouched: stays null
+    assert r.get_json()["data"]["ext_api_vars"] is None
 
 
 def test_phones_normalised_and_unique_per_list(api, plist):
@@ -188,7 +210,7 @@ def test_csv_export_round_trips_through_import(api, plist):
     import io
 
     out = io.StringIO()
-    assert service.write_csv(plist, out) == 2
+    assert csvformat.write_csv(plist, out) == 2
     copy = make_list(api, "Copy")["id"]
     r = api.post(f"/api/phone_list/{copy}/lead", data=out.getvalue(), content_type="text/csv")
     assert r.status_code == 200, r.get_json()
@@ -200,9 +222,9 @@ def test_csv_export_round_trips_through_import(api, plist):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(service, "LARGE_BATCH", 10)
-    monkeypatch.setattr(service, "CHUNK", 4)
-    monkeypatch.setattr(service, "READ_CHUNK", 7)
+    monkeypatch.setattr(imports, "LARGE_BATCH", 10)
+    monkeypatch.setattr(imports, "CHUNK", 4)
+    monkeypatch.setattr(streaming, "READ_CHUNK", 7)
 
 
 def test_large_batch_is_staged_and_counts_and_places_are_right(api, plist, small_chunks):
@@ -227,7 +249,7 @@ def test_staged_import_is_invisible_until_published(api, plist, tenant, small_ch
     def peek(done: int, total: int) -> None:
         seen.append((done, phones(api, plist), PhoneList.get_by_id(plist).list_rows))
 
-    service.add_leads(tenant.account_id, plist, [{"phone": f"55510{i:02d}"} for i in range(12)], progress=peek)
+    imports.add_leads(tenant.account_id, plist, [{"phone": f"55510{i:02d}"} for i in range(12)], progress=peek)
     assert [s[0] for s in seen] == [4, 8, 12]
     assert all(s[1] == ["5559999"] and s[2] == 1 for s in seen)
     assert len(phones(api, plist)) == 13
@@ -239,9 +261,9 @@ def test_failed_staged_import_leaves_the_list_unchanged(api, plist, tenant, smal
     def boom(list_id: int, import_id: int):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(service, "_publish", boom)
+    monkeypatch.setattr(imports, "_publish", boom)
     with pytest.raises(RuntimeError):
-        service.add_leads(tenant.account_id, plist, [{"phone": f"55510{i:02d}"} for i in range(12)])
+        imports.add_leads(tenant.account_id, plist, [{"phone": f"55510{i:02d}"} for i in range(12)])
     assert Lead.select().count() == 1 and LeadImport.select().count() == 0
     assert get_leads(api, plist)[0]["name"] == "kept"
 
@@ -372,7 +394,7 @@ def _reference(body: bytes) -> tuple:
         rows = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return (400, "Malformed JSON body", None)
-    return _outcome(lambda: service.check_leads(rows))
+    return _outcome(lambda: validation.check_leads(rows))
 
 
 def _row_text(fields: dict[str, str], spaced: bool) -> str:
@@ -404,9 +426,9 @@ def test_fast_decode_matches_the_standard_decoder():
     def check(texts: list[str]) -> None:
         # the batch, then each row alone (a refused batch would hide what its good rows became)
         for body in [("[" + ",".join(texts) + "]").encode(), *(f"[{text}]".encode() for text in texts)]:
-            decoded = service.decode_leads(body)
+            decoded = validation.decode_leads(body)
             if decoded is not None:
-                outcome = _outcome(lambda decoded=decoded: service.check_leads(decoded))
+                outcome = _outcome(lambda decoded=decoded: validation.check_leads(decoded))
                 assert outcome == _reference(body), body
                 fast.append(outcome[0])
 
@@ -424,9 +446,9 @@ def test_fast_decode_matches_the_standard_decoder():
     b'[{"phone": "5551000", "ext_api_vars": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}]",
 ])
 def test_fast_decode_malformed_bodies(body):
-    decoded = service.decode_leads(body)
+    decoded = validation.decode_leads(body)
     assert _reference(body) == (400, "Malformed JSON body", None)
-    assert decoded is None or _outcome(lambda: service.check_leads(decoded)) == (400, "Malformed JSON body", None)
+    assert decoded is None or _outcome(lambda: validation.check_leads(decoded)) == (400, "Malformed JSON body", None)
 
 
 def test_plain_batch_is_checked_a_column_at_a_time_with_the_same_result():
@@ -434,24 +456,24 @@ def test_plain_batch_is_checked_a_column_at_a_time_with_the_same_result():
     plain = [{"phone": f"+97250{i:07d}", "name": f" Lead {i} ", "lead_id": str(i), "priority": i % 3 - 1,
               "tags": "" if i % 2 else None, "ext_api_vars": {"crm_id": i, "m": "שלום", "n": None}} for i in range(50)]
     plain.append({"phone": "+972500000007", "name": "dup"})  # the last of duplicate phones wins
-    decoded = service.decode_leads(json.dumps(plain).encode())
-    batch = service._plain_batch(decoded)
-    assert batch is not None and batch == service.check_leads(plain)
+    decoded = validation.decode_leads(json.dumps(plain).encode())
+    batch = validation._plain_batch(decoded)
+    assert batch is not None and batch == validation.check_leads(plain)
     assert batch["+972500000007"][1] == "dup" and batch["+972500000001"][1] == "Lead 1"
     for change in ({"phone": "555 1000"}, {"phone": "5551000\n5552000"}, {"name": "a\x01"}, {"tags": "x" * 501},
                    {"lead_id": "\x7f"}, {"priority": 2**31}, {"priority": "3"}, {"ext_api_vars": {"f": 1.5}},
                    {"ext_api_vars": {"s": "a\nb"}}, {"phone": 5551000}):
         rows = [*plain[:3], {**plain[3], **change}]
-        decoded = service.decode_leads(json.dumps(rows).encode())
-        assert service._plain_batch(decoded) is None, change
-        assert _outcome(lambda rows=rows: service.check_leads(rows)) == _outcome(
-            lambda decoded=decoded: service.check_leads(decoded))
+        decoded = validation.decode_leads(json.dumps(rows).encode())
+        assert validation._plain_batch(decoded) is None, change
+        assert _outcome(lambda rows=rows: validation.check_leads(rows)) == _outcome(
+            lambda decoded=decoded: validation.check_leads(decoded))
 
 
 def test_api_takes_the_fast_path_for_arrays(api, plist, monkeypatch):
     seen = []
-    real = service.decode_leads
-    monkeypatch.setattr(service, "decode_leads", lambda body: seen.append(real(body)) or seen[-1])
+    real = validation.decode_leads
+    monkeypatch.setattr(validation, "decode_leads", lambda body: seen.append(real(body)) or seen[-1])
     assert add(api, plist, [{"phone": "5551000", "ext_api_vars": {"n": 1e16, "k": "v"}}])["added"] == 1
     assert add(api, plist, {"phone": "5552000"})["added"] == 1
     assert seen[0] is not None and seen[1] is None  # an object body goes to the standard decoder

@@ -16,9 +16,9 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from engine.directory import security
-from engine.events import webhooks
+from engine.events import delivery, sender
+from engine.events.delivery import Deliverer
 from engine.events.outbox import emit
-from engine.events.webhooks import Deliverer
 from engine.server import NoDelayHandler
 from engine.store.db import db
 from engine.store.models import Account, OutboxEvent
@@ -241,11 +241,11 @@ def test_retries_keep_the_id_and_the_account_order(tenant, receiver, deliverers,
 
 def test_retry_delay_doubles_with_jitter_and_is_capped():
     for attempts in range(1, 30):
-        window = min(webhooks.RETRY_CAP, webhooks.RETRY_BASE * 2 ** (attempts - 1))
-        delays = [webhooks.retry_delay(attempts) for _ in range(50)]
+        window = min(delivery.RETRY_CAP, delivery.RETRY_BASE * 2 ** (attempts - 1))
+        delays = [delivery.retry_delay(attempts) for _ in range(50)]
         assert all(window / 2 <= d <= window for d in delays)
-    assert webhooks.retry_delay(40) <= 600
-    assert len({round(webhooks.retry_delay(8), 6) for _ in range(20)}) > 1
+    assert delivery.retry_delay(40) <= 600
+    assert len({round(delivery.retry_delay(8), 6) for _ in range(20)}) > 1
 
 
 @pytest.mark.parametrize(("status", "fails_at_once"), [(400, True), (404, True), (410, True), (408, False),
@@ -282,7 +282,7 @@ def test_a_stalled_receiver_times_out_and_is_retried(tenant, receiver, deliverer
 
 
 def test_the_default_timeout_is_five_seconds():
-    assert webhooks.SEND_TIMEOUT == 5.0 and Deliverer().sender.timeout == 5.0
+    assert sender.SEND_TIMEOUT == 5.0 and Deliverer().sender.timeout == 5.0
 
 
 def test_retries_stop_24_hours_after_the_event_and_it_is_kept(tenant, receiver, deliverers, clock):
@@ -292,9 +292,9 @@ def test_retries_stop_24_hours_after_the_event_and_it_is_kept(tenant, receiver, 
     deliverers(clock=clock)
     wait_until(lambda: OutboxEvent.get(OutboxEvent.id == first).attempts == 1)
     ts = OutboxEvent.get(OutboxEvent.id == first).ts
-    clock.advance(webhooks.MAX_AGE - 300)
+    clock.advance(delivery.MAX_AGE - 300)
     wait_until(lambda: OutboxEvent.get(OutboxEvent.id == first).attempts == 2)
-    assert OutboxEvent.get(OutboxEvent.id == first).next_attempt <= ts + webhooks.MAX_AGE  # the last try at 24 h
+    assert OutboxEvent.get(OutboxEvent.id == first).next_attempt <= ts + delivery.MAX_AGE  # the last try at 24 h
     clock.advance(400)
     wait_until(lambda: statuses(tenant.account_id) == {"failed": 1, "delivered": 1})
     event = OutboxEvent.get(OutboxEvent.id == first)
@@ -368,7 +368,7 @@ def test_crash_before_acknowledging_resends_with_the_same_ids(tenant, receiver, 
     gevent.sleep(0.2)
     assert len(receiver.requests) == len(sent_by_crashed)  # the crashed process's lease still holds
     assert survivor.stats["lease_busy"] > 0
-    clock.advance(webhooks.LEASE_SECONDS + 1)
+    clock.advance(delivery.LEASE_SECONDS + 1)
     wait_until(lambda: statuses(tenant.account_id) == {"delivered": 120})
     got = receiver.ids()
     assert first_receipts(got) == ids
@@ -401,7 +401,7 @@ from gevent import monkey; monkey.patch_all()
 sys.path.insert(0, sys.argv[1])
 import gevent, gevent.event
 from engine.store import db
-from engine.events.webhooks import Deliverer
+from engine.events.delivery import Deliverer
 from tests.querycount import count_queries
 db.bind(sys.argv[2])
 deliverer = Deliverer(allow_private=True, poll_interval=0.01, batch=5).start()

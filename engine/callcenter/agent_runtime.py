@@ -5,10 +5,11 @@
   last_bridge_end current and report activity changes as agent:status
   (ringing or talking, mod_callcenter's own wrap-up after a queue call); On
   Break set by mod_callcenter (max-no-answer) becomes the reserved system
-  pause. Handlers run on the ESL dispatcher: short database writes only.
+  pause (engine.callcenter.agent_events). Handlers run on the ESL dispatcher: short database
+  writes only.
 * One timer greenlet ends what is due — pauses past their max_duration,
   wrap-ups, mod_callcenter's wrap-up window, a suppressed window — through
-  engine.callcenter.agents (committed, reported, then synced), and asks for a sync at
+  engine.callcenter.agent_state (committed, reported, then synced), and asks for a sync at
   each time-group edge of a joined tier (timegroups.next_change, so daylight
   saving is the schedule's business). Every deadline is read back from the
   database, so after a restart the timers resume with the time that is left.
@@ -23,7 +24,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from engine.callcenter import agents, sync, timegroups
+from engine.callcenter import agent_events, agent_state, agents, sync, timegroups
 from engine.store import changes
 from engine.store.db import connection
 from engine.store.models import Tier, TimeGroup
@@ -113,7 +114,7 @@ class AgentRuntime:
             bridge_end = int(value) if value.isdigit() else int(clock())
         try:
             with connection():
-                agents.observe(name, status=event.get_str("CC-Agent-Status") if action == "agent-status-change"
+                agent_events.observe(name, status=event.get_str("CC-Agent-Status") if action == "agent-status-change"
                                else None,
                                state=event.get_str("CC-Agent-State") if action == "agent-state-change" else None,
                                bridge_end=bridge_end)
@@ -130,7 +131,7 @@ class AgentRuntime:
             return
         try:
             with connection():
-                differed = agents.reconcile(sync.parse_table(text))
+                differed = agent_events.reconcile(sync.parse_table(text))
             if differed:
                 log.info("reconciled %d agents with mod_callcenter", differed)
         except Exception:
@@ -143,7 +144,7 @@ class AgentRuntime:
         """Settle what is due; returns when to look again (epoch seconds), None: nothing scheduled."""
         t = clock()
         with connection():
-            deadline = agents.due(int(t), self.engine.account_ids)
+            deadline = agent_state.due(int(t), self.engine.account_ids)
             if self._edge is not None and t >= self._edge:
                 self.engine.request_sync()  # a time group opened or closed: its tiers come or go
                 self._edges_stale = True

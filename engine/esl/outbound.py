@@ -31,7 +31,9 @@ import gevent.pool
 import gevent.server
 import gevent.socket
 
-from .client import DEFAULT_TIMEOUT, CommandTimeout, ConnectionLost, ESLConnection, ESLError, Handler
+from .connection import ESLConnection
+from .dispatch import Handler
+from .errors import DEFAULT_TIMEOUT, CommandTimeout, ConnectionLost, ESLError
 from .protocol import COMMAND_REPLY, Event, Frame, channel_data
 
 __all__ = ["OutboundBindError", "OutboundServer", "OutboundSession", "SessionHandler"]
@@ -254,9 +256,8 @@ class OutboundServer:
         self.sessions.add(session)
         try:
             session.connect(self.connect_timeout)
-            log.info(
-                "outbound call %s from %s to %s", session.uuid, session.caller_id_number, session.destination_number
-            )
+            # Not the destination: on this socket it is a check-in code, a secret.
+            log.info("outbound call %s from %s", session.uuid, session.caller_id_number)
             self.handler(session)
         except ConnectionLost as exc:
             log.info("outbound session %s ended: %s", session.uuid, exc)

@@ -25,6 +25,7 @@ __all__ = [
     "FrameParser",
     "HeaderValue",
     "ProtocolError",
+    "check_command_line",
     "decode_header_block",
     "parse_event",
     "parse_json_event",
@@ -330,6 +331,15 @@ def channel_data(frame: Frame) -> Event:
     """The outbound-socket ``connect`` reply: channel headers in a command/reply frame."""
     headers: dict[str, HeaderValue] = {k: _plain_value(v) for k, v in frame.headers.items()}
     return Event(headers, None, "plain")
+
+
+def check_command_line(command: str) -> None:
+    """Refuse a command (or header) that is not a single line.
+
+    A newline would end this command and start another: injection.
+    """
+    if "\n" in command or "\r" in command:
+        raise ValueError("ESL command must be a single line")
 
 
 @dataclass(slots=True)

@@ -23,7 +23,8 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from .client import ConnectionLost, ESLClient, ESLError
+from .client import ESLClient
+from .errors import ConnectionLost, ESLError
 
 __all__ = ["ESLSupervisor", "SupervisorStatus"]
 
@@ -217,7 +218,12 @@ class ESLSupervisor:
                 self._last_error = str(exc)
                 failures += 1
                 delay = self.backoff(failures - 1)
-                log.warning("%s: connect failed (%s); retry in %.1fs", self.name, exc, delay)
+                # Said once per outage; the retries go on quietly (a box without FreeSWITCH yet
+                # would otherwise log a warning every few seconds for ever).
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "%s: cannot reach FreeSWITCH (%s); retrying every %.0f s at most, quietly%s",
+                        self.name, exc, self.backoff_max,
+                        " (set --esl / SWITCHDESK_ESL, or --no-esl to run without it)" if self._attempts == 1 else "")
                 self._stopping.wait(delay)
                 continue
             failures = 0

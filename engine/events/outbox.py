@@ -18,6 +18,11 @@ EVENT_NAMES = frozenset({
     "call:start", "call:ring", "call:answer", "call:end",
 })
 
+# An event's delivery status (engine.events.delivery): `pending` (waiting or retrying), `delivered` (2xx),
+# `failed` (refused for good, or 24 hours of retries), `skipped` (no Event Push URL when its turn came).
+PENDING, DELIVERED, FAILED, SKIPPED = "pending", "delivered", "failed", "skipped"
+STATUSES = (PENDING, DELIVERED, FAILED, SKIPPED)
+
 # Told the account id once a transaction that recorded its event has committed: the webhook
 # deliverer's wake-up, so a new event goes out at once instead of at the next poll.
 _commit_listeners: list[Callable[[int], None]] = []
@@ -45,11 +50,11 @@ def emit(account_id: int, event: str, data: dict[str, Any], *, ts: int | None = 
     if not db.obj.in_transaction():
         raise RuntimeError("emit() must run inside the transaction of the change it reports")
     at = now()
-    values = (str(uuid.uuid4()), account_id, event, ts or at, OutboxEvent.data.db_value(data), "pending", 0, at)
+    values = (str(uuid.uuid4()), account_id, event, ts or at, OutboxEvent.data.db_value(data), PENDING, 0, at)
     cursor = db.obj.execute_sql(_insert_sql(), values)
     seq = cursor.lastrowid if is_sqlite() else cursor.fetchone()[0]
     recorded = OutboxEvent(seq=seq, id=values[0], account=account_id, event=event, ts=values[3], data=data,
-                           status="pending", attempts=0, next_attempt=at, last_error=None, delivered_at=None)
+                           status=PENDING, attempts=0, next_attempt=at, last_error=None, delivered_at=None)
     if _commit_listeners:
         db.after_commit(lambda: announce(account_id))
     return recorded

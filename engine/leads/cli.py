@@ -1,6 +1,6 @@
 """`switchdesk leads import|export`: CSV in and out of a phone list, straight against the database.
 
-The import follows the API's rules (engine.leads.phonelists.add_leads): all rows or
+The import follows the API's rules (engine.leads.imports.add_leads): all rows or
 none, upsert by phone, large files written as a staged import, so the engine
 keeps writing while a million-row file goes in.
 """
@@ -28,7 +28,8 @@ def progress_bar(out: TextIO = sys.stderr, width: int = 30):
 
 def cmd_import(args: argparse.Namespace) -> int:
     from engine.errors import ServiceError
-    from engine.leads import phonelists as leads
+    from engine.leads.csvformat import parse_csv
+    from engine.leads.imports import add_leads
     from engine.store import db, schema
 
     try:
@@ -45,9 +46,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         schema.init_schema(database)
         lines: list[int] = []
         try:
-            rows = leads.parse_csv(data, lines)
+            rows = parse_csv(data, lines)
             print(f"{len(rows)} rows read; checking and writing", file=sys.stderr)
-            result = leads.add_leads(None, args.list_id, rows, progress=progress_bar())
+            result = add_leads(None, args.list_id, rows, progress=progress_bar())
         except ServiceError as exc:
             print(f"switchdesk: {exc.msg}", file=sys.stderr)
             problems = (exc.data or {}).get("errors", []) if isinstance(exc.data, dict) else []
@@ -64,17 +65,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.errors import ServiceError
-    from engine.leads import phonelists as leads
+    from engine.leads.csvformat import write_csv
+    from engine.leads.phonelists import get_list
     from engine.store import db
 
     database = db.bind(args.db)
     with database.connection_context():
         try:
-            leads.get_list(None, args.list_id)
+            get_list(None, args.list_id)
         except ServiceError as exc:
             print(f"switchdesk: {exc.msg}", file=sys.stderr)
             return 1
-        count = leads.write_csv(args.list_id, sys.stdout)
+        count = write_csv(args.list_id, sys.stdout)
     sys.stdout.flush()
     print(f"{count} leads exported", file=sys.stderr)
     return 0

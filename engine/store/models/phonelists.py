@@ -33,7 +33,7 @@ class LeadImport(BaseModel):
     """A large batch being written in chunks; its rows stay hidden until it is published.
 
     Rows of an import that never published (the process died) are purged by
-    the next large import once the import is older than `engine.leads.phonelists.STALE_IMPORT`.
+    the next large import once the import is older than `engine.leads.imports.STALE_IMPORT`.
     """
 
     id = peewee.AutoField()

@@ -1,0 +1,122 @@
+"""Event dispatch for an ESL connection, kept apart from the socket.
+
+How events reach their handlers (in order, off the reader; a bounded queue
+whose overflow blocks the reader so TCP backpressure reaches FreeSWITCH; slow
+handlers in a bounded pool) changes for reasons of its own, independently of
+how frames are read or replies paired with commands.  :class:`EventDispatcher`
+is mixed into :class:`~engine.esl.connection.ESLConnection`, which owns the
+greenlets and feeds the queue from its reader.
+
+**Overflow policy:** when the queue is full the reader blocks, so it stops
+reading the socket; nothing is dropped, and every time the reader had to wait
+is counted in ``stats["queue_full_waits"]``.  Handlers run on the dispatcher
+greenlet, in event order, never on the reader; a handler registered with
+``spawn=True`` runs in its own greenlet from a bounded pool, so a slow handler
+delays nothing else.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+
+import gevent.pool
+import gevent.queue
+
+from .protocol import Event
+
+__all__ = ["EventDispatcher", "Handler"]
+
+log = logging.getLogger("switchdesk.esl")
+
+Handler = Callable[[Event], None]
+
+
+class EventDispatcher:
+    """The handler registry, the bounded event queue and the dispatcher loop.
+
+    Expects ``name``, ``stats`` and ``_alive`` from the connection it is mixed into.
+    """
+
+    name: str
+    stats: collections.Counter[str]
+    _alive: bool
+
+    def _init_dispatch(self, *, queue_size: int, handler_pool_size: int) -> None:
+        self._queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=queue_size)
+        self._handler_pool = gevent.pool.Pool(handler_pool_size)
+        self._handlers: dict[str, list[tuple[Handler, bool]]] = {}
+
+    # -- handlers ----------------------------------------------------------
+
+    def on_event(self, name: str, handler: Handler, *, spawn: bool = False) -> None:
+        """Call ``handler(event)`` for events named ``name`` (or CUSTOM subclass, or ``*``).
+
+        Handlers run in event order on the dispatcher greenlet and must hand
+        work off quickly; ``spawn=True`` runs each call in its own greenlet
+        (bounded pool) for handlers that may block.  ``"log"`` receives
+        ``log/data`` frames and ``"DISCONNECT"`` the disconnect notices.
+        """
+        entries = self._handlers.setdefault(name, [])
+        if all(h is not handler for h, _ in entries):
+            entries.append((handler, spawn))
+
+    def off_event(self, name: str, handler: Handler) -> None:
+        entries = self._handlers.get(name, [])
+        self._handlers[name] = [(h, s) for h, s in entries if h is not handler]
+        if not self._handlers[name]:
+            del self._handlers[name]
+
+    # -- queueing ----------------------------------------------------------
+
+    def _enqueue(self, event: Event) -> None:
+        q = self._queue
+        if q.full():
+            # Overflow policy: block the reader (TCP backpressure), count it.
+            self.stats["queue_full_waits"] += 1
+        q.put(event)
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.qsize()
+
+    # -- dispatching -------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        q = self._queue
+        while True:
+            event = q.get()
+            if event is None:
+                if not self._alive and q.empty():
+                    return
+                continue
+            self._dispatch(event)
+
+    def _handlers_for(self, event: Event) -> list[tuple[Handler, bool]]:
+        if event.format == "disconnect":
+            key = "DISCONNECT"
+        elif event.format == "log":
+            key = "log"
+        else:
+            key = event.key
+        found = self._handlers.get(key, [])
+        star = self._handlers.get("*")
+        if star and key not in ("DISCONNECT", "log"):
+            found = found + star
+        return found
+
+    def _dispatch(self, event: Event) -> None:
+        for handler, spawn in self._handlers_for(event):
+            if spawn:
+                self._handler_pool.spawn(self._run_handler, handler, event)
+            else:
+                self._run_handler(handler, event)
+        self.stats["dispatched"] += 1
+
+    def _run_handler(self, handler: Handler, event: Event) -> None:
+        try:
+            handler(event)
+        except Exception:
+            self.stats["handler_errors"] += 1
+            log.exception("%s: handler %r failed on %r", self.name, handler, event)
