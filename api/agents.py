@@ -16,7 +16,9 @@ from pydantic import Field
 from api import users as users_api
 from api.auth import Principal
 from api.envelope import APIError, ok
+from api.queues import QUEUE_RECORD_SCHEMA, queue_records
 from api.spec import Flag, Id, IdList, Schema, endpoint
+from engine.callcenter import agent_state
 from engine.callcenter import agents as service
 from engine.store.models import Queue, Tier
 
@@ -63,9 +65,10 @@ _METHODS = ["GET", "POST"]
           body=CheckInDeviceQuery)
 def check_in_device(principal: Principal, body: CheckInDeviceQuery):
     """No action from the agent. A device in use by another agent, or an agent checked in on another
-    device, is 409 unless `forceCheckOut=1`. The agent joins its queues with tier mode 2 or 4."""
+    device, is 409 unless `forceCheckOut=1`. The agent joins its queues with tier mode 2 or 4. Checking
+    another agent out of the device (`forceCheckOut=1` on a device in use) needs `agents` (403)."""
     service.check_in_device(principal.account_id, _target(principal, body.user_id), body.device_id,
-                            bool(body.forceCheckOut))
+                            bool(body.forceCheckOut), may_act_for_others=principal.can("agents"))
     return ok()
 
 
@@ -95,30 +98,35 @@ def wrapup(principal: Principal, body: WrapupQuery):
     return ok()
 
 
-def membership_records(tiers: list[Tier]) -> list[dict[str, Any]]:
-    names = {q.id: q.name for q in Queue.select(Queue.id, Queue.name).where(
-        Queue.id.in_([t.queue_id for t in tiers]))} if tiers else {}
-    return [{"queue_id": t.queue_id, "name": names.get(t.queue_id), "mode": t.mode, "position": t.position,
-             "level": t.level, "timegroup_id": t.timegroup_id, "joined": t.joined} for t in tiers]
+def membership_queues(account_id: int, tiers: list[Tier]) -> list[dict[str, Any]]:
+    """The agent's queues as the vendor document's setQueues example shows them: queue records (`id`,
+    `account_id`, `site_id`, `name`, `tv_name`, `strategy`, `record`, ..., `users` as 7-item rows), in the
+    order of the memberships, each with `joined`: whether this agent is joined to it now."""
+    by_id = {q.id: q for q in Queue.select().where(Queue.id.in_([t.queue_id for t in tiers]))} if tiers else {}
+    records = queue_records(account_id, [by_id[t.queue_id] for t in tiers if t.queue_id in by_id])
+    joined = {t.queue_id: t.joined for t in tiers}
+    return [{**record, "joined": joined[record["id"]]} for record in records]
 
 
 @endpoint(bp, "/setQueues", _METHODS, summary="Set the queues an agent is joined to", tag="agents",
-          body=QueuesQuery)
+          body=QueuesQuery, response={"type": "array", "items": {"allOf": [QUEUE_RECORD_SCHEMA, {
+              "type": "object", "required": ["joined"], "properties": {"joined": {"type": "boolean"}}}]}})
 def set_queues(principal: Principal, body: QueuesQuery):
     """`queue_ids` becomes the set of joined queues among the agent's memberships (others: 400 naming
     them). Only tiers with mode flag 1 are joined or left; locked (4) and auto-join-only (2) tiers keep
     their state, and listing one that is not joined is 400. Needs a checked-in agent (409).
 
-    `data`: `{"user_id", "queues": [joined ids], "memberships": [{queue_id, name, mode, position, level,
-    timegroup_id, joined}]}`."""
+    `data`: the agent's queues (every membership, joined or not) as queue objects, as in the vendor
+    document's example (`id`, `account_id`, `site_id`, `name`, `tv_name`, `strategy`, `record`, ...,
+    `users`: rows `[user_id, mode, position, level, name, timegroup_id, joined]`), each with `joined`:
+    whether this agent is joined to it now."""
     user_id = _target(principal, body.user_id)
     tiers = service.set_queues(principal.account_id, user_id, body.queue_ids)
-    return ok({"user_id": user_id, "queues": [t.queue_id for t in tiers if t.joined],
-               "memberships": membership_records(tiers)})
+    return ok(membership_queues(principal.account_id, tiers))
 
 
 def _user_agent_fields(user_ids: list[int]) -> dict[int, dict[str, Any]]:
-    return service.user_fields(user_ids) if user_ids else {}
+    return agent_state.user_fields(user_ids) if user_ids else {}
 
 
 if _user_agent_fields.__name__ not in {getattr(p, "__name__", "") for p in users_api.EXTRA_PROVIDERS}:

@@ -12,18 +12,15 @@ import peewee
 from flask import g, request
 from peewee import JOIN
 
-from api.body import request_json
+from api.body import key_may_be_in_body, request_json
 from api.envelope import APIError
 from engine.directory import security
+from engine.directory.users import MODULES as MODULES  # re-exported: the API validates module names with it
+from engine.directory.users import Actor, effective_permissions
 from engine.store import fastq
 from engine.store.db import db
 from engine.store.models import Account, ApiKey, PermissionGroup, User, UserSession, now
 
-# The complete list of permission modules (DESIGN.md).
-MODULES = (
-    "call_center_api", "users", "phone_lists", "queues", "agents", "devices",
-    "pauses", "timegroups", "settings", "events", "reports",
-)
 SESSION_COOKIE = "switchdesk_session"
 _LAST_USED_EVERY = 60  # seconds between writes of a key's last_used / a session's expiry
 
@@ -43,15 +40,16 @@ class Principal:
     def can(self, module: str) -> bool:
         return module in self.permissions
 
+    @property
+    def actor(self) -> Actor:
+        """The caller as the services see it (engine.directory.users: who may change whom)."""
+        return Actor(self.user.id, bool(self.user.is_admin), self.permissions)
 
-def effective_permissions(user: User, group: PermissionGroup | None) -> frozenset[str]:
-    """Admins have all; otherwise the group's grants, then the user's own overrides."""
-    if user.is_admin:
-        return frozenset(MODULES)
-    granted = {m for m, on in ((group.permissions if group else {}) or {}).items() if on}
-    for module, on in (user.permissions or {}).items():
-        (granted.add if on else granted.discard)(module)
-    return frozenset(granted & set(MODULES))
+
+def credentials_outside_body() -> bool:
+    """Does the request name its caller without its body (header, query or session cookie)?"""
+    return bool(request.headers.get("Authorization") or request.args.get("api_key")
+                or request.cookies.get(SESSION_COOKIE))
 
 
 def _presented_key() -> str | None:
@@ -61,6 +59,8 @@ def _presented_key() -> str | None:
     key = request.args.get("api_key")
     if key:
         return key
+    if not key_may_be_in_body():
+        return None  # a large body is never read (or parsed) to find who sent it
     if request.form and request.form.get("api_key"):
         return request.form["api_key"]
     if request.is_json:

@@ -17,7 +17,8 @@ class CheckInQuery(Schema):
     user_id: Id | None = Field(None, description="the agent; default the caller (API key's or session user). "
                                                  "Another user needs the `agents` permission")
     forceCheckOut: Flag = Field(0, description="1: the check-in takes the phone from whoever is checked in "
-                                               "with it; 0: a busy phone refuses the check-in")
+                                               "with it (needs the `agents` permission); 0: a busy phone "
+                                               "refuses the check-in")
 
 
 @endpoint(bp, "/checkIn", ["GET", "POST"], summary="Get a one-time check-in code to dial from the phone",
@@ -29,6 +30,7 @@ def check_in(principal: Principal, body: CheckInQuery):
     beeps when the code is wrong, used or expired (or the phone is busy without `forceCheckOut`, or has
     dialled 5 wrong codes in 15 minutes)."""
     user_id = body.user_id or principal.user.id
-    if user_id != principal.user.id:
+    if user_id != principal.user.id or body.forceCheckOut:
+        # forceCheckOut acts only on another agent: whoever holds the phone the code is dialled from
         require_permission(principal, "agents")
     return ok(service.issue_code(principal.account_id, user_id, force_checkout=bool(body.forceCheckOut)))

@@ -11,7 +11,7 @@ import phonenumbers
 from flask import Blueprint, make_response, request
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.auth import MODULES, SESSION_COOKIE, Principal, effective_permissions
+from api.auth import MODULES, SESSION_COOKIE, Principal
 from api.envelope import APIError, ok
 from api.membership import QueueRows, memberships
 from api.spec import Flag, Id, IdList, Page, Schema, endpoint, parse_json_text, split_list, submitted_fields
@@ -84,6 +84,8 @@ class UserFields(Schema):
     """Writable user fields. On PUT only the submitted ones change."""
 
     active: Flag | None = None
+    is_admin: bool | None = Field(None, description="all permissions; only an admin may set it (403 otherwise); "
+                                                    "the last active admin cannot lose it (409)")
     is_agent: bool | None = None
     in_reports: bool | None = None
     name: Name | None = None
@@ -236,18 +238,11 @@ def record(user: User) -> dict[str, Any]:
     return records([user])[0]
 
 
-def _check_grants(principal: Principal, user: User, fields: dict[str, Any]) -> None:
-    """A non-admin cannot hand out permissions it does not hold itself."""
+def _check_grants(principal: Principal, fields: dict[str, Any]) -> None:
+    """Writing queue_perms needs the `queues` module too. Who may change whom, and grant what, is the
+    service's rule (engine.directory.users: rights within the caller's, admins only by admins)."""
     if "queue_perms" in fields and not principal.can("queues"):
         raise APIError(403, "Permission denied: queues (needed to write queue_perms)")
-    if principal.user.is_admin or not ({"permissions", "pgroup_id"} & fields.keys()):
-        return
-    group_id = fields.get("pgroup_id", user.pgroup_id)
-    group = PermissionGroup.get_or_none(PermissionGroup.id == group_id) if group_id else None
-    probe = User(is_admin=False, permissions=fields.get("permissions", user.permissions))
-    excess = effective_permissions(probe, group) - principal.permissions
-    if excess:
-        raise APIError(403, f"You cannot grant permissions you do not have: {', '.join(sorted(excess))}")
 
 
 def _contains_pattern(text: str) -> str:
@@ -304,24 +299,47 @@ def get_user(principal: Principal, user_id: int):
 
 @endpoint(bp, "", ["POST"], summary="Create a user", tag="users", permission="users", body=UserCreate)
 def create_user(principal: Principal, body: UserCreate):
+    """The new user's rights (is_admin, pgroup_id's and its own permissions) must be within the caller's
+    (403). A username or e-mail already taken anywhere in the installation is 409."""
     fields = submitted(body)
-    _check_grants(principal, User(pgroup=None, permissions={}), fields)
-    return ok(record(service.create_user(principal.account_id, fields)))
+    _check_grants(principal, fields)
+    return ok(record(service.create_user(principal.account_id, fields, principal.actor)))
 
 
 @endpoint(bp, "/<int:user_id>", ["PUT"], summary="Update a user (only submitted fields)", tag="users",
           permission="users", body=UserFields)
 def update_user(principal: Principal, user_id: int, body: UserFields):
+    """A caller without admin rights changes only users whose rights are within its own, never an admin,
+    and cannot leave a user (itself included) with more than it has, nor lift its own `api_ip_ranges` or
+    `geo_limit` (403). The last active admin cannot be deactivated or lose `is_admin` (409). A new
+    password ends the user's sessions; its API keys stay (see `POST /api/user/{id}/revoke`)."""
     fields = submitted(body)
-    current = service.get_user(principal.account_id, user_id)
-    _check_grants(principal, current, fields)
-    return ok(record(service.update_user(principal.account_id, user_id, fields)))
+    _check_grants(principal, fields)
+    return ok(record(service.update_user(principal.account_id, user_id, fields, principal.actor)))
 
 
 @endpoint(bp, "/<int:user_id>", ["DELETE"], summary="Delete a user", tag="users", permission="users")
 def delete_user(principal: Principal, user_id: int):
-    service.delete_user(principal.account_id, user_id, principal.user.id)
+    """Not yourself (400); only users whose rights are within yours, an admin only by an admin (403);
+    never the account's last active admin (409)."""
+    service.delete_user(principal.account_id, user_id, principal.actor)
     return ok()
+
+
+_REVOKED = {"type": "object", "properties": {
+    "sessions": {"type": "integer", "description": "sessions ended"},
+    "api_keys": {"type": "integer", "description": "API keys deleted"}}}
+
+
+@endpoint(bp, "/<int:user_id>/revoke", ["POST"], summary="End all of a user's sessions and delete its API keys",
+          tag="users", response=_REVOKED)
+def revoke_user(principal: Principal, user_id: int):
+    """Logs the user out everywhere and deletes every API key it has (integrations using them stop
+    working). Yourself: always allowed; another user needs `users` and rights covering that user's,
+    an admin needs an admin (403). A password change alone ends sessions but keeps API keys."""
+    if user_id != principal.user.id and not principal.can("users"):
+        raise APIError(403, "Permission denied: users")
+    return ok(service.revoke_credentials(principal.account_id, user_id, principal.actor))
 
 
 def _cookie_secure() -> bool:

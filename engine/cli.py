@@ -1,4 +1,4 @@
-"""The `switchdesk` command: init, account create, apikey, serve.
+"""The `switchdesk` command: init, account create, apikey, user (recovery), leads, serve.
 
 gevent's monkey-patching happens here, once, before anything else is
 imported, and only for `serve` (the other commands are plain scripts).
@@ -39,6 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apikey", help="issue a new API key for a user; prints the key")
     _db_arg(p)
     p.add_argument("username")
+
+    p = sub.add_parser("user", help="recover a user on the box: new password, admin rights, end its credentials")
+    usr = p.add_subparsers(dest="user_command", required=True)
+    for name, text in (
+        ("set-password", "set a new password, read from stdin or a prompt (never the command line); "
+                         "ends the user's sessions and lifts a login lock-out"),
+        ("make-admin", "make the user an active admin of its account"),
+        ("revoke", "end every session of the user and delete all its API keys"),
+    ):
+        pu = usr.add_parser(name, help=text, description=text)
+        _db_arg(pu)
+        pu.add_argument("--account-domain", required=True, help="the FreeSWITCH domain of the user's account")
+        pu.add_argument("username")
 
     p = sub.add_parser("leads", help="import or export the leads of a phone list as CSV")
     leads = p.add_subparsers(dest="leads_command", required=True)
@@ -169,6 +182,50 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password() -> str:
+    """The new password from a prompt on a terminal (asked twice), else the first line of stdin."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise ValueError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from engine.directory import users
+    from engine.errors import ServiceError
+    from engine.store import db
+
+    password = None
+    if args.user_command == "set-password":
+        try:
+            password = _read_password()
+        except (ValueError, EOFError, KeyboardInterrupt) as exc:
+            return _fail(str(exc) or "no password given")
+        if not password:
+            return _fail("no password given (write it to stdin or type it at the prompt)")
+    database = db.bind(args.db)
+    with database.connection_context():
+        try:
+            user = users.find_in_account(args.account_domain, args.username)
+            if args.user_command == "set-password":
+                users.set_password(user, password)
+                done = "password changed; its sessions are ended (its API keys stay: use `user revoke`)"
+            elif args.user_command == "make-admin":
+                users.make_admin(user)
+                done = "is now an active admin"
+            else:
+                revoked = users.revoke_credentials(user.account_id, user.id, users.SYSTEM)
+                done = f"{revoked['sessions']} session(s) ended, {revoked['api_keys']} API key(s) deleted"
+        except ServiceError as exc:
+            return _fail(exc.msg)
+    print(f"user {user.username} (id {user.id}): {done}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.server import serve
 
@@ -194,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_account_create(args)
     if args.command == "apikey":
         return cmd_apikey(args)
+    if args.command == "user":
+        return cmd_user(args)
     if args.command == "leads":
         from engine.leads import cli as leads_cli
 

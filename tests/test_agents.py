@@ -9,7 +9,7 @@ import types
 import pytest
 
 from api import create_app
-from engine.callcenter import agent_runtime, agents, pauses, sync
+from engine.callcenter import agent_events, agent_runtime, agent_state, agents, pauses, sync
 from engine.engine import Engine
 from engine.store.models import AgentState, Device, OutboxEvent, PauseReason, Queue, Tier, TimeGroup, User, now
 from tests.conftest import Api, make_tenant
@@ -257,9 +257,9 @@ def test_pause_ends_by_timer(api, desk, tenant):
     assert api.get(f"{URL}/setPause", query_string={"id": lunch.id}).status_code == 200
     until = AgentState.get_by_id(desk["user"]).pause_until
     clear_events()
-    assert agents.due(until - 1) == until  # not yet: the next deadline is the pause's end
+    assert agent_state.due(until - 1) == until  # not yet: the next deadline is the pause's end
     assert events() == []
-    assert agents.due(until) is None
+    assert agent_state.due(until) is None
     assert AgentState.get_by_id(desk["user"]).pause_id is None
     assert events() == [("agent:status", {"user_id": desk["user"], "activity_id": 1, "pause_id": 0, "in_calls": 1})]
 
@@ -276,9 +276,9 @@ def test_wrapup(api, desk, tenant):
     until = AgentState.get_by_id(desk["user"]).wrapup_until
     assert t + 20 <= until <= now() + 20
     assert events() == [("agent:status", {"user_id": desk["user"], "activity_id": 3, "pause_id": 0, "in_calls": 1})]
-    assert agents.runtime([desk["user"]], at=t)[desk["user"]]["ready_time"] == str(until)
+    assert agent_state.runtime([desk["user"]], at=t)[desk["user"]]["ready_time"] == str(until)
     clear_events()
-    assert agents.due(until) is None
+    assert agent_state.due(until) is None
     assert AgentState.get_by_id(desk["user"]).wrapup_until is None
     assert events() == [("agent:status", {"user_id": desk["user"], "activity_id": 1, "pause_id": 0, "in_calls": 1})]
     # omitted: the user's own wrap_up_time, else the account's
@@ -292,11 +292,11 @@ def test_wrapup(api, desk, tenant):
     assert api.get(f"{URL}/wrapup", query_string={"seconds": 0}).status_code == 200
     state = AgentState.get_by_id(desk["user"])
     assert state.wrapup_until is None and state.native_wrapup_suppressed_until == state.last_bridge_end + 46
-    values = agents.runtime([desk["user"]])[desk["user"]]
+    values = agent_state.runtime([desk["user"]])[desk["user"]]
     assert values["wrap_up_time"] == "0" and values["ready_time"] == "0"
     assert events() == [("agent:status", {"user_id": desk["user"], "activity_id": 1, "pause_id": 0, "in_calls": 1})]
-    agents.due(state.native_wrapup_suppressed_until)
-    assert "wrap_up_time" not in agents.runtime([desk["user"]])[desk["user"]]  # restored
+    agent_state.due(state.native_wrapup_suppressed_until)
+    assert "wrap_up_time" not in agent_state.runtime([desk["user"]])[desk["user"]]  # restored
 
 
 def test_set_queues(api, desk, tenant, other_tenant):
@@ -319,10 +319,16 @@ def test_set_queues(api, desk, tenant, other_tenant):
     r = api.post(f"{URL}/setQueues", json={"queue_ids": [q[1]]})
     assert r.status_code == 200, r.get_json()
     data = r.get_json()["data"]
-    assert data["user_id"] == desk["user"] and data["queues"] == sorted([q[1], q[2], q[4]])
-    rows = {m["queue_id"]: m for m in data["memberships"]}
-    assert rows[q[3]] == {"queue_id": q[3], "name": "Mode 3", "mode": 3, "position": 1, "level": 1,
-                          "timegroup_id": None, "joined": False}
+    # the vendor document's answer: queue objects (every membership), `users` as 7-item rows; plus `joined`
+    assert sorted(queue["id"] for queue in data if queue["joined"]) == sorted([q[1], q[2], q[4]])
+    assert sorted(queue["id"] for queue in data) == sorted(q.values())
+    rows = {queue["id"]: queue for queue in data}
+    for key in ("id", "account_id", "site_id", "name", "tv_name", "strategy", "record", "users"):
+        assert key in rows[q[3]], key
+    assert rows[q[3]]["name"] == "Mode 3" and rows[q[3]]["account_id"] == tenant.account_id
+    mine = [row for row in rows[q[3]]["users"] if row[0] == desk["user"]]
+    assert mine == [[desk["user"], 3, 1, 1, User.get_by_id(desk["user"]).name, None, False]]
+    assert next(row for row in rows[q[1]]["users"] if row[0] == desk["user"])[6] is True
     assert events() == [("queue:join", {"user_id": desk["user"], "queues": [q[1]]}),
                         ("queue:leave", {"user_id": desk["user"], "queues": [q[3]]})]
     assert joined(desk["user"]) == sorted([q[1], q[2], q[4]])
@@ -357,21 +363,21 @@ def test_locked_tier_added_while_checked_in_is_joined(desk, tenant):
 
 def test_runtime_values(desk, tenant):
     user = desk["user"]
-    assert agents.runtime([user]) == {}  # never checked in: sync's defaults (Logged Out)
+    assert agent_state.runtime([user]) == {}  # never checked in: sync's defaults (Logged Out)
     agents.check_in(tenant.account_id, user, desk["devices"][0], force=False)
     t = now()
-    assert agents.runtime([user], at=t)[user] == {"contact": "user/2001@acme.test", "status": "Available",
+    assert agent_state.runtime([user], at=t)[user] == {"contact": "user/2001@acme.test", "status": "Available",
                                                   "ready_time": "0"}
     lunch = PauseReason.create(account=tenant.account_id, name="Lunch", max_duration=0)
     agents.set_pause(tenant.account_id, user, lunch.id)
-    assert agents.runtime([user], at=t)[user]["ready_time"] == str(agents.OPEN_ENDED)
-    assert agents.record_system_break(tenant.account_id, user)
-    values = agents.runtime([user], at=t)[user]
+    assert agent_state.runtime([user], at=t)[user]["ready_time"] == str(agent_state.OPEN_ENDED)
+    assert agent_events.record_system_break(tenant.account_id, user)
+    values = agent_state.runtime([user], at=t)[user]
     assert values["status"] == "On Break" and values["ready_time"] == "0"
     agents.check_out(tenant.account_id, user)
-    assert agents.runtime([user])[user] == {"contact": sync.IDLE_CONTACT, "status": "Logged Out",
+    assert agent_state.runtime([user])[user] == {"contact": sync.IDLE_CONTACT, "status": "Logged Out",
                                             "ready_time": "0"}
-    assert agents.runtime in sync.RUNTIME_PROVIDERS
+    assert agent_state.runtime in sync.RUNTIME_PROVIDERS
 
 
 def test_freeswitch_observations(desk, tenant):
@@ -379,39 +385,39 @@ def test_freeswitch_observations(desk, tenant):
     User.update(wrap_up_time=30).where(User.id == user).execute()
     agents.check_in(tenant.account_id, user, desk["devices"][0], force=False)
     clear_events()
-    agents.observe(name, state="Receiving")
-    agents.observe(name, state="In a queue call")
+    agent_events.observe(name, state="Receiving")
+    agent_events.observe(name, state="In a queue call")
     ended = now()
-    agents.observe(name, bridge_end=ended)
-    agents.observe(name, state="Waiting")
+    agent_events.observe(name, bridge_end=ended)
+    agent_events.observe(name, state="Waiting")
     assert events() == [
         ("agent:status", {"user_id": user, "activity_id": 2, "pause_id": 0, "in_calls": 1}),
         ("agent:status", {"user_id": user, "activity_id": 3, "pause_id": 0, "in_calls": 1}),
     ]
-    assert agents.due(ended + 30) == ended + 31  # mod_callcenter skips while last_bridge_end >= now - 30
-    assert agents.due(ended + 31) is None
+    assert agent_state.due(ended + 30) == ended + 31  # mod_callcenter skips while last_bridge_end >= now - 30
+    assert agent_state.due(ended + 31) is None
     assert events()[-1] == ("agent:status", {"user_id": user, "activity_id": 1, "pause_id": 0, "in_calls": 1})
-    agents.observe("5@elsewhere.test", state="Receiving")  # not ours: ignored
-    agents.observe(f"{user}@other.test", state="Receiving")
+    agent_events.observe("5@elsewhere.test", state="Receiving")  # not ours: ignored
+    agent_events.observe(f"{user}@other.test", state="Receiving")
     clear_events()
     # mod_callcenter's max-no-answer: the reserved pause, once
-    agents.observe(name, status="On Break")
-    agents.observe(name, status="On Break")
+    agent_events.observe(name, status="On Break")
+    agent_events.observe(name, status="On Break")
     system = pauses.system_reason(tenant.account_id)
     assert events() == [("agent:status", {"user_id": user, "activity_id": 4, "pause_id": system.id, "in_calls": 1})]
     assert AgentState.get_by_id(user).fs_status == "On Break"
     # the agent ends the break; until mod_callcenter confirms Available, the sync's sighting is that old break
     agents.set_pause(tenant.account_id, user, 0)
     clear_events()
-    agents.on_break_seen([user])
+    agent_events.on_break_seen([user])
     assert events() == [] and AgentState.get_by_id(user).pause_id is None
     # a break that happened while the engine was blind: recorded as reconstructed
-    agents.observe(name, status="Available")
-    agents.on_break_seen([user])
+    agent_events.observe(name, status="Available")
+    agent_events.on_break_seen([user])
     assert events() == [("agent:status", {"user_id": user, "activity_id": 4, "pause_id": system.id, "in_calls": 1,
                                           "reconstructed": True})]
     if hasattr(sync, "ON_BREAK_HANDLERS"):
-        assert agents.on_break_seen in sync.ON_BREAK_HANDLERS
+        assert agent_events.on_break_seen in sync.ON_BREAK_HANDLERS
 
 
 def test_user_list_is_constant_queries(api, desk, tenant, database):
@@ -527,7 +533,7 @@ def test_pause_blocks_offers_and_fairness_survives(floor, switch, engine, shop_a
         ok(check_in(shop_api, device, user_id=user))
         ok(shop_api.get(f"{URL}/setPause", query_string={"id": floor.lunch, "user_id": user}))
     for user in (floor.ann, floor.bob):
-        ready_at(switch, user, lambda r: r == agents.OPEN_ENDED)
+        ready_at(switch, user, lambda r: r == agent_state.OPEN_ENDED)
         assert fs_agent(switch, user)["status"] == "Available"
     wait_until(lambda: len([t for t in listed(switch, "tier") if t[0] == floor.queue]) == 2)
     member = cc.member_join(floor.queue, "caller-1")
@@ -541,7 +547,7 @@ def test_pause_blocks_offers_and_fairness_survives(floor, switch, engine, shop_a
     assert fs_agent(switch, floor.bob)["calls_answered"] == "1"
     # Bob pauses and comes back; then Ann comes back
     ok(shop_api.get(f"{URL}/setPause", query_string={"id": floor.lunch, "user_id": floor.bob}))
-    ready_at(switch, floor.bob, lambda r: r == agents.OPEN_ENDED)
+    ready_at(switch, floor.bob, lambda r: r == agent_state.OPEN_ENDED)
     ok(shop_api.get(f"{URL}/setPause", query_string={"id": 0, "user_id": floor.bob}))
     ok(shop_api.get(f"{URL}/setPause", query_string={"id": 0}))
     for user in (floor.bob, floor.ann):
@@ -560,7 +566,7 @@ def test_changes_while_freeswitch_is_down_apply_on_reconnect(floor, switch, engi
     ok(check_in(shop_api, floor.bob_dev, user_id=floor.bob))
     assert AgentState.get_by_id(floor.ann).pause_id == floor.lunch  # committed while FreeSWITCH is away
     switch.up()
-    ready_at(switch, floor.ann, lambda r: r == agents.OPEN_ENDED)
+    ready_at(switch, floor.ann, lambda r: r == agent_state.OPEN_ENDED)
     wait_until(lambda: fs_agent(switch, floor.bob).get("contact") == f"user/2002@{DOMAIN}")
 
 

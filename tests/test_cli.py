@@ -144,3 +144,57 @@ def test_serve_subprocess_answers_http_and_stops_on_sigterm(tmp_path):
         out, errs = proc.communicate(timeout=15)
     assert proc.returncode == 0, errs
     assert key not in errs and key not in out  # no secrets in logs
+
+
+def _cli_with_stdin(*args: str, stdin: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], input=stdin, capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ), timeout=60)
+
+
+def test_user_recovery_commands(tmp_path):
+    from engine.directory import users
+    from engine.store.models import ApiKey, UserSession
+
+    url = f"sqlite:///{tmp_path / 'sd.db'}"
+    init = run_cli("init", "--db", url, "--domain", "one.test")
+    assert init.returncode == 0, init.stderr
+    password = next(line.split()[-1] for line in init.stdout.splitlines() if "password:" in line)
+    assert run_cli("account", "create", "Two", "--domain", "two.test", "--admin-username", "boss",
+                   "--db", url).returncode == 0
+    database = db.bind(url)
+    with database.connection_context():
+        users.login("admin", password, "127.0.0.1")
+        clerk = User.create(account=1, name="Clerk", username="clerk", username_key="clerk", email="c@one.test",
+                            email_key="c@one.test", password_hash="x")
+    database.close_all()
+    where = ("--db", url, "--account-domain", "one.test")
+
+    weak = _cli_with_stdin("user", "set-password", *where, "admin", stdin="weak\n")
+    assert weak.returncode != 0 and "password: must have at least 8 characters" in weak.stderr
+    in_argv = run_cli("user", "set-password", *where, "admin", "N3wPassword")  # never from the command line
+    assert in_argv.returncode != 0 and "unrecognized arguments" in in_argv.stderr
+    elsewhere = _cli_with_stdin("user", "set-password", "--db", url, "--account-domain", "two.test", "admin",
+                                stdin="N3wPassword\n")
+    assert elsewhere.returncode != 0 and "no user admin in the account of domain two.test" in elsewhere.stderr
+    changed = _cli_with_stdin("user", "set-password", *where, "ADMIN", stdin="N3wPassword\n")
+    assert changed.returncode == 0, changed.stderr
+    assert "N3wPassword" not in changed.stdout + changed.stderr
+    made = run_cli("user", "make-admin", *where, "clerk")
+    assert made.returncode == 0, made.stderr
+    database = db.bind(url)
+    with database.connection_context():
+        assert UserSession.select().count() == 0  # the new password ended the admin's session
+        assert users.login("admin", "N3wPassword", "127.0.0.1")[0].username == "admin"
+        assert User.get_by_id(clerk.id).is_admin is True
+        admin_keys = ApiKey.select().where(ApiKey.user == User.get(User.username == "admin").id).count()
+        assert admin_keys == 1  # a password change keeps the API keys
+    database.close_all()
+    revoked = run_cli("user", "revoke", *where, "admin")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "1 session(s) ended, 1 API key(s) deleted" in revoked.stdout
+    database = db.bind(url)
+    with database.connection_context():
+        assert UserSession.select().count() == 0
+        assert ApiKey.select().join(User).where(User.username == "admin").count() == 0
+        assert ApiKey.select().join(User).where(User.username == "boss").count() == 1  # another account's: kept
+    database.close_all()

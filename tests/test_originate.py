@@ -89,10 +89,20 @@ def test_command_line_carries_no_client_strings(api, switch, desk, tenant):
     assert status == 200
     line = switch.wait_for_command("bgapi originate").line
     variables, _, rest = line.partition("}")
-    assert rest == f"user/2001@{tenant.domain} &transfer(${{switchdesk_dst_num}} XML {tenant.domain})"
+    assert rest == f"user/2001@{tenant.domain} &transfer('${{switchdesk_dst_num}} XML {tenant.domain}')"
     assert variables.startswith("bgapi originate {")
     for client_string in ("5551234", "4445556666", "Sales", "777", "Lead", "L-42", "vip"):
         assert client_string not in rest
+
+
+def test_transfer_gets_number_xml_and_context_as_one_argument(api, switch, desk, tenant):
+    """originate splits on spaces outside single quotes: unquoted, transfer got the number alone and
+    looked it up in context `default` (NO_ROUTE_DESTINATION on the real switch)."""
+    status, _ = originate(api, device_id=desk.id, destination="5551234")
+    assert status == 200
+    call = last(switch)
+    assert call.exten == f"&transfer(${{switchdesk_dst_num}} XML {tenant.domain})"
+    assert call.rest == []
 
 
 def test_every_parameter_reaches_the_channel(api, switch, desk, tenant):
@@ -242,6 +252,28 @@ def test_another_users_phone_needs_agents(client, switch, tenant):
     assert originate(api, user_id=tenant.admin_id, destination="100")[0] == 403
     User.update(permissions={"call_center_api": True, "agents": True}).where(User.id == clerk.id).execute()
     assert originate(api, device_id=admins.id, destination="100")[0] == 200
+
+
+def test_a_phone_is_yours_by_assignment_or_check_in_and_nobody_elses(client, switch, tenant):
+    """Ringing a phone another agent is checked in with acts on that agent (needs `agents`), even if the
+    phone is assigned to the caller; a shared phone the caller is checked in with is its own."""
+    from engine.callcenter import agents
+
+    clerk = make_agent(tenant.account_id, "clerk", permissions={"call_center_api": True})
+    bob = make_agent(tenant.account_id, "bob")
+    shared = make_device(tenant.account_id, "4101")
+    assigned = make_device(tenant.account_id, "4102", clerk)
+    for sip in ("4101", "4102"):
+        switch.calls.register(sip, tenant.domain)
+    key = accounts.issue_api_key_for("clerk")
+    api = Api(client, types.SimpleNamespace(auth=lambda: {"Authorization": f"Bearer {key}"}))
+    assert originate(api, device_id=shared.id, destination="100")[0] == 403  # nobody's: not the clerk's
+    agents.check_in(tenant.account_id, clerk.id, shared.id, force=False)
+    assert originate(api, destination="100")[0] == 200  # its checked-in phone, unassigned
+    assert originate(api, device_id=shared.id, destination="100")[0] == 200
+    agents.check_in(tenant.account_id, bob.id, assigned.id, force=False)
+    status, body = originate(api, device_id=assigned.id, destination="100")
+    assert status == 403 and body == {"success": False, "msg": "Permission denied: agents"}
 
 
 def test_freeswitch_down_is_503(api, switch, desk, tenant):

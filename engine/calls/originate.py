@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 from engine.errors import ServiceError
 from engine.esl import quoting
-from engine.esl.client import CommandTimeout, ConnectionLost, ESLClient, ESLError
+from engine.esl.client import ESLClient
+from engine.esl.errors import CommandTimeout, ConnectionLost, ESLError
 from engine.store.models import Account, AgentState, Device, Extension, User
 
 log = logging.getLogger("switchdesk.calls")
@@ -113,6 +114,13 @@ def resolve_device(account_id: int, request: CallRequest, acting_user_id: int) -
     return _user_device(account_id, acting_user_id)
 
 
+def callers_phone(device: Device, acting_user_id: int) -> bool:
+    """Whether the phone is the caller's alone: assigned to it or checked in with by it, and neither
+    assigned to nor checked in with by another user (ringing that phone acts on that user)."""
+    holder = AgentState.select(AgentState.user).where(AgentState.device == device.id).scalar()
+    return {device.user_id, holder} - {None} == {acting_user_id}
+
+
 # -- the command ----------------------------------------------------------------------------------
 
 
@@ -149,7 +157,11 @@ def channel_variables(account: Account, device: Device, request: CallRequest, ca
 
 
 def originate_command(account: Account, device: Device, request: CallRequest, call_uuid: str) -> str:
-    """``originate {vars}user/<sip user>@<domain> &transfer(${switchdesk_dst_num} XML <domain>)``."""
+    """``originate {vars}user/<sip user>@<domain> &transfer('${switchdesk_dst_num} XML <domain>')``.
+
+    The application's arguments are single-quoted: originate splits its arguments on spaces outside
+    quotes, and unquoted, transfer would get the number alone and look it up in context `default`.
+    """
     if not DESTINATION.match(request.destination or ""):
         raise ServiceError(400, "destination: not a dialable number")
     domain = quoting.check_name(account.domain)
@@ -158,7 +170,7 @@ def originate_command(account: Account, device: Device, request: CallRequest, ca
     except ValueError as exc:
         raise ServiceError(400, str(exc)) from None
     contact = quoting.check_name(f"user/{device.sip_username}@{domain}")
-    return f"originate {variables}{contact} &transfer(${{switchdesk_dst_num}} XML {domain})"
+    return f"originate {variables}{contact} &transfer('${{switchdesk_dst_num}} XML {domain}')"
 
 
 def _cause(body: str) -> str:
@@ -186,7 +198,7 @@ def originate(
     """
     account = Account.get_by_id(account_id)
     device = resolve_device(account_id, request, acting_user_id)
-    if device.user_id != acting_user_id and not may_act_for_others:
+    if not may_act_for_others and not callers_phone(device, acting_user_id):
         raise ServiceError(403, "Permission denied: agents")
     call_uuid = str(uuid.uuid4())
     command = originate_command(account, device, request, call_uuid)

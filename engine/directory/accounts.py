@@ -51,7 +51,7 @@ def create_account(name: str, domain: str, admin_username: str, admin_email: str
         if User.select().where(
             (User.username_key == admin_username.lower()) | (User.email_key == email.lower())
         ).exists():
-            raise ServiceError(409, f"username {admin_username} is already taken")
+            raise ServiceError(409, "admin username or e-mail: already taken")
         account = Account.create(name=name, domain=domain)
         admin = User.create(
             account=account, name="Administrator", username=admin_username,

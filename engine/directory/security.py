@@ -148,7 +148,7 @@ def use_key_file(path: str | None) -> None:
     """Read the key from `path` when the environment has none (set once at start-up)."""
     global _key_file
     _key_file = path
-    _raw_key.cache_clear()
+    _file_key.cache_clear()
 
 
 def create_key_file(path: str) -> bool:
@@ -162,11 +162,12 @@ def create_key_file(path: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1)
 def _raw_key() -> str | None:
-    raw = os.environ.get(SECRET_KEY_ENV)
-    if raw:
-        return raw
+    return os.environ.get(SECRET_KEY_ENV) or _file_key()
+
+
+@functools.lru_cache(maxsize=1)
+def _file_key() -> str | None:
     if _key_file:
         try:
             with open(_key_file) as key_file:

@@ -64,6 +64,26 @@ class Originate:
     answered_at: float | None = None
 
 
+def split_args(text: str) -> list[str]:
+    """Originate's own split (switch_separate_string): on spaces outside single quotes, the quotes
+    removed. ``&transfer(1 XML d)`` unquoted is three words, and transfer gets ``1`` alone."""
+    words: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in text:
+        if char == "'":
+            quoted = not quoted
+        elif char == " " and not quoted:
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
+
+
 def split_variables(text: str) -> dict[str, str]:
     """``a=1,b='x y',c=p\\,q`` as FreeSWITCH reads a ``{...}`` list: unescaped commas split,
     single quotes group, a backslash keeps the next character."""
@@ -158,7 +178,7 @@ class Calls:
                 return "-ERR INVALID_ARGUMENTS\n"  # what a broken list gives is not recorded; never sent by us
             variables = split_variables(line[1:end])
             line = line[end + 1:]
-        words = line.split(" ")
+        words = split_args(line)
         if len(words) < 2:
             return USAGE
         endpoint, exten, rest = words[0], words[1], words[2:]
