@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
 from engine.store import db as dbmod
 
@@ -17,6 +17,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
+    from api.spec import install_converters
+
+    install_converters(app.url_map)  # before the blueprints: `<int:...>` rules bind their converter when added
     if app.config.get("DATABASE_URL"):
         dbmod.bind(app.config["DATABASE_URL"])
 
@@ -39,7 +42,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         timegroups,
         users,
     )
-    from api.envelope import install_error_handlers
+    from api.auth import authenticate, credentials_outside_body
+    from api.body import KEY_IN_BODY_MAX, is_chunked, key_may_be_in_body, read_chunked_body
+    from api.envelope import BODY_REFUSED, APIError, install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents):
@@ -50,6 +55,28 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.before_request
     def _open_db() -> None:
         dbmod.db.connect(reuse_if_open=True)
+
+    @app.before_request
+    def _guard_body() -> None:
+        """Who is asking before what they send: a request with a large or chunked body is
+        authenticated from its headers, query and cookie first; then a chunked body is read whole
+        within the limit, or refused."""
+        if not (is_chunked() or request.content_length):
+            return
+        view = app.view_functions.get(request.endpoint or "")
+        try:
+            if getattr(view, "requires_auth", False) and not key_may_be_in_body():
+                if is_chunked() and not credentials_outside_body():
+                    try:  # its key can only be in the body: read that much of it, no more
+                        read_chunked_body(cap=KEY_IN_BODY_MAX)
+                    except APIError as exc:
+                        raise APIError(401, "Unauthorized") if exc.status == 413 else exc from None
+                else:
+                    authenticate()
+            read_chunked_body()
+        except APIError:
+            request.environ[BODY_REFUSED] = True
+            raise
 
     @app.teardown_request
     def _close_db(_exc: BaseException | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from engine.errors import ServiceError
@@ -57,6 +57,11 @@ _HTTP_MESSAGES = {
 }
 
 
+# Set in the WSGI environ when a request is refused without reading its body: the server then closes
+# the connection instead of reading the rest of the body to keep it alive (engine.server).
+BODY_REFUSED = "switchdesk.body_refused"
+
+
 def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(err: APIError):
@@ -68,6 +73,7 @@ def install_error_handlers(app: Flask) -> None:
         msg = _HTTP_MESSAGES.get(status, err.name)
         if status == 413:
             msg = f"Request body too large (limit {app.config['MAX_CONTENT_LENGTH']} bytes)"
+            request.environ[BODY_REFUSED] = True
         response, code = fail(status, msg)
         if status == 405 and hasattr(err, "valid_methods") and err.valid_methods:
             response.headers["Allow"] = ", ".join(err.valid_methods)

@@ -25,6 +25,23 @@ class NoDelayHandler(WSGIHandler):
             pass  # not TCP (a unix socket in tests)
         super().__init__(sock, address, server, rfile)
 
+    def run_application(self) -> None:
+        super().run_application()
+        if self.environ.get("switchdesk.body_refused"):  # api.envelope.BODY_REFUSED
+            # Refused unread (401 before a large body, 413): close rather than let pywsgi read
+            # and discard the rest, which may be 60 MB or an endless chunked stream. pywsgi skips
+            # its discard when it believes the input broken.
+            self.close_connection = True
+            if self.wsgi_input is not None:
+                self.wsgi_input._chunked_input_error = True
+
+    def _log_error(self, t, v, tb) -> None:
+        # pywsgi hands errors it catches (a streamed response failing after its first byte) to the
+        # hub, which prints them raw to stderr: ours go through the log formatter and its redaction.
+        # The response itself ends without its last chunk, so the client sees it broken, not short.
+        if not issubclass(t, gevent.GreenletExit):
+            log.error("error while serving %s %s", self.command, logs.redact(self.path or ""), exc_info=(t, v, tb))
+
     def format_request(self) -> str:
         # the request line carries the query string, where api_key= and password= are valid input
         return logs.redact(super().format_request())
@@ -125,7 +142,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             log.info("engine: listening for other boxes' changes (PostgreSQL NOTIFY %s)", pgnotify.changes.CHANNEL)
         engine.start()
         log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
-    from engine.events.webhooks import Deliverer
+    from engine.events.delivery import Deliverer
 
     deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private).start()
     stopped = gevent.event.Event()
