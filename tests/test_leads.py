@@ -217,6 +217,29 @@ def test_csv_export_round_trips_through_import(api, plist):
     assert get_leads(api, copy) == get_leads(api, plist)
 
 
+def test_csv_export_defuses_formulas_and_reads_back_the_same_values(api, plist):
+    """OWASP CSV injection: no cell of the export starts with what a spreadsheet would run."""
+    import csv
+    import io
+
+    risky = ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+             "'=already quoted", "'plain apostrophe", "ok"]  # tab and CR: refused as input (control characters)
+    for value in ("\tTab", "\rCR", *risky):
+        assert csvformat.restore(csvformat.defuse(value)) == value
+    add(api, plist, [{"phone": f"+1555300{i}", "name": name, "lead_id": name, "tags": name,
+                      "ext_api_vars": {"note": name}} for i, name in enumerate(risky)])
+    out = io.StringIO()
+    assert csvformat.write_csv(plist, out) == len(risky)
+    cells = [cell for row in csv.reader(io.StringIO(out.getvalue(), newline="")) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'+15553000" in cells and "'plain apostrophe" in cells  # kept as it is: no formula follows
+    copy = make_list(api, "Copy")["id"]
+    r = api.post(f"/api/phone_list/{copy}/lead", data=out.getvalue(), content_type="text/csv")
+    assert r.status_code == 200, r.get_json()
+    assert get_leads(api, copy) == get_leads(api, plist)
+    assert sorted(lead["name"] for lead in get_leads(api, copy)) == sorted(risky)
+
+
 # --- large batches: the staged import -----------------------------------------------------------
 
 

@@ -2,6 +2,12 @@
 
 The two directions share one layout (lead fields as columns, extra columns as
 ext_api_vars keys), so a change to it touches both and nothing else.
+
+A spreadsheet runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a
+formula (OWASP's CSV injection), and phone lists come from anyone. So the export writes such a cell
+with a leading `'` (which spreadsheets show as text and hide), and the import takes that `'` off
+again, so an export reads back to the same values. A cell that really starts with `'` followed by
+one of those characters gets a second `'`, so the round trip holds for every value.
 """
 from __future__ import annotations
 
@@ -13,6 +19,26 @@ from typing import Any, TextIO
 from engine.errors import ServiceError
 from engine.leads.streaming import iter_leads
 from engine.leads.validation import LEAD_FIELDS
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED_START = (*_FORMULA_START, "'")
+
+
+def defuse(value: Any) -> Any:
+    """A cell as written: quoted with `'` when a spreadsheet would run it."""
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str) and value and (
+            value.startswith(_FORMULA_START) or (value[0] == "'" and value[1:2] in _ESCAPED_START and value[1:])):
+        return "'" + value
+    return value
+
+
+def restore(cell: str) -> str:
+    """A cell as read: the `'` that `defuse` added taken off."""
+    if cell[:1] == "'" and cell[1:2] and cell[1] in _ESCAPED_START:
+        return cell[1:]
+    return cell
 
 
 def parse_csv(data: bytes, lines: list[int] | None = None) -> list[dict[str, Any]]:
@@ -44,7 +70,7 @@ def parse_csv(data: bytes, lines: list[int] | None = None) -> list[dict[str, Any
             line = reader.line_num
             if len(cells) > width:
                 raise ServiceError(400, f"CSV line {line}: {len(cells)} cells but {width} header columns")
-            cells += [""] * (width - len(cells))
+            cells = [restore(cell) for cell in cells] + [""] * (width - len(cells))
             row: dict[str, Any] = {k: (cells[i] if cells[i] != "" else None) for i, k in known}
             ext: Any = {}
             if ext_at is not None and cells[ext_at].strip():
@@ -70,7 +96,7 @@ def write_csv(list_id: int, out: TextIO) -> int:
     writer.writerow(LEAD_FIELDS)
     count = 0
     for rows in iter_leads(list_id):
-        writer.writerows((phone, name, lead_id, priority, tags, ext)
+        writer.writerows([defuse(cell) for cell in (phone, name, lead_id, priority, tags, ext)]
                          for _id, phone, lead_id, priority, name, tags, ext in rows)
         count += len(rows)
     return count
