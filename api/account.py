@@ -96,7 +96,8 @@ def get_account(principal: Principal):
 
 
 @endpoint(bp, "", ["PUT"], summary="Update the account's settings (only submitted fields)", tag="settings",
-          permission="settings", body=AccountFields)
+          permission="settings", body=AccountFields,
+          errors={409: "the domain is another account's, or fixed since the account has a device"})
 def update_account(principal: Principal, body: AccountFields):
     """The defaults (`session_ttl` ... `max_no_answer`) apply to every user that does not override them."""
     fields: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""CheckIn: a one-time code the agent dials from the phone to check in with it (engine/checkin.py)."""
+"""CheckIn: a one-time code the agent dials from the phone to check in with it (engine/callcenter/checkin.py)."""
 from __future__ import annotations
 
 from flask import Blueprint

@@ -154,7 +154,8 @@ def get_device(principal: Principal, device_id: int):
     return ok(records([service.get_device(principal.account_id, device_id)])[0])
 
 
-@endpoint(bp, "", ["POST"], summary="Create a device", tag="devices", permission="devices", body=DeviceCreate)
+@endpoint(bp, "", ["POST"], summary="Create a device", tag="devices", permission="devices", body=DeviceCreate,
+          errors={409: "the SIP username is taken, or the extension routes elsewhere"})
 def create_device(principal: Principal, body: DeviceCreate):
     """The password is stored only as FreeSWITCH's a1-hash md5("sip_username:domain:sip_password")."""
     device = service.create_device(principal.account_id, submitted(body))
@@ -162,7 +163,8 @@ def create_device(principal: Principal, body: DeviceCreate):
 
 
 @endpoint(bp, "/<int:device_id>", ["PUT"], summary="Update a device (only submitted fields)", tag="devices",
-          permission="devices", body=DeviceFields)
+          permission="devices", body=DeviceFields,
+          errors={409: "the SIP username is taken, or the extension routes elsewhere"})
 def update_device(principal: Principal, device_id: int, body: DeviceFields):
     """A new `sip_username` needs `sip_password` in the same request (400): the a1-hash covers both."""
     device = service.update_device(principal.account_id, device_id, submitted(body))

@@ -70,7 +70,8 @@ def get_did(principal: Principal, did_id: int):
     return ok(record(_get(principal, did_id)))
 
 
-@endpoint(bp, "", ["POST"], summary="Create a DID", tag="extensions", body=DidCreate)
+@endpoint(bp, "", ["POST"], summary="Create a DID", tag="extensions", body=DidCreate,
+          errors={409: "the number is in use"})
 def create_did(principal: Principal, body: DidCreate):
     """409 when the number is anyone's DID already; 400 naming an unknown target."""
     require_target(principal, body.target_type)
@@ -78,7 +79,7 @@ def create_did(principal: Principal, body: DidCreate):
 
 
 @endpoint(bp, "/<int:did_id>", ["PUT"], summary="Update a DID (only submitted fields)", tag="extensions",
-          body=DidFields)
+          body=DidFields, errors={409: "the number is in use"})
 def update_did(principal: Principal, did_id: int, body: DidFields):
     _get(principal, did_id)
     if body.target_type:

@@ -10,7 +10,7 @@ from api.auth import Principal
 from api.envelope import ok
 from api.spec import Schema, endpoint
 from engine.events import webhooks as service
-from engine.events.outbox import EVENT_NAMES
+from engine.events.outbox import EVENT_NAMES, PENDING
 from engine.store.models import OutboxEvent
 
 bp = Blueprint("events", __name__, url_prefix="/api/event")
@@ -45,7 +45,7 @@ def record(event: OutboxEvent) -> dict[str, Any]:
     return {
         "id": event.id, "seq": event.seq, "event": event.event, "ts": event.ts, "account_id": event.account_id,
         "data": event.data, "status": event.status, "attempts": event.attempts,
-        "next_attempt": event.next_attempt if event.status == service.PENDING else None,
+        "next_attempt": event.next_attempt if event.status == PENDING else None,
         "last_error": event.last_error, "delivered_at": event.delivered_at,
     }
 

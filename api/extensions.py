@@ -110,7 +110,8 @@ def get_extension(principal: Principal, extension_id: int):
     return ok(record(_get(principal, extension_id)))
 
 
-@endpoint(bp, "", ["POST"], summary="Create an extension", tag="extensions", body=ExtensionCreate)
+@endpoint(bp, "", ["POST"], summary="Create an extension", tag="extensions", body=ExtensionCreate,
+          errors={409: "the number is in use"})
 def create_extension(principal: Principal, body: ExtensionCreate):
     """409 when the number already routes somewhere in the account; 400 naming an unknown target."""
     require_target(principal, body.target_type)
@@ -118,7 +119,7 @@ def create_extension(principal: Principal, body: ExtensionCreate):
 
 
 @endpoint(bp, "/<int:extension_id>", ["PUT"], summary="Update an extension (only submitted fields)",
-          tag="extensions", body=ExtensionFields)
+          tag="extensions", body=ExtensionFields, errors={409: "the number is in use"})
 def update_extension(principal: Principal, extension_id: int, body: ExtensionFields):
     """Moving it to another target needs the permission of both target types."""
     _get(principal, extension_id)

@@ -282,8 +282,14 @@ def _dialplan() -> Response:
 _SECTIONS = {"directory": _directory, "configuration": _configuration, "dialplan": _dialplan}
 
 
+_XML = {"type": "string", "description": "a freeswitch/xml document (`result status=\"not found\"` when there "
+                                         "is nothing to serve)"}
+
+
 @endpoint(bp, "/<section>", ["POST"], summary="mod_xml_curl lookups (directory, configuration, dialplan)",
-          tag="freeswitch", auth=False)
+          tag="freeswitch", auth=False, response=_XML, media_type="text/xml",
+          errors={401: {"description": "not from an allowed network, or wrong HTTP basic auth (a not-found document)",
+                        "content": {"text/xml": {"schema": _XML}}}})
 def xml_curl(section: str):
     """FreeSWITCH's own requests; HTTP basic auth from allowed networks only. Answers `freeswitch/xml`."""
     if not _allowed():

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
-from api.spec import Id, Schema, split_list
+from api.spec import MAX_INT, Id, Schema, split_list
 from engine.callcenter.queues import DEFAULT_MODE, TIER_MAX, Membership
 
 MODE_DOC = (
@@ -40,6 +40,9 @@ class _Row(Schema):
         None, description="a time group of the account that limits the membership to its schedule; null: always")
 
     id_field: ClassVar[str] = "id"
+    # The 7-item rows a queue record shows (`[user_id, mode, position, level, name, timegroup_id, joined]`)
+    # are read back too, so a GET record can be PUT as it is; name and joined are read-only.
+    read_back: ClassVar[bool] = False
 
     @model_validator(mode="before")
     @classmethod
@@ -56,8 +59,12 @@ class _Row(Schema):
         if isinstance(value, int):
             return {id_field: value}
         if isinstance(value, list | tuple):
+            if cls.read_back and len(value) == 7:
+                return dict(zip((id_field, "mode", "position", "level", "timegroup_id"),
+                                (*value[:4], value[5]), strict=True))
             if not 1 <= len(value) <= 5:
-                raise ValueError(f"a row is [{id_field}, mode, position, level, timegroup_id]: 1 to 5 items")
+                also = " (or the 7 items of a queue record's row)" if cls.read_back else ""
+                raise ValueError(f"a row is [{id_field}, mode, position, level, timegroup_id]: 1 to 5 items{also}")
             return dict(zip((id_field, *_ITEMS), value, strict=False))
         return value
 
@@ -70,6 +77,7 @@ class MemberRow(_Row):
 
     user_id: Id
     id_field: ClassVar[str] = "user_id"
+    read_back: ClassVar[bool] = True
 
 
 class QueueRow(_Row):
@@ -94,29 +102,36 @@ def _rows(value: Any) -> Any:
     return value
 
 
-def _row_schema(first: str) -> dict[str, Any]:
+def _row_schema(first: str, read_back: bool = False) -> dict[str, Any]:
+    id_item = {"type": "integer", "minimum": 1, "maximum": MAX_INT, "title": first}
+    rank = {"type": "integer", "minimum": 0, "maximum": TIER_MAX}
+    mode = {"type": "integer", "enum": [1, 2, 3, 4], "title": "mode"}
+    timegroup = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_INT, "title": "timegroup_id"}
+    rows: list[dict[str, Any]] = [
+        {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+        {"type": "array", "minItems": 1, "maxItems": 5, "prefixItems": [
+            id_item, mode, {**rank, "title": "position"}, {**rank, "title": "level"}, timegroup]},
+    ]
+    also = ""
+    if read_back:
+        also = (" The 7-item rows of a queue record, [user_id, mode, position, level, name, timegroup_id, joined], "
+                "are accepted too (name and joined are ignored).")
+        rows.append({"type": "array", "minItems": 7, "maxItems": 7, "prefixItems": [
+            id_item, mode, {**rank, "title": "position"}, {**rank, "title": "level"},
+            {"type": ["string", "null"], "title": "name"}, timegroup, {"type": "boolean", "title": "joined"}]})
     return {
         "type": "array",
         "description": f"rows [{first}, mode, position, level, timegroup_id]; missing trailing items take "
                        f"their defaults (mode 3, position 1, level 1, timegroup_id null); a bare {first} is a "
-                       f"row of its own. A JSON array, JSON text in a form field, or comma-separated ids. "
+                       f"row of its own. A JSON array, JSON text in a form field, or comma-separated ids.{also} "
                        + MODE_DOC,
         "maxItems": MAX_ROWS,
-        "items": {"oneOf": [
-            {"type": "integer", "minimum": 1},
-            {"type": "array", "minItems": 1, "maxItems": 5, "prefixItems": [
-                {"type": "integer", "minimum": 1, "title": first},
-                {"type": "integer", "enum": [1, 2, 3, 4], "title": "mode"},
-                {"type": "integer", "minimum": 0, "maximum": TIER_MAX, "title": "position"},
-                {"type": "integer", "minimum": 0, "maximum": TIER_MAX, "title": "level"},
-                {"type": ["integer", "null"], "minimum": 1, "title": "timegroup_id"},
-            ]},
-        ]},
+        "items": {"oneOf": rows},
     }
 
 
 MemberRows = Annotated[list[MemberRow], BeforeValidator(_rows), Field(max_length=MAX_ROWS),
-                       WithJsonSchema(_row_schema("user_id"))]
+                       WithJsonSchema(_row_schema("user_id", read_back=True))]
 QueueRows = Annotated[list[QueueRow], BeforeValidator(_rows), Field(max_length=MAX_ROWS),
                       WithJsonSchema(_row_schema("queue_id"))]
 

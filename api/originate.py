@@ -1,4 +1,4 @@
-"""Originate a call (click-to-call): ring the agent's phone, then dial the destination (engine/calls.py)."""
+"""Originate a call (click-to-call): ring the agent's phone, then dial the destination (engine/calls/originate.py)."""
 from __future__ import annotations
 
 from typing import Annotated

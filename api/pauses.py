@@ -50,19 +50,21 @@ def get_pause(principal: Principal, pause_id: int):
     return ok(record(service.get_reason(principal.account_id, pause_id)))
 
 
-@endpoint(bp, "", ["POST"], summary="Create a pause reason", tag="pauses", permission="pauses", body=PauseCreate)
+@endpoint(bp, "", ["POST"], summary="Create a pause reason", tag="pauses", permission="pauses", body=PauseCreate,
+          errors={409: "the name is taken"})
 def create_pause(principal: Principal, body: PauseCreate):
     return ok(record(service.save_reason(principal.account_id, None, submitted(body))))
 
 
 @endpoint(bp, "/<int:pause_id>", ["PUT"], summary="Update a pause reason (only submitted fields)", tag="pauses",
-          permission="pauses", body=PauseFields)
+          permission="pauses", body=PauseFields, errors={409: "the name is taken"})
 def update_pause(principal: Principal, pause_id: int, body: PauseFields):
     """The system reason cannot be changed (400)."""
     return ok(record(service.save_reason(principal.account_id, pause_id, submitted(body))))
 
 
-@endpoint(bp, "/<int:pause_id>", ["DELETE"], summary="Delete a pause reason", tag="pauses", permission="pauses")
+@endpoint(bp, "/<int:pause_id>", ["DELETE"], summary="Delete a pause reason", tag="pauses", permission="pauses",
+          errors={409: "an agent is paused with it"})
 def delete_pause(principal: Principal, pause_id: int):
     """The system reason cannot be deleted (400)."""
     service.delete_reason(principal.account_id, pause_id)

@@ -44,7 +44,8 @@ def get_pgroup(principal: Principal, group_id: int):
     return ok(_record(_get(principal, group_id)))
 
 
-@endpoint(bp, "", ["POST"], summary="Create a permission group", tag="users", permission="users", body=PGroupCreate)
+@endpoint(bp, "", ["POST"], summary="Create a permission group", tag="users", permission="users", body=PGroupCreate,
+          errors={409: "the name is taken"})
 def create_pgroup(principal: Principal, body: PGroupCreate):
     """A caller without admin rights grants only modules it holds (403)."""
     fields = {"name": body.name, "permissions": body.permissions or {}}
@@ -52,7 +53,7 @@ def create_pgroup(principal: Principal, body: PGroupCreate):
 
 
 @endpoint(bp, "/<int:group_id>", ["PUT"], summary="Update a permission group", tag="users", permission="users",
-          body=PGroupFields)
+          body=PGroupFields, errors={409: "the name is taken"})
 def update_pgroup(principal: Principal, group_id: int, body: PGroupFields):
     """A caller without admin rights changes only a group that holds nothing beyond its own rights, to
     hold nothing beyond them, and none with a member (an admin, or a user with more rights) whom the

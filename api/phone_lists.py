@@ -2,26 +2,29 @@
 
 The leads body is parsed here rather than by a pydantic model: it may be one
 object, an array or a CSV file, and a batch of 100,000 rows must be checked
-fast (see engine.leads.phonelists).
+fast (see engine.leads.validation).
 """
 from __future__ import annotations
 
+import json
 from json.encoder import encode_basestring
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, g, request, stream_with_context
 from pydantic import Field
 
 from api.auth import Principal
 from api.body import body_fields, request_json
 from api.envelope import APIError, ok
 from api.spec import Page, Schema, endpoint, split_list
+from engine.leads import csvformat, imports, streaming, validation
 from engine.leads import phonelists as service
 from engine.store.db import db
 from engine.store.models import PhoneList
 
 bp = Blueprint("phone_lists", __name__, url_prefix="/api/phone_list")
 
+OFF_LOOP_BYTES = 256 * 1024  # lead bodies larger than this are parsed off the event loop
 ListName = Annotated[str, Field(min_length=1, max_length=200)]
 ListType = Literal["leads", "dnc", "special"]
 
@@ -57,26 +60,36 @@ _LEAD_SCHEMA: dict[str, Any] = {
     "properties": {
         "phone": {"type": "string", "description": "3 to 20 digits, optional leading +; spaces, dashes, dots "
                                                    "and parentheses are removed"},
-        "name": {"type": ["string", "null"], "maxLength": service.MAX_NAME},
-        "lead_id": {"type": ["string", "null"], "maxLength": service.MAX_LEAD_ID},
+        "name": {"type": ["string", "null"], "maxLength": validation.MAX_NAME},
+        "lead_id": {"type": ["string", "null"], "maxLength": validation.MAX_LEAD_ID},
         "priority": {"type": "integer", "default": 0, "description": "larger first"},
-        "tags": {"type": ["string", "null"], "maxLength": service.MAX_TAGS},
-        "ext_api_vars": {"type": "object", "description": "any JSON object, returned as stored"},
+        "tags": {"type": ["string", "null"], "maxLength": validation.MAX_TAGS},
+        "ext_api_vars": {"type": ["object", "null"], "description": "any JSON object, returned as stored; "
+                                                                   "null is kept as null, missing is {}"},
     },
 }
-_LEADS_BODY = {"oneOf": [
-    _LEAD_SCHEMA,
-    {"type": "array", "items": _LEAD_SCHEMA},
-    {"type": "string", "description": "Content-Type: text/csv with a header row; unknown columns go into "
-                                      "ext_api_vars"},
-]}
-_PHONES_BODY = {"oneOf": [
-    {"type": "array", "items": {"type": "string"}},
-    {"type": "object", "properties": {"phones": {"oneOf": [
-        {"type": "array", "items": {"type": "string"}}, {"type": "string", "description": "comma separated"},
-    ]}}},
-]}
-_LEAD_UPDATE = {**_LEAD_SCHEMA, "required": []}
+_FORM_LEAD = {**_LEAD_SCHEMA, "properties": {**_LEAD_SCHEMA["properties"], "ext_api_vars": {
+    "type": "string", "description": "a JSON object as text"}}}
+# Each media type with the schema of what is actually sent in it.
+_LEADS_BODY = {
+    "application/json": {"schema": {"oneOf": [_LEAD_SCHEMA, {"type": "array", "items": _LEAD_SCHEMA}]}},
+    "application/x-www-form-urlencoded": {"schema": _FORM_LEAD},
+    "text/csv": {"schema": {"type": "string", "description": "a header row (phone, name, lead_id, priority, tags, "
+                                                             "ext_api_vars); unknown columns go into ext_api_vars"}},
+}
+_PHONES = {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "phone numbers"}
+_PHONES_TEXT = {"type": "string", "minLength": 1, "description": "comma-separated phone numbers"}
+# The vendor document: "JSON Array of phone numbers in BODY"; also {"phones": [...]}, or a form field.
+_PHONES_BODY = {
+    "application/json": {"schema": {"oneOf": [
+        _PHONES,
+        {"type": "object", "required": ["phones"], "properties": {"phones": {"oneOf": [_PHONES, _PHONES_TEXT]}}},
+    ]}},
+    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["phones"],
+                                                     "properties": {"phones": _PHONES_TEXT}}},
+}
+_LEAD_UPDATE = {"application/json": {"schema": {**_LEAD_SCHEMA, "required": []}},
+                "application/x-www-form-urlencoded": {"schema": {**_FORM_LEAD, "required": []}}}
 
 
 def _record(plist: PhoneList) -> dict[str, Any]:
@@ -103,8 +116,11 @@ def list_phone_lists(principal: Principal, query: PhoneListQuery):
 @endpoint(bp, "/lookup", ["GET"], summary="Which lists hold a phone number (do-not-call checks)",
           tag="phone lists", permission="phone_lists", query=LookupQuery)
 def lookup_phone(principal: Principal, query: LookupQuery):
-    """Each list of the account holding the (normalised) number, with its `type` and the lead."""
-    return ok(service.lookup(principal.account_id, query.phone, query.type))
+    """Each list of the account holding the number in any form, with its `type` and the lead."""
+    raw = request.args.get("phone", "")
+    # `?phone=+1212...` unencoded arrives as " 1212...": the service reads that space as a lost `+`
+    phone = " " + query.phone if raw[:1].isspace() else query.phone
+    return ok(service.lookup(principal.account_id, phone, query.type))
 
 
 @endpoint(bp, "/<int:list_id>", ["GET"], summary="Get a phone list", tag="phone lists", permission="phone_lists")
@@ -120,7 +136,7 @@ def create_phone_list(principal: Principal, body: PhoneListCreate):
 
 
 @endpoint(bp, "/<int:list_id>", ["PUT"], summary="Update a phone list (only submitted fields)",
-          tag="phone lists", permission="phone_lists", body=PhoneListFields)
+          tag="phone lists", permission="phone_lists", body=PhoneListFields, errors={409: "the name is taken"})
 def update_phone_list(principal: Principal, list_id: int, body: PhoneListFields):
     fields = {name: getattr(body, name) for name in body.model_fields_set}
     for name, value in fields.items():
@@ -165,7 +181,7 @@ def list_leads(principal: Principal, list_id: int, query: LeadQuery):
         separator = ""
         # The request's connection is closed at teardown; the stream keeps its own.
         with db.connection_context():
-            for rows in service.iter_leads(list_id, limit=query.limit, offset=query.offset, q=query.q):
+            for rows in streaming.iter_leads(list_id, limit=query.limit, offset=query.offset, q=query.q):
                 yield separator + ",".join([_lead_json(row) for row in rows])
                 separator = ","
         yield "]}"
@@ -173,14 +189,29 @@ def list_leads(principal: Principal, list_id: int, query: LeadQuery):
     return Response(stream_with_context(generate()), mimetype="application/json")
 
 
+def _parse_off_loop(fn, data: bytes):
+    """A large body is parsed in gevent's threadpool, so the event loop keeps serving others meanwhile."""
+    return imports.off_loop(fn, data) if len(data) > OFF_LOOP_BYTES else fn(data)
+
+
+def _json_loads(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # as api.body.request_json answers
+        raise APIError(400, "Malformed JSON body") from None
+
+
 def _posted_leads() -> list[Any]:
     if request.mimetype in ("text/csv", "application/csv"):
-        return service.parse_csv(request.get_data(cache=False))
+        return _parse_off_loop(csvformat.parse_csv, request.get_data(cache=False))
     if request.is_json:
         # An array of plain leads (the bulk case) skips the standard decoder; anything else falls to it.
-        rows = service.decode_leads(request.get_data(cache=True))
+        data = request.get_data(cache=True)
+        rows = _parse_off_loop(validation.decode_leads, data)
         if rows is not None:
             return rows
+        if "json_body" not in g and len(data) > OFF_LOOP_BYTES:
+            g.json_body = _parse_off_loop(_json_loads, data)  # what request_json() returns below
     body = request_json()
     if isinstance(body, list):
         return body
@@ -201,7 +232,7 @@ def add_leads(principal: Principal, list_id: int):
     phones wins. Reply: `added`, `updated`, `duplicates`, `list_rows`.
     """
     service.get_list(principal.account_id, list_id)
-    return ok(service.add_leads(principal.account_id, list_id, _posted_leads()))
+    return ok(imports.add_leads(principal.account_id, list_id, _posted_leads()))
 
 
 def _phones_to_delete() -> list[Any]:
@@ -229,8 +260,8 @@ def delete_leads(principal: Principal, list_id: int):
           tag="phone lists", permission="phone_lists", body_doc=_LEAD_UPDATE)
 def update_lead(principal: Principal, list_id: int, phone: str):
     """A `phone` in the body renumbers the lead (409 if the list already has that number)."""
-    fields = {k: v for k, v in body_fields().items() if k in service.LEAD_FIELDS}
-    for name in ("phone", "priority", "ext_api_vars"):
+    fields = {k: v for k, v in body_fields().items() if k in validation.LEAD_FIELDS}
+    for name in ("phone", "priority"):  # ext_api_vars may be null (kept and returned as null)
         if name in fields and fields[name] is None:
             raise APIError(400, f"{name}: may not be null")
     return ok(service.lead_record(service.update_lead(principal.account_id, list_id, phone, fields)))
@@ -239,7 +270,7 @@ def update_lead(principal: Principal, list_id: int, phone: str):
 @endpoint(bp, "/<int:list_id>/lead/<phone>", ["DELETE"], summary="Delete one lead", tag="phone lists",
           permission="phone_lists")
 def delete_lead(principal: Principal, list_id: int, phone: str):
-    if service.normalize_phone(phone) is None or not service.delete_leads(
+    if validation.normalize_phone(phone) is None or not service.delete_leads(
             principal.account_id, list_id, [phone])["deleted"]:
         service.get_list(principal.account_id, list_id)
         raise APIError(404, f"Lead {phone} not found in phone list {list_id}")

@@ -23,7 +23,17 @@ from engine.store.models import Queue, Tier
 bp = Blueprint("queues", __name__, url_prefix="/api")
 
 Strategy = Literal[service.STRATEGIES]  # type: ignore[valid-type]
-TimeBaseScore = Literal[service.TIME_BASE_SCORES]  # type: ignore[valid-type]
+DEFAULT_TIME_BASE_SCORE = "system"
+
+
+def _empty_is_default(value: Any) -> Any:
+    """The vendor document shows `"time_base_score": ""`: empty means unset, i.e. the default (`system`)."""
+    return DEFAULT_TIME_BASE_SCORE if isinstance(value, str) and not value.strip() else value
+
+
+TimeBaseScore = Annotated[Literal[service.TIME_BASE_SCORES],  # type: ignore[valid-type]
+                          BeforeValidator(_empty_is_default,
+                                          json_schema_input_type=Literal[(*service.TIME_BASE_SCORES, "")])]
 STRATEGY_DOC = (
     "ring-all / longest-idle-agent / round-robin / top-down / agent-with-least-talk-time / "
     "agent-with-fewest-calls / sequentially-by-agent-order / sequentially-by-next-agent-order / random / "
@@ -71,7 +81,16 @@ def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object_text), AfterValidator(_bounded_json)]
-Color = Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$", description="#RRGGBB")]
+# Free text as in the vendor document ("#1e90ff", "red", "rgb(30,144,255)"): one line, bounded.
+def _one_line(value: str) -> str:
+    if any(ord(c) < 0x20 for c in value):  # the Schema already refuses the others; tabs and line breaks too
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Color = Annotated[str, Field(max_length=64, description="a colour for the TV wallboard, e.g. #RRGGBB or a CSS "
+                                                        "colour name; free text up to 64 characters, one line"),
+                  AfterValidator(_one_line)]
 Wait = Annotated[int, Field(ge=0, le=86400, description="seconds, 0..86400")]
 MediaId = Annotated[Id, Field(description="media id (stored, not checked: there is no media library yet)")]
 QueueName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -86,7 +105,8 @@ class QueueFields(Schema):
     strategy: Annotated[Strategy, Field(description=STRATEGY_DOC)] | None = None
     record: Annotated[Flag, Field(description="override recording flag, 0 or 1")] | None = None
     time_base_score: Annotated[TimeBaseScore, Field(
-        description="system: a caller's score counts from entering the system; queue: from entering this queue",
+        description="system: a caller's score counts from entering the system; queue: from entering this queue; "
+                    "empty: the default, system",
     )] | None = None
     max_wait_time: Wait | None = None
     max_wait_time_with_no_agent: Wait | None = None
@@ -125,7 +145,7 @@ class QueueCreate(QueueFields):
 class QueueQuery(Page):
     name: Annotated[str, Field(max_length=200, description="exact name")] | None = None
     strategy: Strategy | None = None
-    time_base_score: TimeBaseScore | None = None
+    time_base_score: Literal[service.TIME_BASE_SCORES] | None = None  # type: ignore[valid-type]
 
 
 class MembersBody(Schema):
@@ -167,6 +187,28 @@ def _input_row(tier: Tier, first: int) -> list[Any]:
     return [first, tier.mode, tier.position, tier.level, tier.timegroup_id]
 
 
+def _member_row(tier: Tier) -> list[Any]:
+    return [tier.user_id, tier.mode, tier.position, tier.level, tier.user.name, tier.timegroup_id, tier.joined]
+
+
+MEMBER_ROW_SCHEMA = {
+    "type": "array", "minItems": 7, "maxItems": 7, "items": {"type": ["integer", "string", "boolean", "null"]},
+    "description": "[user_id, mode, position, level, name, timegroup_id, joined]",
+}
+QUEUE_RECORD_SCHEMA = {
+    "type": "object",
+    "required": ["id", "account_id", "site_id", "name", "tv_name", "strategy", "record", "time_base_score",
+                 "user_ids", "extensions", "users"],
+    "properties": {
+        "id": {"type": "integer"}, "account_id": {"type": "integer"}, "site_id": {"type": ["integer", "null"]},
+        "name": {"type": "string"}, "tv_name": {"type": ["string", "null"]}, "strategy": {"type": "string"},
+        "record": {"type": "integer"}, "time_base_score": {"type": "string"},
+        "user_ids": {"type": "array", "items": {"type": "integer"}}, "extensions": {"type": "string"},
+        "users": {"type": "array", "items": MEMBER_ROW_SCHEMA},
+    },
+}
+
+
 def queue_records(account_id: int, queues: list[Queue]) -> list[dict[str, Any]]:
     """Queues as the API returns them, in a constant number of queries whatever their number."""
     ids = [q.id for q in queues]
@@ -183,7 +225,8 @@ def queue_records(account_id: int, queues: list[Queue]) -> list[dict[str, Any]]:
         record["audio_playback"] = queue.audio_playback or {}
         record["user_ids"] = [t.user_id for t in members]
         record["extensions"] = ",".join(numbers.get(queue.id, []))
-        record["users"] = [_input_row(t, t.user_id) for t in members]
+        # As in the vendor document (and GET /cc_queue/{id}/users); written back, such rows are accepted too.
+        record["users"] = member_rows(members)
         record["ts"] = queue.ts
         out.append(record)
     return out
@@ -191,7 +234,7 @@ def queue_records(account_id: int, queues: list[Queue]) -> list[dict[str, Any]]:
 
 def member_rows(tiers: list[Tier]) -> list[list[Any]]:
     """`[user_id, mode, position, level, name, timegroup_id, joined]`, as in the vendor doc's example."""
-    return [[t.user_id, t.mode, t.position, t.level, t.user.name, t.timegroup_id, t.joined] for t in tiers]
+    return [_member_row(t) for t in tiers]
 
 
 def user_queue_rows(tiers: list[Tier]) -> list[list[Any]]:
@@ -217,7 +260,8 @@ if _user_queue_fields.__name__ not in {getattr(p, "__name__", "") for p in users
 # --- queues --------------------------------------------------------------------------------------
 
 
-@endpoint(bp, "/cc_queue", ["GET"], summary="List queues", tag="queues", permission="queues", query=QueueQuery)
+@endpoint(bp, "/cc_queue", ["GET"], summary="List queues", tag="queues", permission="queues", query=QueueQuery,
+          response={"type": "array", "items": QUEUE_RECORD_SCHEMA})
 def list_queues(principal: Principal, query: QueueQuery):
     """`name` (exact), `strategy` and `time_base_score` filter the list."""
     queues = service.list_queues(
@@ -227,12 +271,14 @@ def list_queues(principal: Principal, query: QueueQuery):
     return ok(queue_records(principal.account_id, queues))
 
 
-@endpoint(bp, "/cc_queue/<int:queue_id>", ["GET"], summary="Get a queue", tag="queues", permission="queues")
+@endpoint(bp, "/cc_queue/<int:queue_id>", ["GET"], summary="Get a queue", tag="queues", permission="queues",
+          response=QUEUE_RECORD_SCHEMA)
 def get_queue(principal: Principal, queue_id: int):
     return ok(queue_records(principal.account_id, [service.get_queue(principal.account_id, queue_id)])[0])
 
 
-@endpoint(bp, "/cc_queue", ["POST"], summary="Create a queue", tag="queues", permission="queues", body=QueueCreate)
+@endpoint(bp, "/cc_queue", ["POST"], summary="Create a queue", tag="queues", permission="queues", body=QueueCreate,
+          errors={409: "the name is taken, or the memberships changed concurrently"})
 def create_queue(principal: Principal, body: QueueCreate):
     """`name`, `strategy` and `time_base_score` are required; names are unique in the account (409).
 
@@ -244,7 +290,8 @@ def create_queue(principal: Principal, body: QueueCreate):
 
 
 @endpoint(bp, "/cc_queue/<int:queue_id>", ["PUT"], summary="Update a queue (only submitted fields)",
-          tag="queues", permission="queues", body=QueueFields)
+          tag="queues", permission="queues", body=QueueFields,
+          errors={409: "the name is taken, or the memberships changed concurrently"})
 def update_queue(principal: Principal, queue_id: int, body: QueueFields):
     """`users`, when submitted, replaces the queue's agents."""
     fields, members = _submitted(body)
@@ -264,14 +311,15 @@ def delete_queue(principal: Principal, queue_id: int):
 
 
 @endpoint(bp, "/cc_queue/<int:queue_id>/users", ["GET"], summary="List a queue's agents", tag="queues",
-          permission="queues")
+          permission="queues", response={"type": "array", "items": MEMBER_ROW_SCHEMA})
 def list_queue_users(principal: Principal, queue_id: int):
     """Rows `[user_id, mode, position, level, name, timegroup_id, joined]`; `joined` is live state (read-only)."""
     return ok(member_rows(service.queue_members(principal.account_id, queue_id)))
 
 
 @endpoint(bp, "/cc_queue/<int:queue_id>/users", ["POST"], summary="Add or update a queue's agents",
-          tag="queues", permission="queues", body=MembersBody)
+          tag="queues", permission="queues", body=MembersBody,
+          errors={409: "the memberships changed concurrently: try again"})
 def add_queue_users(principal: Principal, queue_id: int, body: MembersBody):
     """`users`: rows `[user_id, mode, position, level, timegroup_id]`; listed agents are added or updated."""
     tiers = service.set_queue_members(principal.account_id, queue_id, memberships(body.users), replace=False)
@@ -279,7 +327,8 @@ def add_queue_users(principal: Principal, queue_id: int, body: MembersBody):
 
 
 @endpoint(bp, "/cc_queue/<int:queue_id>/users", ["PUT"], summary="Replace a queue's agents", tag="queues",
-          permission="queues", body=MembersBody)
+          permission="queues", body=MembersBody,
+          errors={409: "the memberships changed concurrently: try again"})
 def replace_queue_users(principal: Principal, queue_id: int, body: MembersBody):
     """`users`: the complete list; agents not listed leave the queue."""
     tiers = service.set_queue_members(principal.account_id, queue_id, memberships(body.users), replace=True)
@@ -287,7 +336,8 @@ def replace_queue_users(principal: Principal, queue_id: int, body: MembersBody):
 
 
 @endpoint(bp, "/cc_queue/<int:queue_id>/users", ["DELETE"], summary="Remove agents from a queue", tag="queues",
-          permission="queues", body=IdsBody)
+          permission="queues", body=IdsBody,
+          errors={409: "the memberships changed concurrently: try again"})
 def remove_queue_users(principal: Principal, queue_id: int, body: IdsBody):
     """`ids`: user ids (array or comma-separated). Users that are not members are ignored."""
     return ok(member_rows(service.remove_queue_members(principal.account_id, queue_id, body.ids)))
@@ -304,7 +354,8 @@ def list_user_queues(principal: Principal, user_id: int):
 
 
 @endpoint(bp, "/user/<int:user_id>/queues", ["POST"], summary="Add or update an agent's queues", tag="queues",
-          permission="queues", body=UserQueuesBody)
+          permission="queues", body=UserQueuesBody,
+          errors={409: "the memberships changed concurrently: try again"})
 def add_user_queues(principal: Principal, user_id: int, body: UserQueuesBody):
     """`queues` (or `queue_perms`): rows `[queue_id, mode, position, level, timegroup_id]`."""
     tiers = service.set_user_queues(principal.account_id, user_id, memberships(body.queues), replace=False)
@@ -312,7 +363,8 @@ def add_user_queues(principal: Principal, user_id: int, body: UserQueuesBody):
 
 
 @endpoint(bp, "/user/<int:user_id>/queues", ["PUT"], summary="Replace an agent's queues", tag="queues",
-          permission="queues", body=UserQueuesBody)
+          permission="queues", body=UserQueuesBody,
+          errors={409: "the memberships changed concurrently: try again"})
 def replace_user_queues(principal: Principal, user_id: int, body: UserQueuesBody):
     """`queues` (or `queue_perms`): the complete list; queues not listed are left."""
     tiers = service.set_user_queues(principal.account_id, user_id, memberships(body.queues), replace=True)
@@ -320,7 +372,8 @@ def replace_user_queues(principal: Principal, user_id: int, body: UserQueuesBody
 
 
 @endpoint(bp, "/user/<int:user_id>/queues", ["DELETE"], summary="Remove an agent from queues", tag="queues",
-          permission="queues", body=IdsBody)
+          permission="queues", body=IdsBody,
+          errors={409: "the memberships changed concurrently: try again"})
 def remove_user_queues(principal: Principal, user_id: int, body: IdsBody):
     """`ids`: queue ids (array or comma-separated). Queues the agent is not a member of are ignored."""
     return ok(user_queue_rows(service.remove_user_queues(principal.account_id, user_id, body.ids)))

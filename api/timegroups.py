@@ -85,13 +85,13 @@ def get_timegroup(principal: Principal, timegroup_id: int):
 
 
 @endpoint(bp, "", ["POST"], summary="Create a time group", tag="timegroups", permission="timegroups",
-          body=TimeGroupCreate)
+          body=TimeGroupCreate, errors={409: "the name is taken"})
 def create_timegroup(principal: Principal, body: TimeGroupCreate):
     return ok(record(service.save_timegroup(principal.account_id, None, submitted(body)), _now()))
 
 
 @endpoint(bp, "/<int:timegroup_id>", ["PUT"], summary="Update a time group (only submitted fields)",
-          tag="timegroups", permission="timegroups", body=TimeGroupFields)
+          tag="timegroups", permission="timegroups", body=TimeGroupFields, errors={409: "the name is taken"})
 def update_timegroup(principal: Principal, timegroup_id: int, body: TimeGroupFields):
     return ok(record(service.save_timegroup(principal.account_id, timegroup_id, submitted(body)), _now()))
 

@@ -141,7 +141,7 @@ class UserQuery(Page):
 
 
 class LoginBody(Schema):
-    username: Annotated[str, Field(min_length=1, max_length=254)]
+    username: Annotated[str, Field(min_length=1, max_length=100)]  # as long as a username can be
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
@@ -297,7 +297,8 @@ def get_user(principal: Principal, user_id: int):
     return ok(record(service.get_user(principal.account_id, user_id)))
 
 
-@endpoint(bp, "", ["POST"], summary="Create a user", tag="users", permission="users", body=UserCreate)
+@endpoint(bp, "", ["POST"], summary="Create a user", tag="users", permission="users", body=UserCreate,
+          errors={409: "the username or e-mail is taken"})
 def create_user(principal: Principal, body: UserCreate):
     """The new user's rights (is_admin, pgroup_id's and its own permissions) must be within the caller's
     (403). A username or e-mail already taken anywhere in the installation is 409."""
@@ -307,7 +308,8 @@ def create_user(principal: Principal, body: UserCreate):
 
 
 @endpoint(bp, "/<int:user_id>", ["PUT"], summary="Update a user (only submitted fields)", tag="users",
-          permission="users", body=UserFields)
+          permission="users", body=UserFields,
+          errors={409: "the username or e-mail is taken, or this is the account's last active admin"})
 def update_user(principal: Principal, user_id: int, body: UserFields):
     """A caller without admin rights changes only users whose rights are within its own, never an admin,
     and cannot leave a user (itself included) with more than it has, nor lift its own `api_ip_ranges` or
@@ -347,7 +349,7 @@ def _cookie_secure() -> bool:
 
 
 @endpoint(bp, "/login", ["POST"], summary="Log in: sets the session cookie", tag="users", auth=False,
-          body=LoginBody)
+          body=LoginBody, errors={401: "wrong username or password", 429: "locked out after repeated failures"})
 def login(body: LoginBody):
     """The session lasts the user's `session_ttl` (or the account default) after its last use.
 

@@ -8,8 +8,8 @@ import pytest
 from engine.directory.accounts import issue_api_key
 from engine.store import changes
 from engine.store.models import Queue, Tier, TimeGroup, User
+from tests.callcenter.test_queues import agent, create
 from tests.querycount import count_queries
-from tests.test_queues import agent, create
 
 
 @pytest.fixture

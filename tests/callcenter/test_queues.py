@@ -96,8 +96,8 @@ def test_every_strategy_accepted_and_others_refused(api):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("max_wait_time", -1), ("max_wait_time", 86401), ("ring_timeout", 3601), ("announce_frequency", "x"),
-    ("sla_strategy", -2), ("record", 2), ("background_color", "red"), ("font_color", "#12345"),
-    ("font_color", "#GGGGGG"), ("labels", "1,x"), ("labels", [0]), ("exits", "[1, 2]"), ("exits", "{bad"),
+    ("sla_strategy", -2), ("record", 2), ("background_color", "x" * 65), ("font_color", "a\nb"),
+    ("font_color", "a\x01b"), ("labels", "1,x"), ("labels", [0]), ("exits", "[1, 2]"), ("exits", "{bad"),
     ("audio_playback", [1]), ("announce_id", 0), ("moh_id", -5), ("tier_rules_apply", "maybe"),
     ("name", ""), ("name", "x" * 201), ("tv_name", "a\x07b"), ("exits", {"a": "b\x00"}),
     ("exits", {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": {"l": {"m": {"n": {"o": {
@@ -180,9 +180,10 @@ def test_users_on_post_and_put_set_the_agents(api):
     a, b, c = agent(api, 1), agent(api, 2), agent(api, 3)
     queue = create(api, users=[[a, 4, 10], [b]])
     assert queue["user_ids"] == [a, b]
-    assert queue["users"] == [[a, 4, 10, 1, None], [b, 3, 1, 1, None]]
+    # the vendor document's rows: [user_id, mode, position, level, name, timegroup_id, joined]
+    assert queue["users"] == [[a, 4, 10, 1, "Agent 1", None, False], [b, 3, 1, 1, "Agent 2", None, False]]
     after = api.put(f"/api/cc_queue/{queue['id']}", json={"users": [[c, 1, 2, 3]]}).get_json()["data"]
-    assert after["user_ids"] == [c] and after["users"] == [[c, 1, 2, 3, None]]
+    assert after["user_ids"] == [c] and after["users"] == [[c, 1, 2, 3, "Agent 3", None, False]]
     # a PUT without `users` leaves the agents alone
     assert api.put(f"/api/cc_queue/{queue['id']}", json={"tv_name": "x"}).get_json()["data"]["user_ids"] == [c]
 
@@ -290,3 +291,52 @@ def test_openapi_documents_strategies_and_modes(client):
     text = str(create_schema)
     assert "sequentially-by-next-agent-order behaves exactly as round-robin" in text
     assert "4 = locked" in str(doc["components"]["schemas"]["MembersBody"])
+
+
+def test_queue_record_rows_have_seven_items_and_round_trip(api):
+    """Every reply carrying a queue record shows `users` as the vendor document does, and such a record can be
+    written back unchanged (the 7-item rows are read as [user_id, mode, position, level, -, timegroup_id, -])."""
+    a, b = agent(api, 1), agent(api, 2)
+    created = create(api, users=[[a, 4, 10], [b, 1, 2, 3]])
+    qid = created["id"]
+    expected = [[a, 4, 10, 1, "Agent 1", None, False], [b, 1, 2, 3, "Agent 2", None, False]]
+    assert created["users"] == expected
+    assert api.get(f"/api/cc_queue/{qid}").get_json()["data"]["users"] == expected
+    assert api.get("/api/cc_queue").get_json()["data"][0]["users"] == expected
+    record = api.get(f"/api/cc_queue/{qid}").get_json()["data"]
+    r = api.put(f"/api/cc_queue/{qid}", json=record)
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["data"]["users"] == expected
+    assert [row[:4] for row in api.get(f"/api/cc_queue/{qid}/users").get_json()["data"]] == [
+        [a, 4, 10, 1], [b, 1, 2, 3]]  # by level, position
+    # 6 items is neither form
+    assert api.put(f"/api/cc_queue/{qid}", json={"users": [[a, 1, 1, 1, "x", None]]}).status_code == 400
+
+
+def test_time_base_score_empty_means_the_default(api):
+    """The vendor document shows `"time_base_score": ""`: accepted on create and update as the default (system),
+    and an empty filter is no filter."""
+    r = api.post("/api/cc_queue", json={**QUEUE, "time_base_score": ""})
+    assert r.status_code == 200, r.get_json()
+    data = r.get_json()["data"]
+    assert data["time_base_score"] == "system"
+    api.put(f"/api/cc_queue/{data['id']}", json={"time_base_score": "queue"})
+    r = api.put(f"/api/cc_queue/{data['id']}", data={"time_base_score": ""})
+    assert r.status_code == 200 and r.get_json()["data"]["time_base_score"] == "system"
+    r = api.get("/api/cc_queue?name=&strategy=&time_base_score=")
+    assert r.status_code == 200 and len(r.get_json()["data"]) == 1
+    assert api.post("/api/cc_queue", json={**QUEUE, "name": "B", "time_base_score": "other"}).status_code == 400
+
+
+def test_colours_are_free_text(api):
+    """`background_color` / `font_color` are strings in the vendor document: any one-line text up to 64 chars."""
+    for colour in ("red", "#FF00aa", "rgb(255, 0, 170)", "", "hsl(120 100% 50% / 0.5)"):
+        r = api.post("/api/cc_queue", json={**QUEUE, "name": f"Q {colour}", "background_color": colour,
+                                            "font_color": colour})
+        assert r.status_code == 200, (colour, r.get_json())
+        data = r.get_json()["data"]
+        assert data["background_color"] == colour and data["font_color"] == colour
+        assert api.get(f"/api/cc_queue/{data['id']}").get_json()["data"]["font_color"] == colour
+    for bad in ("x" * 65, "re\nd", "a\tb", "a\x00"):
+        r = api.post("/api/cc_queue", json={**QUEUE, "name": "bad", "background_color": bad})
+        assert r.status_code == 400 and r.get_json()["msg"].startswith("background_color:"), bad
