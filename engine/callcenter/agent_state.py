@@ -191,8 +191,8 @@ def runtime(user_ids: list[int], at: int | None = None) -> dict[int, dict[str, s
     out: dict[int, dict[str, str]] = {}
     for chunk in chunks(user_ids):
         # only the columns needed, as tuples: this runs on every agent sync
-        rows = (AgentState.select(AgentState.user, AgentState.device, Device.sip_username, Account.domain,
-                                  AgentState.pause, PauseReason.system, AgentState.pause_until,
+        rows = (AgentState.select(AgentState.user, AgentState.device, Device.sip_username, Device.timeout,
+                                  Account.domain, AgentState.pause, PauseReason.system, AgentState.pause_until,
                                   AgentState.wrapup_until, AgentState.native_wrapup_suppressed_until)
                 .join(Account, on=(AgentState.account == Account.id))
                 .switch(AgentState).join(Device, peewee.JOIN.LEFT_OUTER, on=(AgentState.device == Device.id))
@@ -203,7 +203,8 @@ def runtime(user_ids: list[int], at: int | None = None) -> dict[int, dict[str, s
     return out
 
 
-def _runtime_values(device_id: int | None, sip_username: str | None, domain: str, pause_id: int | None,
+def _runtime_values(device_id: int | None, sip_username: str | None, ring_timeout: int | None, domain: str,
+                    pause_id: int | None,
                     system: Any, pause_until: int | None, wrapup_until: int | None, suppressed_until: int | None,
                     *, at: int) -> dict[str, str]:
     if device_id is None:
@@ -216,7 +217,7 @@ def _runtime_values(device_id: int | None, sip_username: str | None, domain: str
         ends.append(wrapup_until)
     ready = max(ends) if ends else 0
     values = {
-        "contact": fsconfig.device_contact(Device(sip_username=sip_username), Account(domain=domain)),
+        "contact": fsconfig.agent_contact(sip_username or "", domain, ring_timeout),
         "status": "On Break" if system_pause else "Available",
         "ready_time": str(ready) if ready > at else "0",
     }

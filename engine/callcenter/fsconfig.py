@@ -73,6 +73,15 @@ def queue_params(queue: Queue) -> list[tuple[str, str]]:
     return params
 
 
+DEFAULT_RING_SECONDS = 30  # a device without its own `timeout`, as click-to-call rings it
+
+
 def device_contact(device: Device, account: Account) -> str:
-    """The agent contact that rings this device (through the directory's dial-string)."""
+    """The dial string that rings this device (through the directory's dial-string)."""
     return f"user/{device.sip_username}@{account.domain}"
+
+
+def agent_contact(sip_username: str, domain: str, timeout: int | None) -> str:
+    """The contact mod_callcenter offers queue calls to: the device, ringing for the device's own
+    `timeout`. Without `leg_timeout` mod_callcenter rings every offer for a fixed 60 s."""
+    return f"[leg_timeout={timeout or DEFAULT_RING_SECONDS}]user/{sip_username}@{domain}"

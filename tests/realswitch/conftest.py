@@ -79,7 +79,8 @@ def real_switch(tmp_path_factory) -> Iterator[RealSwitch]:
     ports = Ports()
     esl_password, xmlcurl_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     fs = FreeSwitch(install, root / "fs", ports, esl_password, xmlcurl_password)
-    sd = Switchdesk(root, ports.http, ports.outbound, ports.esl, esl_password, xmlcurl_password)
+    sd = Switchdesk(root, ports.http, ports.outbound, ports.esl, esl_password, xmlcurl_password,
+                    webhook_allow_private=True)  # the tests' webhook receivers listen on loopback
     fs.prepare()
     admin_key = sd.init("default.test")
     # switchdesk first, as on a real box: FreeSWITCH asks it for callcenter.conf while loading mod_callcenter

@@ -229,6 +229,21 @@ class FreeSwitch:
             raise RuntimeError(f"FreeSWITCH did not come up: {exc}" + tail) from None
         self.start_seconds = time.monotonic() - started
 
+    def restart(self, wipe: tuple[str, ...] = (), timeout: float = 60) -> list[str]:
+        """Stop, delete the named files of the db folder (e.g. ``callcenter.db``: mod_callcenter's agents and
+        tiers), start again. Returns the names that existed and were deleted."""
+        self.stop()
+        self._pid = None
+        (self.dirs["run"] / "freeswitch.pid").unlink(missing_ok=True)  # stale after a SIGKILL
+        wiped = []
+        for name in wipe:
+            for path in (self.dirs["db"] / name, self.dirs["db"] / f"{name}-journal", self.dirs["db"] / f"{name}-wal"):
+                if path.exists():
+                    path.unlink()
+                    wiped.append(path.name)
+        self.start(timeout)
+        return wiped
+
     def wait_profile(self, timeout: float) -> None:
         """Until the switchdesk SIP profile is RUNNING (mod_sofia starts it in its own thread)."""
         deadline = time.monotonic() + timeout

@@ -194,6 +194,37 @@ Content-Length: 0
 """
 
 
+def ring_scenario(user: str) -> str:
+    """Take an INVITE and ring (180) without ever answering; when FreeSWITCH gives up (CANCEL), 200 the
+    CANCEL and 487 the INVITE. sipp runs it once per call (`-m`, see Phone.ring)."""
+    reply = """
+SIP/2.0 {status}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+{cseq}
+Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+"""
+    ringing = reply.format(status="180 Ringing", user=user, cseq="[last_CSeq:]")
+    cancelled = reply.format(status="200 OK", user=user, cseq="[last_CSeq:]")
+    terminated = reply.format(status="487 Request Terminated", user=user, cseq="CSeq: [$cseq] INVITE")
+    return _HEAD + f"""<scenario name="ring {escape(user)}">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" check_it="true" assign_to="cseq"/>
+    </action>
+  </recv>
+  <send>{_cdata(ringing)}</send>
+  <recv request="CANCEL"/>
+  <send>{_cdata(cancelled)}</send>
+  <send>{_cdata(terminated)}</send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
 @dataclass
 class SippRun:
     """One sipp process; `wait()` returns it once sipp has exited."""
@@ -245,7 +276,8 @@ class Phone:
         self.runs = 0
         workdir.mkdir(parents=True, exist_ok=True)
 
-    def _sipp(self, name: str, scenario: str, timeout_s: int, password: str | None = None) -> SippRun:
+    def _sipp(self, name: str, scenario: str, timeout_s: int, password: str | None = None,
+              calls: int = 1) -> SippRun:
         if SIPP is None:
             raise RuntimeError("sipp is not installed (apt-get install sip-tester)")
         self.runs += 1
@@ -253,7 +285,7 @@ class Phone:
         path = stem.with_suffix(".xml")
         path.write_text(scenario)
         command = [SIPP, f"{HOST}:{self.fs_sip_port}", "-sf", str(path), "-i", HOST, "-p", str(self.sip_port),
-                   "-mp", str(self.media_port), "-m", "1", "-l", "1", "-nostdin", "-timeout", f"{timeout_s}s",
+                   "-mp", str(self.media_port), "-m", str(calls), "-l", "1", "-nostdin", "-timeout", f"{timeout_s}s",
                    "-timeout_error", "-au", self.username, "-ap", password or self.password,
                    "-trace_msg", "-message_file", f"{stem}.messages.log",
                    "-trace_err", "-error_file", f"{stem}.errors.log"]
@@ -283,6 +315,31 @@ class Phone:
         scenario = answer_scenario(self.username, str(rtp_port) if rtp_port else "[media_port]",
                                    int(ring_seconds * 1000), int(stay_seconds * 1000))
         return self._sipp("answer", scenario, timeout_s)
+
+    def listening(self) -> bool:
+        """Whether a sipp of this phone has bound its SIP port (read from /proc/net/udp: binding the port
+        to find out could take it from a sipp starting at that moment)."""
+        wanted = f":{self.sip_port:04X} "
+        try:
+            with open("/proc/net/udp") as table:
+                return any(wanted in line.split(None, 3)[1] + " " for line in table if ":" in line)
+        except OSError:
+            time.sleep(0.3)  # not Linux: give sipp the time it usually needs
+            return True
+
+    def wait_listening(self, timeout: float = 5) -> None:
+        """Until the background sipp (answer, ring) can take calls: FreeSWITCH's INVITE to a port nobody
+        has bound yet fails at once (NORMAL_TEMPORARY_FAILURE)."""
+        deadline = time.monotonic() + timeout
+        while not self.listening():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sipp for {self.username} not listening on {self.sip_port} in {timeout} s")
+            time.sleep(0.02)
+
+    def ring(self, calls: int = 1, timeout_s: int = 60) -> SippRun:
+        """Wait in the background for `calls` calls to this phone, one at a time, and let each ring (180)
+        until FreeSWITCH cancels it; never answers. `wait()` on it."""
+        return self._sipp("ring", ring_scenario(self.username), timeout_s, calls=calls)
 
 
 class RtpSink:

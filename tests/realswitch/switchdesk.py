@@ -90,8 +90,9 @@ class Switchdesk:
     """A `switchdesk serve` process on a fresh database, wired to the session's FreeSWITCH."""
 
     def __init__(self, root: Path, http_port: int, outbound_port: int, esl_port: int, esl_password: str,
-                 xmlcurl_password: str):
+                 xmlcurl_password: str, webhook_allow_private: bool = False):
         self.root = root
+        self.webhook_allow_private = webhook_allow_private  # serve --webhook-allow-private: loopback receivers
         self.db = f"sqlite:///{root / 'switchdesk.db'}"
         self.http_port, self.outbound_port, self.esl_port = http_port, outbound_port, esl_port
         self.env = _clean_env({"SWITCHDESK_ESL_PASSWORD": esl_password,
@@ -131,6 +132,8 @@ class Switchdesk:
         command = [*self.command, "serve", "--db", self.db, "--listen", f"{HOST}:{self.http_port}",
                    "--esl", f"{HOST}:{self.esl_port}", "--outbound-listen", f"{HOST}:{self.outbound_port}",
                    "--log-level", "INFO"]
+        if self.webhook_allow_private:
+            command.append("--webhook-allow-private")
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                             cwd=self.root, start_new_session=True)

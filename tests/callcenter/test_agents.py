@@ -366,8 +366,8 @@ def test_runtime_values(desk, tenant):
     assert agent_state.runtime([user]) == {}  # never checked in: sync's defaults (Logged Out)
     agents.check_in(tenant.account_id, user, desk["devices"][0], force=False)
     t = now()
-    assert agent_state.runtime([user], at=t)[user] == {"contact": "user/2001@acme.test", "status": "Available",
-                                                  "ready_time": "0"}
+    assert agent_state.runtime([user], at=t)[user] == {"contact": "[leg_timeout=30]user/2001@acme.test",
+                                                  "status": "Available", "ready_time": "0"}
     lunch = PauseReason.create(account=tenant.account_id, name="Lunch", max_duration=0)
     agents.set_pause(tenant.account_id, user, lunch.id)
     assert agent_state.runtime([user], at=t)[user]["ready_time"] == str(agent_state.OPEN_ENDED)
@@ -506,7 +506,7 @@ def test_check_in_reaches_mod_callcenter(floor, switch, engine, shop_api):
     assert fs_agent(switch, floor.ann)["status"] == "Logged Out"
     ok(check_in(shop_api, floor.ann_dev))
     agent = f"{floor.ann}@{DOMAIN}"
-    wait_until(lambda: fs_agent(switch, floor.ann).get("contact") == f"user/2001@{DOMAIN}"
+    wait_until(lambda: fs_agent(switch, floor.ann).get("contact") == f"[leg_timeout=30]user/2001@{DOMAIN}"
                and fs_agent(switch, floor.ann)["status"] == "Available")
     wait_until(lambda: (floor.queue, agent) in listed(switch, "tier"))
     assert (floor.manual, agent) not in listed(switch, "tier")  # mode 1: only by setQueues
@@ -567,7 +567,7 @@ def test_changes_while_freeswitch_is_down_apply_on_reconnect(floor, switch, engi
     assert AgentState.get_by_id(floor.ann).pause_id == floor.lunch  # committed while FreeSWITCH is away
     switch.up()
     ready_at(switch, floor.ann, lambda r: r == agent_state.OPEN_ENDED)
-    wait_until(lambda: fs_agent(switch, floor.bob).get("contact") == f"user/2002@{DOMAIN}")
+    wait_until(lambda: fs_agent(switch, floor.bob).get("contact") == f"[leg_timeout=30]user/2002@{DOMAIN}")
 
 
 def test_restarts_reapply_state_and_timers_resume(floor, switch, engine, shop_api, shop):
@@ -582,7 +582,7 @@ def test_restarts_reapply_state_and_timers_resume(floor, switch, engine, shop_ap
     clear_events()
     again = start_engine(switch)
     try:
-        wait_until(lambda: fs_agent(switch, floor.ann).get("contact") == f"user/2001@{DOMAIN}")
+        wait_until(lambda: fs_agent(switch, floor.ann).get("contact") == f"[leg_timeout=30]user/2001@{DOMAIN}")
         assert int(fs_agent(switch, floor.ann)["ready_time"]) == until  # the pause, re-applied
         wait_until(lambda: AgentState.get_by_id(floor.ann).pause_id is None, timeout=until - time.time() + 5)
         assert time.time() >= until
