@@ -13,7 +13,7 @@ channel variables through engine.esl.quoting; the command line carries ids,
 the SIP user name and the domain, all validated when they were stored. The
 transfer reads the destination from ``${switchdesk_dst_num}``, which FreeSWITCH
 expands when the application runs. Channel variables for the call events
-(engine/callevents.py): ``switchdesk_account_id``, ``switchdesk_call_type``,
+(engine/calls/callevents.py): ``switchdesk_account_id``, ``switchdesk_call_type``,
 ``switchdesk_src_device_id``, ``switchdesk_src_user_id``, ``switchdesk_dst_num``,
 ``switchdesk_lead_id``, ``switchdesk_tags``.
 """

@@ -10,7 +10,7 @@ handler registry: ``register_handle`` keyed by ``Event-Name``, or by
 ``Event-Subclass`` for CUSTOM events; the context-manager protocol; the
 host/port/password/timeout attributes) and replaces the reader, the sender
 (:mod:`.connection`), the dispatcher (:mod:`.dispatch`) and bgapi
-(:mod:`.jobs`), which are broken (see ``tests/test_esl_client.py``, one test
+(:mod:`.jobs`), which are broken (see ``tests/esl/test_esl_client.py``, one test
 per defect).
 
 **One connection, one direction of traffic.**  A synchronous ``api`` blocks

@@ -5,7 +5,7 @@ asked for them and fail every pending command when the socket goes; that
 plumbing changes when the wire or its failure modes do, not when a handshake
 (:mod:`.client`, :mod:`.outbound`), the dispatch policy (:mod:`.dispatch`) or
 bgapi jobs (:mod:`.jobs`) do.  It replaces greenswitch's reader and sender,
-which are broken (see STYLE.md and ``tests/test_esl_client.py``, one test per
+which are broken (see STYLE.md and ``tests/esl/test_esl_client.py``, one test per
 defect):
 
 * ``sendall`` instead of ``sock.send`` (a long command was cut short);
