@@ -15,7 +15,7 @@ from api import create_app
 from engine.store.models import Account, Device, Did, Extension, Queue, User
 
 FIXTURES = Path(os.environ.get("SWITCHDESK_FIXTURES",
-                               Path(__file__).resolve().parent / "recordings" / "freeswitch"))
+                               Path(__file__).resolve().parents[1] / "recordings" / "freeswitch"))
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"freeswitch:xml-s3cret").decode()}
 
 

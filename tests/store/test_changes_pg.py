@@ -30,7 +30,7 @@ from tests.fakeswitch.server import FakeSwitch
 from tests.support import listed, provider, wait_until
 from tests.test_ops_scaleout import writes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("SWITCHDESK_TEST_DB", "")
 needs_pg = pytest.mark.skipif(not PG_URL.startswith("postgres"),
                               reason="needs SWITCHDESK_TEST_DB=postgresql://... (the PostgreSQL run of .ci/run)")
