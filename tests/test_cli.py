@@ -105,6 +105,83 @@ def test_upgrade_from_older_schema_keeps_data(tmp_path):
                                                                                    "0002_user_api_ip_ranges"}
 
 
+def _database_before_0004(database) -> None:
+    """The schema as migration 0003 left it, with leads: no `phone_key`, two leads of one number in a list."""
+    database.create_tables(ALL_MODELS)
+    run = schema.runner(database)
+    run.fake("0003_queue_colour_text")
+    database.execute_sql('DROP INDEX "lead_list_key"')
+    run.migrator.migrate(run.migrator.drop_column("lead", "phone_key"))
+    account = database.execute_sql("INSERT INTO account (name, domain, country, timezone, session_ttl, max_snooze, "
+                                   "wrap_up_time, no_answer_delay_time, reject_delay_time, busy_delay_time, "
+                                   "max_no_answer, ts) VALUES ('Old', 'old.test', 'US', 'UTC', 3600, 3, 10, 10, 10, "
+                                   "10, 3, 0) RETURNING id").fetchone()[0]
+    plist = database.execute_sql("INSERT INTO phone_list (account_id, name, name_key, type, list_rows, ts) "
+                                 f"VALUES ({account}, 'DNC', 'dnc', 'dnc', 7, 0) RETURNING id").fetchone()[0]
+    for phone in ("2125550100", "+12125550100", "+442079460958", "5551000", "911", "12125550199", "+972501234567"):
+        database.execute_sql("INSERT INTO lead (phone_list_id, phone, priority, ext_api_vars) "
+                             f"VALUES ({plist}, '{phone}', 0, '{{}}')")
+
+
+def _check_0004(database) -> None:
+    from engine.leads import phonelists
+    from engine.store.models import Lead
+
+    assert "phone_key" in {c.name for c in database.get_columns("lead")}
+    assert "lead_list_key" in {i.name for i in database.get_indexes("lead")}
+    keys = {lead.phone: lead.phone_key for lead in Lead.select()}
+    assert keys == {"2125550100": "+12125550100", "+12125550100": "+12125550100", "+442079460958": "+442079460958",
+                    "5551000": "5551000", "911": "911", "12125550199": "+12125550199",
+                    "+972501234567": "+972501234567"}
+    # both leads of one number are kept, and a lookup in any form finds both
+    found = phonelists.lookup(Lead.get().phone_list.account_id, "(212) 555-0100", "dnc")
+    assert [x["lead"]["phone"] for x in found] == ["2125550100", "+12125550100"]
+
+
+def test_upgrade_to_0004_keys_every_lead_and_keeps_leads_of_one_number(tmp_path, monkeypatch):
+    """`switchdesk init` on a database before migration 0004 fills `phone_key` for every lead (in chunks,
+    the account's country as the default region) and drops none."""
+    import importlib
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    database = db.bind(url)
+    with database.connection_context():
+        _database_before_0004(database)
+    database.close_all()
+    result = run_cli("init", "--db", url)
+    assert result.returncode == 0, result.stderr
+    assert "1 number(s) are held by more than one lead" in result.stderr
+    database = db.bind(url)
+    with database.connection_context():
+        _check_0004(database)
+        assert "0004_lead_phone_key" in {m.name for m in schema.runner(database).status() if m.applied}
+    database.close_all()
+    # the same on the test database (PostgreSQL when SWITCHDESK_TEST_DB names one), with chunks of 2 rows
+    from tests.conftest import bind_test_database
+
+    migration = importlib.import_module("engine.store.migrations.0004_lead_phone_key")
+    monkeypatch.setattr(migration, "CHUNK", 2)
+    database = bind_test_database(tmp_path)
+    cascade = {"cascade": True} if url_is_postgres(database) else {}
+    try:
+        database.drop_tables(ALL_MODELS, safe=True, **cascade)
+        database.execute_sql("DROP TABLE IF EXISTS schema_migration")
+        _database_before_0004(database)
+        with database.atomic():  # as init_schema runs it
+            assert "0004_lead_phone_key" in schema.runner(database).up()
+        _check_0004(database)
+    finally:  # the next test's fixture builds its schema again
+        database.drop_tables(ALL_MODELS, safe=True, **cascade)
+        database.execute_sql("DROP TABLE IF EXISTS schema_migration")
+        database.close_all()
+
+
+def url_is_postgres(database) -> bool:
+    import peewee
+
+    return isinstance(database, peewee.PostgresqlDatabase)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

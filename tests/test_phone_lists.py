@@ -145,7 +145,8 @@ def test_lookup_finds_lists_holding_a_number_with_type(api, other_api):
     vip = make_list(api, "VIP", type="special")
     add(api, dnc["id"], {"phone": "+1 555 123 4567"})
     add(api, leads["id"], {"phone": "+1-555-123-4567", "name": "Bob", "lead_id": "7"})
-    add(api, vip["id"], {"phone": "15551234567"})  # without +: another number
+    add(api, vip["id"], {"phone": "972501234567"})  # without +: no US number, so not +972501234567
+    add(api, vip["id"], {"phone": "+15551234568"})
     theirs = make_list(other_api, "Theirs", type="dnc")
     add(other_api, theirs["id"], {"phone": "+15551234567"})
     r = api.get("/api/phone_list/lookup", query_string={"phone": "+1 (555) 123-4567"})
@@ -166,3 +167,41 @@ def test_lookup_ignores_hidden_rows_of_an_unpublished_import(api):
     Lead.create(phone_list=plist["id"], phone="5551234", import_id=imp.id)
     assert api.get("/api/phone_list/lookup", query_string={"phone": "5551234"}).get_json()["data"] == []
     assert api.get(f"/api/phone_list/{plist['id']}/lead").get_json()["data"] == []
+
+
+def test_lookup_finds_a_number_whatever_its_form(api, tenant):
+    """The account is in the US: these are one number, stored in any of the forms, looked up by any other,
+    including `+` sent unencoded in the query string (decoded to a space). DELETE and PUT find it alike."""
+    forms = ["212-555-0100", "(212) 555-0100", "12125550100", "+12125550100", "+1 212.555.0100", "2125550100"]
+    lists = [make_list(api, f"DNC {i}", type="dnc")["id"] for i in range(len(forms))]
+    for list_id, form in zip(lists, forms, strict=True):
+        add(api, list_id, {"phone": form, "name": form})
+    for query in [*forms, " 12125550100", "phone=+12125550100", "phone=%2B12125550100", "phone=+1+212+555+0100"]:
+        r = api.get("/api/phone_list/lookup", query_string=query if query.startswith("phone=") else {"phone": query})
+        assert r.status_code == 200, (query, r.get_json())
+        assert [x["id"] for x in r.get_json()["data"]] == lists, query
+        assert [x["lead"]["name"] for x in r.get_json()["data"]] == forms, query  # each lead as it was given
+    assert api.get("/api/phone_list/lookup", query_string="phone=+12125550101").get_json()["data"] == []
+    r = api.put(f"/api/phone_list/{lists[0]}/lead/+12125550100", json={"name": "renamed"})
+    assert r.status_code == 200 and r.get_json()["data"]["phone"] == "2125550100"
+    assert api.delete(f"/api/phone_list/{lists[1]}/lead", json=["1 (212) 555-0100"]).get_json()["data"] == {
+        "deleted": 1}
+    assert api.delete(f"/api/phone_list/{lists[2]}/lead/212.555.0100").status_code == 200
+    assert [x["id"] for x in api.get("/api/phone_list/lookup", query_string={"phone": "2125550100"})
+            .get_json()["data"]] == lists[:1] + lists[3:]
+    assert [lead.phone_key for lead in Lead.select()] == ["+12125550100"] * 4
+
+
+def test_lookup_keys_numbers_by_the_account_country(api, tenant):
+    """National numbers are read in the account's country; a number that is no possible one (a short code,
+    a local number) is keyed by its digits, so it still matches itself in any form."""
+    from engine.store.models import Account
+
+    Account.update(country="GB").where(Account.id == tenant.account_id).execute()
+    dnc = make_list(api, "DNC", type="dnc")["id"]
+    add(api, dnc, [{"phone": "020 7946 0958"}, {"phone": "+1 212 555 0100"}, {"phone": "118-118"}])
+    for query, found in [("+44 20 7946 0958", True), ("442079460958", True), ("0044 20 7946 0958", True),
+                         ("2079460958", True), ("12125550100", False), ("+12125550100", True),
+                         ("118118", True), ("+118 118", True), ("(118) 118", True)]:
+        data = api.get("/api/phone_list/lookup", query_string={"phone": query}).get_json()["data"]
+        assert bool(data) is found, query

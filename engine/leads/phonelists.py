@@ -13,9 +13,10 @@ from typing import Any
 import peewee
 
 from engine.errors import ServiceError
+from engine.leads.numbers import phone_key
 from engine.leads.validation import LEAD_FIELDS, check_lead, normalize_phone
 from engine.store.db import db
-from engine.store.models import Lead, LeadImport, PhoneList
+from engine.store.models import Account, Lead, LeadImport, PhoneList
 
 DELETE_CHUNK = 5000  # phones per DELETE statement
 
@@ -29,6 +30,11 @@ def get_list(account_id: int | None, list_id: int) -> PhoneList:
     if plist is None:
         raise ServiceError(404, f"Phone list {list_id} not found")
     return plist
+
+
+def account_country(account_id: int) -> str | None:
+    """The account's `country`: the default region of the numbers its leads are written in."""
+    return Account.select(Account.country).where(Account.id == account_id).scalar()
 
 
 def _save_list(plist: PhoneList) -> PhoneList:
@@ -82,14 +88,16 @@ def update_lead(account_id: int, list_id: int, phone: str, fields: dict[str, Any
                            {"errors": [{"field": e["field"], "reason": e["reason"]} for e in errors]})
     values = dict(zip(LEAD_FIELDS, clean, strict=True))
     with db.atomic():
-        get_list(account_id, list_id)
-        lead = _visible(list_id, key).first()
+        plist = get_list(account_id, list_id)
+        country = account_country(plist.account_id)
+        lead = _visible(list_id, key, phone_key(key, country)).order_by(Lead.id).first()
         if lead is None:
             raise ServiceError(404, f"Lead {phone} not found in phone list {list_id}")
         if "phone" in fields and values["phone"] != lead.phone:
-            if _visible(list_id, values["phone"]).exists():
+            new_key = phone_key(values["phone"], country)
+            if _visible(list_id, values["phone"], new_key).where(Lead.id != lead.id).exists():
                 raise ServiceError(409, f"phone: {values['phone']} is already in phone list {list_id}")
-            lead.phone = values["phone"]
+            lead.phone, lead.phone_key = values["phone"], new_key
         for name in ("name", "lead_id", "priority", "tags"):
             if name in fields:
                 setattr(lead, name, values[name])
@@ -103,12 +111,27 @@ def update_lead(account_id: int, list_id: int, phone: str, fields: dict[str, Any
     return lead
 
 
-def _visible(list_id: int, phone: str) -> peewee.ModelSelect:
-    return Lead.select().where((Lead.phone_list == list_id) & (Lead.phone == phone) & Lead.import_id.is_null())
+def holding(lists: Any, keys: list[str], phones: list[str]) -> peewee.SelectQuery:
+    """Ids of the visible leads of `lists` (an id or a subquery of ids) holding one of these numbers: by
+    canonical key, or stored in one of these very forms (a key written under another account country).
+
+    A UNION of two index seeks (`lead_list_key`, `lead_list_phone`): the same condition OR-ed in one
+    WHERE makes SQLite scan the whole list.
+    """
+    in_lists = Lead.phone_list.in_(lists) if isinstance(lists, peewee.SelectQuery) else Lead.phone_list == lists
+    visible = in_lists & Lead.import_id.is_null()
+    return (Lead.select(Lead.id).where(visible & Lead.phone_key.in_(keys))
+            | Lead.select(Lead.id).where(visible & Lead.phone.in_(phones)))
+
+
+def _visible(list_id: int, phone: str, key: str) -> peewee.ModelSelect:
+    """The list's visible leads holding the number: by canonical key, or stored in this very form."""
+    return Lead.select().where(Lead.id.in_(holding(list_id, [key], [phone])))
 
 
 def delete_leads(account_id: int, list_id: int, phones: list[Any]) -> dict[str, int]:
-    """Delete by phone; numbers not in the list are skipped (the reply counts what went)."""
+    """Delete by number (every lead of the list holding it, in any form); numbers not in the list are
+    skipped (the reply counts what went)."""
     keys: list[str] = []
     errors = []
     for index, phone in enumerate(phones):
@@ -124,13 +147,13 @@ def delete_leads(account_id: int, list_id: int, phones: list[Any]) -> dict[str, 
         raise ServiceError(400, "phones: no phone numbers given")
     deleted = 0
     with db.atomic():
-        get_list(account_id, list_id)
+        plist = get_list(account_id, list_id)
+        country = account_country(plist.account_id)
         unique = sorted(set(keys))
         for start in range(0, len(unique), DELETE_CHUNK):
             chunk = unique[start:start + DELETE_CHUNK]
-            deleted += Lead.delete().where(
-                (Lead.phone_list == list_id) & Lead.import_id.is_null() & Lead.phone.in_(chunk)
-            ).execute()
+            canonical = sorted({phone_key(phone, country) for phone in chunk})
+            deleted += Lead.delete().where(Lead.id.in_(holding(list_id, canonical, chunk))).execute()
         if deleted:
             PhoneList.update(list_rows=PhoneList.list_rows - deleted).where(PhoneList.id == list_id).execute()
     return {"deleted": deleted}
@@ -143,15 +166,28 @@ def lead_record(lead: Lead) -> dict[str, Any]:
 
 
 def lookup(account_id: int, phone: Any, list_type: str | None = None) -> list[dict[str, Any]]:
-    """The account's lists that hold `phone`, for do-not-call checks: one query, a (list, phone) seek per list."""
+    """The account's lists that hold `phone` in any form, for do-not-call checks.
+
+    One query: a (list, key) seek per list of the account, the key being the
+    canonical number with the account's country as the default region; a lead
+    stored in this very form matches too. A leading space before the digits is
+    a `+` that a query string decoded (`?phone=+1212...`): the number is looked
+    up both with and without it. A list holding the number in several leads
+    (kept from before canonical numbers) is listed once per lead.
+    """
     key = normalize_phone(phone)
     if key is None:
         raise ServiceError(400, "phone: not a phone number (3 to 20 digits, optional +)")
+    forms = {key}
+    if isinstance(phone, str) and phone[:1].isspace() and phone.strip()[:1].isdigit() and normalize_phone("+" + key):
+        forms.add("+" + key)
+    country = account_country(account_id)
+    canonical = sorted({phone_key(form, country) for form in forms})
     lists = PhoneList.select(PhoneList.id).where(PhoneList.account == account_id)
     if list_type is not None:
         lists = lists.where(PhoneList.type == list_type)
     query = (Lead.select(Lead, PhoneList).join(PhoneList)
-             .where(Lead.phone_list.in_(lists) & (Lead.phone == key) & Lead.import_id.is_null())
-             .order_by(PhoneList.id))
+             .where(Lead.id.in_(holding(lists, canonical, sorted(forms))))
+             .order_by(PhoneList.id, Lead.id))
     return [{"id": lead.phone_list.id, "name": lead.phone_list.name, "type": lead.phone_list.type,
              "lead": lead_record(lead)} for lead in query]

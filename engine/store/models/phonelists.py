@@ -47,15 +47,23 @@ class Lead(BaseModel):
     `import_id` is set while the row belongs to an unpublished large import:
     such rows are invisible everywhere, and the unique index on (list, phone)
     covers visible rows only, so an import can stage a new version of an
-    existing lead next to it. Do-not-call lookups use that same index, one
-    seek per list of the account, rather than a separate index on `phone`
-    that every import of millions of rows would also have to maintain.
+    existing lead next to it.
+
+    `phone` is the number as given (normalised); `phone_key` is its canonical
+    form (E.164 with the account's country as the default region, else its
+    digits: `engine.leads.numbers`), which do-not-call lookups and per-list
+    uniqueness compare, through `lead_list_key` (visible rows: one seek per
+    list of the account, rather than an index on the key alone that every
+    import of millions of rows would also have to maintain). That index is
+    not unique: two leads that an older release kept apart (`2125550100` and
+    `+12125550100`) both stay, and both are found; writes never add a second.
     """
 
     id = peewee.AutoField()
     # no index of its own: lead_list_order starts with this column
     phone_list = peewee.ForeignKeyField(PhoneList, backref="leads", on_delete="CASCADE", index=False)
     phone = peewee.CharField(max_length=21)
+    phone_key = peewee.CharField(max_length=24, null=True)  # always written; null only before migration 0004
     name = peewee.CharField(max_length=200, null=True)
     lead_id = peewee.CharField(max_length=100, null=True)
     priority = peewee.IntegerField(default=0)
@@ -66,5 +74,6 @@ class Lead(BaseModel):
 
 Lead.add_index(Lead.index(Lead.phone_list, Lead.phone, unique=True, where=Lead.import_id.is_null(),
                           name="lead_list_phone"))
+Lead.add_index(Lead.index(Lead.phone_list, Lead.phone_key, where=Lead.import_id.is_null(), name="lead_list_key"))
 Lead.add_index(Lead.index(Lead.phone_list, Lead.priority.desc(), Lead.id, name="lead_list_order"))
 Lead.add_index(Lead.index(Lead.import_id, where=Lead.import_id.is_null(False), name="lead_by_import"))
