@@ -14,7 +14,7 @@ without `+` and formatting.
 import, so `phone_key` first tries a fast path that reproduces the library's
 answer for the common shapes (a `+` number, or a national number of the
 default region with no prefix to strip) from its metadata, and only falls to
-the library (cached per distinct number) otherwise. `tests/test_leads.py`
+the library (cached per distinct number) otherwise. `tests/leads/test_leads.py`
 checks the fast path against the library on random numbers of every region.
 """
 from __future__ import annotations

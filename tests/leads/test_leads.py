@@ -10,7 +10,7 @@ import pytest
 
 from engine.leads import csvformat, imports, streaming, validation
 from engine.store.models import Lead, LeadImport, PhoneList
-from tests.test_phone_lists import add, make_list
+from tests.leads.test_phone_lists import add, make_list
 
 
 def get_leads(api, list_id: int, **query) -> list[dict]:
