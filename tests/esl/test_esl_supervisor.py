@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -131,3 +132,24 @@ def test_failing_on_connect_callback_is_logged_not_fatal(fs: FakeSwitch, supervi
     sup.start()
     assert sup.wait_connected(5)
     assert ran == [1] and "resync bug" in caplog.text
+
+
+def test_no_freeswitch_is_said_once_per_outage_then_retried_quietly(fs: FakeSwitch, supervisors, caplog) -> None:
+    """A box without FreeSWITCH yet logged a warning every few seconds for ever."""
+    fs.down()
+    sup = supervisors(fs)
+    with caplog.at_level(logging.DEBUG, logger="switchdesk.esl"):
+        sup.start()
+        wait_until(lambda: sup.status().attempts >= 6)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "cannot reach FreeSWITCH" in warnings[0].getMessage()
+        assert "--no-esl" in warnings[0].getMessage()
+        assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "cannot reach" in r.getMessage()]) >= 5
+        fs.up()
+        assert sup.wait_connected(5)
+        caplog.clear()
+        fs.down()  # a new outage is said once again
+        wait_until(lambda: any(r.levelno >= logging.WARNING for r in caplog.records))
+        wait_until(lambda: sup.status().attempts >= 12)
+        assert len([r for r in caplog.records
+                    if r.levelno >= logging.WARNING and "cannot reach" in r.getMessage()]) <= 1
