@@ -60,6 +60,9 @@ class Engine:
         self.account_ids = account_ids
         self.syncer = sync.Syncer(self._api_many, account_ids, bgapi_many=self._bgapi_many)
         self._agents_wanted: set[int] = set()
+        # A full sync asked for while one runs must not be lost: the running sync ends by setting the
+        # tier cache it read, which used to be the only mark of "full sync wanted".
+        self._full_wanted = True
         self.last_sync: sync.SyncResult | None = None
         self.last_sync_at: float | None = None
         self._wanted = gevent.event.Event()
@@ -120,6 +123,7 @@ class Engine:
     def request_sync(self) -> None:
         """Ask for a full sync (coalesced with any already asked for)."""
         self.syncer.tiers = None
+        self._full_wanted = True
         self._synced.clear()
         self._wanted.set()
 
@@ -154,12 +158,13 @@ class Engine:
     def _sync_loop(self) -> None:
         while True:
             self._wanted.wait(self.resync_every)
-            full = not self._wanted.is_set() or self.syncer.tiers is None
+            full = not self._wanted.is_set() or self._full_wanted or self.syncer.tiers is None
             self._wanted.clear()
             if self.commands.client is None:
                 continue  # the on_connect callback asks again
             try:
                 if full:
+                    self._full_wanted = False  # set again by a request that comes while this one runs
                     self.sync_now()
                 else:
                     agents, self._agents_wanted = self._agents_wanted, set()
@@ -170,6 +175,7 @@ class Engine:
             except ESLError as exc:
                 log.warning("sync interrupted: %s", exc)  # a reconnect asks for a full sync again
                 self.syncer.tiers = None
+                self._full_wanted = True
             except Exception:
                 log.exception("sync failed; retrying in a few seconds")
                 gevent.sleep(3)

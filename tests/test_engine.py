@@ -3,6 +3,7 @@ FreeSWITCH restart; device registrations; /api/status."""
 from __future__ import annotations
 
 import gevent
+import gevent.event
 import pytest
 
 from api import create_app
@@ -81,6 +82,30 @@ def test_api_change_reaches_the_switch(world, switch, engine, tenant):
     status = client.get("/api/status", headers=tenant.auth()).get_json()["data"]
     assert status["engine"] is True and status["freeswitch"]["connected"] is True
     assert status["sync"]["errors"] == 0
+
+
+def test_full_sync_asked_for_while_one_runs_is_not_lost(world, switch, engine, monkeypatch):
+    """The running sync ends by storing the tier cache it read, which used to erase the request: a queue
+    created during a sync waited for the five-minute resync (seen on the real switch)."""
+    account, queue, _, _ = world
+    assert engine.wait_synced(10)
+    real_run, in_sync, release, runs = engine.syncer.run, gevent.event.Event(), gevent.event.Event(), []
+
+    def slow_run():
+        runs.append(1)
+        if len(runs) == 1:
+            in_sync.set()
+            release.wait(10)
+        return real_run()
+
+    monkeypatch.setattr(engine.syncer, "run", slow_run)
+    engine.request_sync()
+    assert in_sync.wait(10)
+    late = Queue.create(account=account, name="Created during the sync")
+    changes.notify("queue", account.id, [late.id])
+    release.set()
+    wait_until(lambda: f"{late.id}@shop.test" in listed(switch, "queue"))
+    assert len(runs) == 2
 
 
 def test_freeswitch_restart_is_healed(world, switch, engine):

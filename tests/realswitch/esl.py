@@ -80,6 +80,17 @@ class EslProbe:
         _, body = self._reply("api/response")
         return body.decode(errors="replace")
 
+    def api_many(self, commands: list[str], timeout: float | None = None) -> list[str]:
+        """Pipelined: every command sent at once, then the replies in order (FreeSWITCH keeps them in order)."""
+        if any("\n" in command for command in commands):
+            raise ValueError("an ESL command is one line")
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self.sock.settimeout(timeout or self.timeout)
+        self.sock.sendall("".join(f"api {command}\n\n" for command in commands).encode())
+        return [self._reply("api/response")[1].decode(errors="replace") for _ in commands]
+
     def json(self, command: str) -> dict:
         """`show ... as json`: {"row_count": n, "rows": [...]}; FreeSWITCH leaves out `rows` when empty."""
         reply = self.api(command).strip()

@@ -113,10 +113,11 @@ class Ports:
     http: int = field(default_factory=free_port)      # switchdesk's API and xml_curl endpoints
     outbound: int = field(default_factory=free_port)  # switchdesk's outbound-socket server (check-in)
     rtp_start: int = field(default_factory=lambda: free_range(200))
+    rtp_size: int = 200  # ports from rtp_start (a leg takes two); bench/call_storm.py passes a bigger free_range
 
     @property
     def rtp_end(self) -> int:
-        return self.rtp_start + 198  # even, as FreeSWITCH wants (it pairs RTP with RTCP)
+        return self.rtp_start + self.rtp_size - 2  # even, as FreeSWITCH wants (it pairs RTP with RTCP)
 
 
 def _sub(path: Path, pattern: str, replacement: str, count: int = 1) -> None:

@@ -20,6 +20,7 @@ class WebhookReceiver:
 
     def __init__(self):
         self.received: list[tuple[dict[str, str], dict[str, Any], bytes]] = []
+        self.arrived: list[float] = []  # time.time() of each request's arrival, index for index with `received`
         self._lock = threading.Lock()
         receiver = self
 
@@ -28,8 +29,10 @@ class WebhookReceiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                arrived = time.time()
                 with receiver._lock:
                     receiver.received.append((dict(self.headers), json.loads(body), body))
+                    receiver.arrived.append(arrived)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
