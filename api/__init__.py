@@ -52,10 +52,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     install_error_handlers(app)
     metrics.install(app)
 
-    @app.before_request
-    def _open_db() -> None:
-        dbmod.db.connect(reuse_if_open=True)
-
+    # No connection is taken before a request needs one: peewee connects on the first query, so
+    # /api/health and refused requests hold none, and the pool serves the requests that query.
     @app.before_request
     def _guard_body() -> None:
         """Who is asking before what they send: a request with a large or chunked body is
