@@ -5,20 +5,30 @@ basic auth. Every answer is a `freeswitch/xml` document built with
 ElementTree, so client strings are always escaped; "not found" makes
 FreeSWITCH fall back to its local files, which the `freeswitch-conf/`
 overlay leaves empty.
+
+The answers for a device, a number or a queue are the same for every call
+until the configuration changes: they are rendered once and kept in memory
+(engine.directory.views.cached), dropped by the change notices of whatever
+they were built from (DESIGN.md, "The hot path is compiled and cached").
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
 from engine.callcenter import fsconfig
-from engine.store.models import Account, Device, Did, Extension, Queue
+from engine.directory import views
+from engine.directory.views import AccountView, DeviceView
+from engine.store.models import Account, Queue
 
 bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")
 
@@ -31,18 +41,42 @@ PHONE = re.compile(r"^\+?\d{3,20}$")
 GATEWAY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def _xml(section: ET.Element | None) -> Response:
+def _render(section: ET.Element | None) -> bytes:
     doc = ET.Element("document", type="freeswitch/xml")
     if section is None:
         section = ET.Element("section", name="result")
         ET.SubElement(section, "result", status="not found")
     doc.append(section)
-    body = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(doc, encoding="utf-8")
-    return Response(body, mimetype="text/xml")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(doc, encoding="utf-8")
+
+
+NOT_FOUND = _render(None)
+
+
+def _respond(body: bytes | None) -> Response:
+    return Response(NOT_FOUND if body is None else body, mimetype="text/xml")
+
+
+def _xml(section: ET.Element | None) -> Response:
+    return _respond(_render(section))
 
 
 def not_found() -> Response:
-    return _xml(None)
+    return _respond(None)
+
+
+def _answer(key: tuple, build: Callable[[], tuple[Any, ET.Element | None]]) -> Response:
+    """The rendered answer for `key`, from memory once built; `build` gives (the account id it depends on,
+    or None when it found none; the section or None for "not found")."""
+    def load() -> tuple[Any, bytes | None]:
+        tag, section = build()
+        return tag, None if section is None else _render(section)
+    return _respond(views.cached(key, load))
+
+
+@functools.lru_cache(maxsize=32)
+def _networks(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def _allowed() -> bool:
@@ -50,8 +84,8 @@ def _allowed() -> bool:
         ip = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return False
-    networks = current_app.config.get("XMLCURL_ALLOW", ("127.0.0.0/8", "::1/128"))
-    if not any(ip in ipaddress.ip_network(n, strict=False) for n in networks):
+    networks = _networks(tuple(current_app.config.get("XMLCURL_ALLOW", ("127.0.0.0/8", "::1/128"))))
+    if not any(ip in network for network in networks):
         return False
     password = current_app.config.get("XMLCURL_PASSWORD")
     if not password:
@@ -72,8 +106,45 @@ def _denied() -> Response:
     return response
 
 
+class _UrlencodedForm:
+    """The few fields an answer needs, found in the raw body of FreeSWITCH's form.
+
+    A dialplan request carries every channel variable (~6 KB, 200+ fields); decoding all of
+    them (werkzeug's `request.form`) cost more than the rest of a kept answer. A value is the
+    first one of its name, decoded as werkzeug decodes it (`+` and `%XX`, UTF-8); names are
+    matched as sent, which is how FreeSWITCH sends ours (letters, digits, `_`, `-`).
+    """
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = b"&" + body
+
+    def get(self, name: str, default: str = "") -> str:
+        key = b"&" + name.encode() + b"="
+        start = self.body.find(key)
+        if start < 0:
+            return default
+        start += len(key)
+        end = self.body.find(b"&", start)
+        raw = self.body[start:] if end < 0 else self.body[start:end]
+        if b"%" not in raw and b"+" not in raw:
+            return raw.decode("utf-8", "replace")
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "replace")
+
+
+_FORM = "switchdesk.xmlcurl_form"
+
+
 def _field(name: str) -> str:
-    return request.form.get(name, "")
+    form = request.environ.get(_FORM)
+    if form is None:
+        if request.mimetype == "application/x-www-form-urlencoded":
+            form = _UrlencodedForm(request.get_data(cache=True))
+        else:
+            form = request.form
+        request.environ[_FORM] = form
+    return form.get(name, "")
 
 
 def _params(parent: ET.Element, tag: str, items: Iterable[tuple[str, str]]) -> None:
@@ -85,7 +156,7 @@ def _params(parent: ET.Element, tag: str, items: Iterable[tuple[str, str]]) -> N
 # --- directory ----------------------------------------------------------------------------------
 
 
-def directory_section(account: Account, device: Device) -> ET.Element:
+def directory_section(account: AccountView, device: DeviceView) -> ET.Element:
     section = ET.Element("section", name="directory")
     domain = ET.SubElement(section, "domain", name=account.domain)
     _params(domain, "param", [("dial-string", DIAL_STRING)])
@@ -109,13 +180,15 @@ def _directory() -> Response:
     username = _field("user")
     if _field("purpose") or not domain or not username:
         return not_found()
-    account = Account.get_or_none(Account.domain == domain.lower())
-    if account is None:
-        return not_found()
-    device = Device.get_or_none((Device.account == account.id) & (Device.sip_username == username))
-    if device is None:
-        return not_found()
-    return _xml(directory_section(account, device))
+    domain = domain.lower()
+
+    def build() -> tuple[Any, ET.Element | None]:
+        account = views.account_by_domain(domain)
+        if account is None:
+            return None, None
+        device = views.device(account.id, username)
+        return account.id, directory_section(account, device) if device is not None else None
+    return _answer(("directory", domain, username), build)
 
 
 # --- configuration: callcenter.conf ---------------------------------------------------------------
@@ -138,16 +211,19 @@ def _configuration() -> Response:
     if _field("key_value") != "callcenter.conf":
         return not_found()
     wanted = _field("CC-Queue")
-    query = Queue.select(Queue, Account).join(Account)
-    if wanted:
-        parsed = fsconfig.parse_name(wanted)
-        if parsed is None:
-            return not_found()
-        query = query.where((Queue.id == parsed[0]) & (Account.domain == parsed[1]))
-    queues = [(q, q.account.domain) for q in query.order_by(Queue.id)]
-    if wanted and not queues:
+    parsed = fsconfig.parse_name(wanted) if wanted else None
+    if wanted and parsed is None:
         return not_found()
-    return _xml(callcenter_section(queues))
+
+    def build() -> tuple[Any, ET.Element | None]:
+        query = Queue.select(Queue, Account).join(Account)
+        if parsed is not None:
+            query = query.where((Queue.id == parsed[0]) & (Account.domain == parsed[1]))
+        queues = [(q, q.account.domain) for q in query.order_by(Queue.id)]
+        if parsed is None:
+            return views.ANY, callcenter_section(queues)
+        return (queues[0][0].account_id, callcenter_section(queues)) if queues else (None, None)
+    return _answer(("callcenter.conf", wanted), build)
 
 
 # --- dialplan -----------------------------------------------------------------------------------
@@ -163,10 +239,10 @@ def _extension(context: ET.Element, name: str, number: str, actions: list[tuple[
         ET.SubElement(cond, "action", **attrs)
 
 
-def route_actions(account: Account, target_type: str, target_id: int) -> list[tuple[str, str]] | None:
+def route_actions(account: AccountView, target_type: str, target_id: int) -> list[tuple[str, str]] | None:
     """The dialplan actions that reach an extension's target, or None when it is gone."""
     if target_type == "queue":
-        if not Queue.select().where((Queue.id == target_id) & (Queue.account == account.id)).exists():
+        if views.queue(account.id, target_id) is None:
             return None
         return [
             ("set", "hangup_after_bridge=true"),
@@ -175,11 +251,12 @@ def route_actions(account: Account, target_type: str, target_id: int) -> list[tu
             ("callcenter", fsconfig.queue_name(target_id, account.domain)),
             ("hangup", ""),
         ]
+    devices: list[DeviceView] | tuple[DeviceView, ...]
     if target_type == "device":
-        devices = list(Device.select().where((Device.id == target_id) & (Device.account == account.id)))
+        device = views.device_by_id(account.id, target_id)
+        devices = [device] if device is not None else []
     elif target_type == "user":
-        devices = list(Device.select().where((Device.user == target_id) & (Device.account == account.id))
-                       .order_by(Device.id))
+        devices = views.devices_of_user(account.id, target_id)
     else:
         return None
     if not devices:
@@ -193,7 +270,7 @@ def route_actions(account: Account, target_type: str, target_id: int) -> list[tu
 CALL_VARIABLES = ("switchdesk_src_device_id", "switchdesk_src_user_id", "switchdesk_lead_id", "switchdesk_tags")
 
 
-def call_exports(account: Account, call_type: str) -> list[tuple[str, str]]:
+def call_exports(account: AccountView, call_type: str) -> list[tuple[str, str]]:
     """`export`s that let the call events (engine.calls.callevents) attribute every leg of a call we route.
 
     Exported, so the legs this one bridges to inherit them: the account, the
@@ -219,7 +296,11 @@ def _route_type(target_type: str, default: str) -> str:
     return "queue" if target_type == "queue" else default
 
 
-def dialplan_section(account: Account, number: str) -> ET.Element | None:
+# Which of the channel's own variables `call_exports` keeps: part of the key of a kept dialplan answer.
+_EXPORTED = ("switchdesk_call_id", "switchdesk_call_type", "switchdesk_dst_num", *CALL_VARIABLES)
+
+
+def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
     section = ET.Element("section", name="dialplan", description="switchdesk")
     context = ET.SubElement(section, "context", name=account.domain)
     if CHECKIN.match(number):
@@ -229,7 +310,7 @@ def dialplan_section(account: Account, number: str) -> ET.Element | None:
             ("socket", f"{host}:{port} async full"),
         ])
         return section
-    ext = Extension.get_or_none((Extension.account == account.id) & (Extension.number == number))
+    ext = views.extension(account.id, number)
     if ext is not None:
         actions = route_actions(account, ext.target_type, ext.target_id)
         if actions:
@@ -250,11 +331,12 @@ def dialplan_section(account: Account, number: str) -> ET.Element | None:
 
 def _public_section(number: str) -> ET.Element | None:
     # DIDs are stored in E.164; carriers often send the international number without its '+'.
-    digits = number.lstrip("+")
-    did = Did.get_or_none(Did.number.in_([number, f"+{digits}"]))
+    did = views.did(number)
     if did is None:
         return None
-    account = Account.get_by_id(did.account_id)
+    account = views.account(did.account_id)
+    if account is None:
+        return None
     actions = route_actions(account, did.target_type, did.target_id)
     if not actions:
         return None
@@ -271,12 +353,17 @@ def _dialplan() -> Response:
     number = _field("Hunt-Destination-Number") or _field("Caller-Destination-Number")
     if not context or not number:
         return not_found()
-    if context == "public":
-        section = _public_section(number)
-    else:
-        account = Account.get_or_none(Account.domain == context)
-        section = dialplan_section(account, number) if account is not None else None
-    return _xml(section) if section is not None else not_found()
+    present = tuple(bool(_field(f"variable_{name}")) for name in _EXPORTED)
+
+    def build() -> tuple[Any, ET.Element | None]:
+        if context == "public":
+            did = views.did(number)
+            return (did.account_id if did is not None else None), _public_section(number)
+        account = views.account_by_domain(context)
+        if account is None:
+            return None, None
+        return account.id, dialplan_section(account, number)
+    return _answer(("dialplan", context, number, present, current_app.config.get("OUTBOUND_SOCKET")), build)
 
 
 _SECTIONS = {"directory": _directory, "configuration": _configuration, "dialplan": _dialplan}

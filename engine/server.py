@@ -142,6 +142,13 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             log.info("engine: listening for other boxes' changes (PostgreSQL NOTIFY %s)", pgnotify.changes.CHANNEL)
         engine.start()
         log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
+    remote = None
+    if engine is None and not db.is_sqlite():
+        from engine.store import pgnotify
+
+        # the xml_curl answers come from memory (engine.directory.views) only while this process hears
+        # other boxes' changes; with the engine, its own listener does that
+        remote = pgnotify.RemoteChanges.for_database(database).start()
     from engine.events.delivery import Deliverer
 
     deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private).start()
@@ -159,6 +166,8 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         checkins.stop()
     if engine is not None:
         engine.stop()
+    if remote is not None:
+        remote.stop()
     server.stop(timeout=5)
     database.close_all() if hasattr(database, "close_all") else None
     log.info("stopped")

@@ -5,15 +5,24 @@ variables and headers, FreeSWITCH's timings, the directory and the leads)
 changes with the README's "Call events" and with FreeSWITCH's headers, apart
 from when events are emitted (`callevents`) or how a missed `call:end` is
 reconstructed (`reconcile`). Pure reads: nothing here writes.
+
+On every event of every leg: accounts, devices, extensions, DIDs and queues
+come from the directory's in-memory views (engine.directory.views), the rest
+through SQL compiled once (engine.store.fastq).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import phonenumbers
 
 from engine.callcenter import fsconfig
-from engine.store.models import Account, ActiveCall, Device, Did, Extension, Lead, PhoneList, Queue, now
+from engine.directory import views
+from engine.directory.views import AccountView, RouteView
+from engine.store import fastq
+from engine.store.db import JSONField
+from engine.store.models import ActiveCall, Lead, PhoneList, now
 
 # Every call event carries all of these keys (null when unknown or not applicable).
 FIELDS = (
@@ -64,8 +73,12 @@ def event_ts(event: Any) -> int:
     return stamp // 1_000_000 if stamp else now()
 
 
+@functools.lru_cache(maxsize=8192)
 def country_of_number(number: str | None, default_region: str | None) -> str | None:
-    """ISO 3166-1 alpha-2 of a phone number, the account's country as the default region."""
+    """ISO 3166-1 alpha-2 of a phone number, the account's country as the default region.
+
+    Every event of a leg asks again for the same number: parsing it is kept (pure, bounded).
+    """
     if not number or sum(c.isdigit() for c in number) < 4:
         return None
     try:
@@ -101,11 +114,11 @@ def payload(data: dict[str, Any], ts: int, *, end: bool = False) -> dict[str, An
     return out
 
 
-def account_of(event: Any) -> Account | None:
+def account_of(event: Any) -> AccountView | None:
     """The account of a leg: our variables first, then the domain in FreeSWITCH's own names."""
     account_id = _int(_v(event, "switchdesk_account_id"))
     if account_id is not None:
-        account = Account.get_or_none(Account.id == account_id)
+        account = views.account(account_id)
         if account is not None:
             return account
     domains: list[str] = []
@@ -120,24 +133,23 @@ def account_of(event: Any) -> Account | None:
     for domain in dict.fromkeys(domains):
         if domain in ("public", "default"):
             continue
-        account = Account.get_or_none(Account.domain == domain)
+        account = views.account_by_domain(domain)
         if account is not None:
             return account
     if header(event, "Caller-Context") == "public":  # a DID before our dialplan has run
         did = _did(header(event, "Caller-Destination-Number"))
         if did is not None:
-            return Account.get_or_none(Account.id == did.account_id)
+            return views.account(did.account_id)
     return None
 
 
-def _did(number: str | None) -> Did | None:
+def _did(number: str | None) -> RouteView | None:
     if not number:
         return None
-    digits = number.lstrip("+")
-    return Did.get_or_none(Did.number.in_([number, f"+{digits}"]))
+    return views.did(number)
 
 
-def leg_fields(event: Any, account: Account, prior: dict[str, Any]) -> dict[str, Any]:
+def leg_fields(event: Any, account: AccountView, prior: dict[str, Any]) -> dict[str, Any]:
     """The sticky fields of the leg: what this event says, else what earlier ones said."""
     uid = header(event, "Unique-ID") or ""
     direction = header(event, "Call-Direction")
@@ -214,8 +226,8 @@ def leg_fields(event: Any, account: Account, prior: dict[str, Any]) -> dict[str,
     sticky("queue_id", queue_id, first)
     site = _int(_v(event, "switchdesk_site_id"))
     if site is None and data.get("queue_id") is not None and data.get("queue_id") != old_queue:
-        site = (Queue.select(Queue.site_id)
-                .where((Queue.id == data["queue_id"]) & (Queue.account == account.id)).scalar())
+        queue_view = views.queue(account.id, data["queue_id"]) if isinstance(data["queue_id"], int) else None
+        site = queue_view.site_id if queue_view is not None else None
     sticky("site_id", site, first)
 
     old_lead = data.get("lead_id")
@@ -245,12 +257,16 @@ def _call_id(event: Any, uid: str) -> str:
     return uid
 
 
+_DATA = JSONField()
+
+
 def _leg(uid: str) -> dict[str, Any]:
-    row = ActiveCall.select(ActiveCall.data).where(ActiveCall.uuid == uid).first()
-    return (row.data or {}) if row is not None else {}
+    rows = fastq.select("call_fields.leg", lambda u: (
+        ActiveCall.select(ActiveCall.data).where(ActiveCall.uuid == u).limit(1)), uid)
+    return (_DATA.python_value(rows[0][0]) or {}) if rows else {}
 
 
-def _guess_type(event: Any, account: Account, direction: str | None,
+def _guess_type(event: Any, account: AccountView, direction: str | None,
                 src_device: int | None) -> tuple[str, int | None]:
     """Before our dialplan has marked the call: what it will route the number to (type, queue id)."""
     number = header(event, "Caller-Destination-Number") or ""
@@ -263,35 +279,36 @@ def _guess_type(event: Any, account: Account, direction: str | None,
         return "inbound", None
     if src_device is None:
         return "inbound", None
-    ext = Extension.get_or_none((Extension.account == account.id) & (Extension.number == number))
+    ext = views.extension(account.id, number)
     if ext is None:
         return "outbound", None
     return ("queue", ext.target_id) if ext.target_type == "queue" else ("internal", None)
 
 
-def _dialed_device(event: Any, account: Account) -> int | None:
+def _dialed_device(event: Any, account: AccountView) -> int | None:
     user, domain = _v(event, "dialed_user"), (_v(event, "dialed_domain") or "").lower()
     if not user or domain != account.domain:
         return None
-    return (Device.select(Device.id)
-            .where((Device.account == account.id) & (Device.sip_username == user)).scalar())
+    device = views.device(account.id, user)
+    return device.id if device is not None else None
 
 
 def _device_user(account_id: int, device_id: int | None) -> int | None:
     if device_id is None:
         return None
-    return (Device.select(Device.user)
-            .where((Device.id == device_id) & (Device.account == account_id)).scalar())
+    device = views.device_by_id(account_id, device_id)
+    return device.user_id if device is not None else None
 
 
 def _lead_name(account_id: int, lead_id: str | None) -> str | None:
     """Filled when exactly one visible lead of the account has that lead id (DESIGN.md, Event fields)."""
     if not lead_id:
         return None
-    rows = list(Lead.select(Lead.name).join(PhoneList)
-                .where((PhoneList.account == account_id) & (Lead.lead_id == lead_id) & Lead.import_id.is_null())
-                .limit(2))
-    return rows[0].name if len(rows) == 1 else None
+    rows = fastq.select("call_fields.lead_name", lambda a, lead: (
+        Lead.select(Lead.name).join(PhoneList)
+        .where((PhoneList.account == a) & (Lead.lead_id == lead) & Lead.import_id.is_null()).limit(2)),
+        account_id, lead_id)
+    return rows[0][0] if len(rows) == 1 else None
 
 
 def queue_end_fields(event: Any) -> dict[str, Any]:

@@ -24,7 +24,8 @@ cause unknown, so null). Rings and answers that happened while we could not
 hear are not recovered.
 
 This module is the plugin: which events are due for a leg and when, kept
-in the `ActiveCall` rows. The fields themselves are built in `call_fields`;
+in the `ActiveCall` rows, read and written with SQL compiled once (fastq;
+DESIGN.md, "The hot path is compiled and cached"). The fields themselves are built in `call_fields`;
 the reconstruction after a reconnect is `reconcile`.
 """
 from __future__ import annotations
@@ -38,9 +39,11 @@ import peewee
 
 from engine.calls.call_fields import account_of, end_fields, event_ts, header, leg_fields, payload, queue_end_fields
 from engine.calls.reconcile import RECONCILE_GRACE, end_vanished_legs, purge_ended, reconcile_when_connected
+from engine.directory import views
 from engine.events.outbox import emit
+from engine.store import fastq
 from engine.store.db import connection, db
-from engine.store.models import Account, ActiveCall, now
+from engine.store.models import ActiveCall, now
 
 log = logging.getLogger("switchdesk.callevents")
 
@@ -99,7 +102,7 @@ class CallEvents:
         if not uid:
             return
         with connection():
-            row = ActiveCall.get_or_none(ActiveCall.uuid == uid)
+            row = _row(uid)
             if row is None:
                 if kind == "update" or (header(event, "Caller-Destination-Number") or "").startswith(FEATURE_PREFIX):
                     return
@@ -110,7 +113,7 @@ class CallEvents:
             else:
                 if row.ended_at is not None:
                     return  # a late or repeated event of a leg that has ended: nothing is due
-                account = Account.get_or_none(Account.id == row.account_id)
+                account = views.account(row.account_id)
                 if account is None:
                     return
                 prior = row.data or {}
@@ -124,7 +127,7 @@ class CallEvents:
                 if row is None:
                     row = self._create(event, uid, account.id, data)
                 elif data != prior or data["call_id"] != row.call_id:
-                    ActiveCall.update(data=data, call_id=data["call_id"]).where(ActiveCall.uuid == uid).execute()
+                    _update_data(uid, data)
                 self._emit_due(row, kind, data, ts)
             if kind == "end":
                 self._ended += 1
@@ -133,38 +136,35 @@ class CallEvents:
 
     @staticmethod
     def _create(event: Any, uid: str, account_id: int, data: dict[str, Any]) -> ActiveCall:
+        fs_host = (header(event, "FreeSWITCH-Hostname") or "")[:255]
+        seen_ms = int(time.time() * 1000)
         try:
             with db.atomic():
-                return ActiveCall.create(
-                    uuid=uid, account=account_id, call_id=data["call_id"],
-                    fs_host=(header(event, "FreeSWITCH-Hostname") or "")[:255],
-                    seen_ms=int(time.time() * 1000), data=data,
-                )
+                fastq.execute("callevents.create", lambda u, a, c, h, s, d: ActiveCall.insert({
+                    ActiveCall.uuid: u, ActiveCall.account: a, ActiveCall.call_id: c, ActiveCall.fs_host: h,
+                    ActiveCall.seen_ms: s, ActiveCall.data: peewee.Value(d, converter=False),
+                }), uid, account_id, data["call_id"], fs_host, seen_ms, _json(data))
         except peewee.IntegrityError:  # recorded meanwhile (another engine on the same database)
             ActiveCall.update(data=data).where(ActiveCall.uuid == uid).execute()
             return ActiveCall.get(ActiveCall.uuid == uid)
+        return ActiveCall(uuid=uid, account=account_id, call_id=data["call_id"], fs_host=fs_host, seen_ms=seen_ms,
+                          data=data)
 
     def _emit_due(self, row: ActiveCall, kind: str, data: dict[str, Any], ts: int) -> None:
         """Emit what `kind` calls for, each at most once per leg (conditional updates decide)."""
-        live = (ActiveCall.uuid == row.uuid) & ActiveCall.ended_at.is_null()
-        account_id = row.account_id
-
-        def once(flag: peewee.Field, extra: peewee.Expression | None = None) -> bool:
-            cond = live & (flag == False)  # noqa: E712 - SQL, not Python
-            if extra is not None:
-                cond &= extra
-            return ActiveCall.update({flag: True}).where(cond).execute() == 1
-
-        if kind == "ring" and once(ActiveCall.rang, ActiveCall.answered == False):  # noqa: E712
+        uid, account_id = row.uuid, row.account_id
+        if kind == "ring" and _once(uid, "rang", unanswered=True):
             emit(account_id, "call:ring", payload(data, ts), ts=ts)
         elif kind == "answer":
-            if once(ActiveCall.rang):
+            if _once(uid, "rang"):
                 emit(account_id, "call:ring", payload(data, ts), ts=ts)
-            if once(ActiveCall.answered):
+            if _once(uid, "answered"):
                 emit(account_id, "call:answer", payload(data, ts), ts=ts)
-        elif kind == "start" and once(ActiveCall.started):
+        elif kind == "start" and _once(uid, "started"):
             emit(account_id, "call:start", payload(data, ts), ts=ts)
-        elif kind == "end" and ActiveCall.update(ended_at=now()).where(live).execute() == 1:
+        elif kind == "end" and fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
+                {ActiveCall.ended_at: t}).where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
+                uid, now()) == 1:
             emit(account_id, "call:end", payload(data, ts, end=True), ts=ts)
 
     # -- after a (re)connect --
@@ -184,6 +184,36 @@ class CallEvents:
             if ended:
                 log.info("reconstructed call:end for %d leg(s) that ended while we could not hear", ended)
             return ended
+
+
+# -- the leg's row, with SQL compiled once (fastq) --
+
+_json = ActiveCall.data.db_value
+
+
+def _row(uid: str) -> ActiveCall | None:
+    rows = fastq.select("callevents.row", lambda u: ActiveCall.select().where(ActiveCall.uuid == u), uid)
+    return fastq.make(ActiveCall, rows[0]) if rows else None
+
+
+def _update_data(uid: str, data: dict[str, Any]) -> None:
+    fastq.execute("callevents.update", lambda u, d, c: ActiveCall.update(
+        {ActiveCall.data: peewee.Value(d, converter=False), ActiveCall.call_id: c}).where(ActiveCall.uuid == u),
+        uid, _json(data), data["call_id"])
+
+
+_FLAGS = {"rang": ActiveCall.rang, "answered": ActiveCall.answered, "started": ActiveCall.started}
+
+
+def _once(uid: str, flag: str, *, unanswered: bool = False) -> bool:
+    """Set `flag` on the live leg unless it was set: True only for the one caller that set it."""
+    def build(u: str) -> peewee.Query:
+        field = _FLAGS[flag]
+        cond = (ActiveCall.uuid == u) & ActiveCall.ended_at.is_null() & (field == False)  # noqa: E712 - SQL
+        if unanswered:
+            cond &= ActiveCall.answered == False  # noqa: E712
+        return ActiveCall.update({field: True}).where(cond)
+    return fastq.execute(f"callevents.once:{flag}:{unanswered}", build, uid) == 1
 
 
 def attach(engine: Any) -> CallEvents:

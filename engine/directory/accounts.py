@@ -12,6 +12,7 @@ import peewee
 
 from engine.directory import security
 from engine.errors import ServiceError
+from engine.store import changes
 from engine.store.changes import Pending
 from engine.store.db import db
 from engine.store.models import Account, ApiKey, Device, User
@@ -59,6 +60,7 @@ def create_account(name: str, domain: str, admin_username: str, admin_email: str
             password_hash=password_hash, is_admin=True,
         )
         ApiKey.create(user=admin, prefix=prefix, digest=key_digest)
+    changes.notify("account", account.id, [account.id])  # a domain that was no account's now is one
     return NewAccount(account, admin, password, key)
 
 

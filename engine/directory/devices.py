@@ -108,7 +108,7 @@ def delete_device(account_id: int, device_id: int) -> None:
     with db.atomic():
         device = get_device(account_id, device_id)
         agents.release_device(account_id, device.id, pending)
-        extensions.delete_for("device", [device.id])
+        extensions.delete_for("device", [device.id], pending, account_id)
         device.delete_instance()
         pending.add("device", account_id, [device_id])
     pending.send()

@@ -114,16 +114,23 @@ def routes_for(target_type: str, ids: list[int]) -> tuple[dict[int, list[str]], 
     return numbers, dids
 
 
-def delete_for(target_type: str, ids: list[int]) -> int:
+def delete_for(target_type: str, ids: list[int], pending: Pending | None = None,
+               account_id: int | None = None) -> int:
     """Remove the extensions and DIDs routing to deleted targets; call inside the deleting transaction.
 
     Targets are plain ids (one column serves three tables), so no foreign key
-    does this for us. Returns how many rows went.
+    does this for us. Returns how many rows went; with `pending`, the ids that
+    went are noticed (`extension`, `did`) for `account_id` after the commit.
     """
     if not db.obj.in_transaction():
         raise RuntimeError("delete_for() must run inside the transaction that deletes the targets")
     removed = 0
     for chunk in chunks(ids):
+        if pending is not None and account_id is not None:
+            pending.add("extension", account_id, [e.id for e in Extension.select(Extension.id).where(
+                (Extension.target_type == target_type) & Extension.target_id.in_(chunk))])
+            pending.add("did", account_id, [d.id for d in Did.select(Did.id).where(
+                (Did.target_type == target_type) & Did.target_id.in_(chunk))])
         removed += Extension.delete().where(
             (Extension.target_type == target_type) & Extension.target_id.in_(chunk)).execute()
         removed += Did.delete().where((Did.target_type == target_type) & Did.target_id.in_(chunk)).execute()

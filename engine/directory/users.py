@@ -21,7 +21,7 @@ from engine.errors import ServiceError
 from engine.store import fastq
 from engine.store.changes import Pending
 from engine.store.db import db, is_sqlite
-from engine.store.models import Account, ApiKey, LoginFailure, PermissionGroup, User, UserSession, now
+from engine.store.models import Account, ApiKey, Device, LoginFailure, PermissionGroup, User, UserSession, now
 
 LOCK_AFTER = 5  # failed logins in a row ...
 LOCK_WINDOW = 15 * 60  # ... within this many seconds lock the username for LOCK_WINDOW
@@ -258,8 +258,10 @@ def delete_user(account_id: int, user_id: int, actor: Actor) -> None:
         _keep_an_admin(account_id, user, "deleted")
         queues.drop_user_tiers(account_id, user.id, pending)
         # Numbers routed to the user would otherwise point at nothing; its devices stay, unassigned.
-        extensions.delete_for("user", [user.id])
+        extensions.delete_for("user", [user.id], pending, account_id)
+        pending.add("device", account_id, [d.id for d in Device.select(Device.id).where(Device.user == user.id)])
         user.delete_instance()
+        pending.add("user", account_id, [user.id])
     pending.send()
 
 

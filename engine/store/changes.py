@@ -11,7 +11,12 @@ Kinds and their ids:
 * `tier`    — user ids whose queue membership (tiers) changed;
 * `account` — the account id, when its settings changed;
 * `agent`   — user ids whose runtime state changed (engine.callcenter.agents: check-in, pause, wrap-up,
-  joined tiers): push the agent (contact, status, ready_time, wrap_up_time) and its tiers.
+  joined tiers): push the agent (contact, status, ready_time, wrap_up_time) and its tiers;
+* `device`, `extension`, `did` — ids created, updated or deleted (engine.directory); `user` — user ids
+  deleted (their devices lose their user, their numbers go).
+
+Besides the engine, the in-memory views of the call path (engine.directory.views) listen: they may
+only keep anything while this process hears every box's changes, which `hearing_epoch` tells.
 
 On PostgreSQL several boxes share the database (DESIGN.md, Scale-out) and the
 account a change is for may be served by another box: `notify` also sends it
@@ -40,6 +45,26 @@ CHANNEL = "switchdesk_changes"
 # tells a process its own notifications apart from other processes' (several pooled connections per process)
 ORIGIN = uuid.uuid4().hex
 MAX_PAYLOAD = 7900  # PostgreSQL refuses a payload of 8000 bytes or more; leave a margin
+
+
+_hearing: set[object] = set()  # engine.store.pgnotify listeners of this process that LISTEN right now
+_hearing_epoch = 0
+
+
+def hearing(listener: object, on: bool) -> None:
+    """engine.store.pgnotify: `listener` started (or stopped) hearing other processes' changes."""
+    global _hearing_epoch
+    if on:
+        _hearing.add(listener)
+    else:
+        _hearing.discard(listener)
+    _hearing_epoch += 1
+
+
+def hearing_epoch() -> int | None:
+    """None while no listener of this process hears other processes' changes; else a number that
+    changes whenever one starts or stops (changes may have been missed in between)."""
+    return _hearing_epoch if _hearing else None
 
 
 def listen(listener: Listener) -> None:

@@ -94,6 +94,29 @@ def select(key: str, build: Callable[..., peewee.Query], *args: Any) -> list[tup
     `args` are ints, strs or non-empty lists of ints (for `IN`), and `build` must bind each
     as it is given (no `.contains()`, no arithmetic). Lists are padded (see `_padded`).
     """
+    sql, params = _bind(key, build, args)
+    cursor = db.obj.execute_sql(sql, params)
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def execute(key: str, build: Callable[..., peewee.Query], *args: Any) -> int:
+    """How many rows the INSERT, UPDATE or DELETE `build(*args)` changed; compiled as `select` is.
+
+    A value the field would convert (JSON, ...) is given converted, as a str, and bound in
+    `build` with `peewee.Value(arg, converter=False)`.
+    """
+    sql, params = _bind(key, build, args)
+    cursor = db.obj.execute_sql(sql, params)
+    try:
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _bind(key: str, build: Callable[..., peewee.Query], args: tuple) -> tuple[str, list]:
     shape: list[Any] = [key, _dialect()]
     flat: list[Any] = []
     for arg in args:
@@ -109,12 +132,7 @@ def select(key: str, build: Callable[..., peewee.Query], *args: Any) -> list[tup
     if hit is None:
         hit = _cache[cache_key] = _template(key, build, tuple(_padded(a) if isinstance(a, list) else a for a in args))
     sql, template = hit
-    params = [flat[n] if is_slot else n for is_slot, n in template]
-    cursor = db.obj.execute_sql(sql, params)
-    try:
-        return cursor.fetchall()
-    finally:
-        cursor.close()
+    return sql, [flat[n] if is_slot else n for is_slot, n in template]
 
 
 # Columns the database drivers already return as the Python type peewee would coerce them to.

@@ -138,6 +138,7 @@ class RemoteChanges:
         self._execute(f"LISTEN {changes.CHANNEL}")
         self.backend_pid = pg.backend_pid
         self._listening.set()
+        changes.hearing(self, True)
 
     def _listen(self) -> None:
         assert self._pg is not None
@@ -176,6 +177,8 @@ class RemoteChanges:
         wait(self._pg.socket, timeout=timeout, timeout_exc=_Timeout(f"no answer in {timeout:g} s"))
 
     def _close(self) -> None:
+        if self._listening.is_set():
+            changes.hearing(self, False)
         self._listening.clear()
         self.backend_pid = None
         self._parts.clear()  # the rest will not come: the resync after reconnecting covers them

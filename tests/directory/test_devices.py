@@ -231,6 +231,8 @@ def test_changes_are_notified_after_commit(api, tenant):
         api.put(f"/api/device/{data['id']}", json={"sip_username": "nope"})  # refused: nothing to hear
         assert heard == []
         api.delete(f"/api/device/{data['id']}")
-        assert heard == [("device", tenant.account_id, [data["id"]], False)]
+        # the extension that routed to it went with it: the dialplan views hear of that too
+        assert sorted(heard) == [("device", tenant.account_id, [data["id"]], False),
+                                 ("extension", tenant.account_id, [ext_id], False)]
     finally:
         changes.unlisten(listener)
