@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="password FreeSWITCH's mod_xml_curl uses (user 'freeswitch'; env SWITCHDESK_XMLCURL_PASSWORD)")
     p.add_argument("--webhook-allow-private", action="store_true",
                    help="allow Event Push URLs on loopback, link-local and private addresses")
+    p.add_argument("--webhook-concurrency", type=_positive_int,
+                   default=os.environ.get("SWITCHDESK_WEBHOOK_CONCURRENCY", "8"),
+                   help="webhook requests in flight per account; each call's and agent's events still go in order "
+                        "(env SWITCHDESK_WEBHOOK_CONCURRENCY; default 8)")
     p.add_argument("--domains", default=os.environ.get("SWITCHDESK_DOMAINS"), type=_domain_list,
                    help="comma-separated account domains whose agents, queues and webhooks this box drives "
                         "(env SWITCHDESK_DOMAINS; default: all accounts)")
@@ -91,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-public", action="store_true",
                    help="serve GET /metrics to every client, not only to loopback ones")
     return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {number}")
+    return number
 
 
 def _domain_list(value: str | None) -> list[str] | None:
@@ -130,7 +144,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from engine.store import db, schema
     from engine.store.models import Account
 
-    database = db.bind(args.db)
+    database = db.bind(args.db, command_line=True)
     _ensure_secret_key(args.db)
     with database.connection_context():
         fresh = schema.init_schema(database)
@@ -155,7 +169,7 @@ def cmd_account_create(args: argparse.Namespace) -> int:
     from engine.errors import ServiceError
     from engine.store import db, schema
 
-    database = db.bind(args.db)
+    database = db.bind(args.db, command_line=True)
     with database.connection_context():
         schema.init_schema(database)
         try:
@@ -172,7 +186,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     from engine.errors import ServiceError
     from engine.store import db
 
-    database = db.bind(args.db)
+    database = db.bind(args.db, command_line=True)
     with database.connection_context():
         try:
             key = accounts.issue_api_key_for(args.username)
@@ -207,7 +221,7 @@ def cmd_user(args: argparse.Namespace) -> int:
             return _fail(str(exc) or "no password given")
         if not password:
             return _fail("no password given (write it to stdin or type it at the prompt)")
-    database = db.bind(args.db)
+    database = db.bind(args.db, command_line=True)
     with database.connection_context():
         try:
             user = users.find_in_account(args.account_domain, args.username)
@@ -233,6 +247,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     esl = None if args.no_esl else split_hostport(args.esl)
     outbound = None if args.no_esl else split_hostport(args.outbound_listen)
     return serve(args.db, host, port, max_body=args.max_body, webhook_allow_private=args.webhook_allow_private,
+                 webhook_concurrency=args.webhook_concurrency,
                  esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password,
                  domains=args.domains, log_format=args.log_format, log_level=args.log_level,
                  metrics_public=args.metrics_public, outbound=outbound)

@@ -275,3 +275,27 @@ def test_user_recovery_commands(tmp_path):
         assert ApiKey.select().join(User).where(User.username == "admin").count() == 0
         assert ApiKey.select().join(User).where(User.username == "boss").count() == 1  # another account's: kept
     database.close_all()
+
+
+def test_account_create_waits_for_a_running_servers_write(tmp_path):
+    """Beside a busy `serve`, a deferred transaction that read before serve's write committed could not
+    write after it: "database is locked" at once. The command line's transactions begin IMMEDIATE."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "sd.db"
+    url = f"sqlite:///{path}"
+    assert run_cli("init", "--db", url, "--domain", "first.example").returncode == 0
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE account SET name = 'busy' WHERE id = 1")
+
+    def commit_later() -> None:
+        time.sleep(1.5)
+        writer.execute("COMMIT")
+
+    threading.Thread(target=commit_later).start()
+    result = run_cli("account", "create", "Second", "--domain", "second.example", "--admin-username", "boss",
+                     "--db", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("sdk_")

@@ -41,7 +41,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"switchdesk: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    database = db.bind(args.db)
+    database = db.bind(args.db, command_line=True)
     with database.connection_context():
         schema.init_schema(database)
         lines: list[int] = []
@@ -69,7 +69,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.leads.phonelists import get_list
     from engine.store import db
 
-    database = db.bind(args.db)
+    database = db.bind(args.db, command_line=True)
     with database.connection_context():
         try:
             get_list(None, args.list_id)
