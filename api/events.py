@@ -43,7 +43,8 @@ class EventQuery(Schema):
 def record(event: OutboxEvent) -> dict[str, Any]:
     """The event as sent (`id`, `event`, `ts`, `account_id`, `data`) plus its delivery state."""
     return {
-        "id": event.id, "seq": event.seq, "event": event.event, "ts": event.ts, "account_id": event.account_id,
+        "id": event.id, "seq": event.seq, "account_seq": event.account_seq, "event": event.event, "ts": event.ts,
+        "account_id": event.account_id,
         "data": event.data, "status": event.status, "attempts": event.attempts,
         "next_attempt": event.next_attempt if event.status == PENDING else None,
         "last_error": event.last_error, "delivered_at": event.delivered_at,

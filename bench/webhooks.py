@@ -22,6 +22,20 @@ receiver in a subprocess (a gevent WSGI server that answers 200 and counts):
   receiver is down (connection refused, the heads retrying), then the
   receiver comes back: events/s until the backlog is empty.
 
+All of the above use one call id for every event (one call's events go one at
+a time, in order), so they measure the outbox path with one request in flight
+per account, as before requests went several at a time.
+
+* ``slow_<C>_in_flight_eps``: a receiver that answers every request after
+  BENCH_SLOW_MS (default 100 ms), ONE account, a call storm of BENCH_SLOW_EVENTS
+  events (default 6,000: 1,000 calls of 6 events, up to 200 calls at once over
+  100 agents, interleaved as recorded) emitted while a deliverer with C requests
+  in flight per account (BENCH_SLOW_CONCURRENCY, default ``8,64``) sends them:
+  events/s from the first emit() to the last request received. Each call's and
+  agent's events still go in order. Target: at least 500 events/s.
+
+BENCH_CASES=slow runs only the slow-receiver case, BENCH_CASES=fast all but it.
+
 Prints one JSON line. Target: at least 2,000 events/s through the outbox.
 Run: ``.venv/bin/python bench/webhooks.py``.
 """
@@ -49,6 +63,10 @@ from _http import free_port, wait_http  # noqa: E402
 from geventhttpclient import HTTPClient  # noqa: E402
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
+SLOW_EVENTS = int(os.environ.get("BENCH_SLOW_EVENTS", "6000"))
+SLOW_MS = float(os.environ.get("BENCH_SLOW_MS", "100"))
+SLOW_CONCURRENCY = [int(c) for c in os.environ.get("BENCH_SLOW_CONCURRENCY", "8,64").split(",")]
+CASES = os.environ.get("BENCH_CASES", "all")
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "10"))
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
 
@@ -57,12 +75,16 @@ RECEIVER = r"""
 import sys
 from gevent import monkey; monkey.patch_all()
 sys.path.insert(0, sys.argv[2])
+import gevent
 from gevent.pywsgi import WSGIServer
 from engine.server import NoDelayHandler
 count = [0]
+delay = float(sys.argv[3])
 def app(environ, start_response):
     if environ["REQUEST_METHOD"] == "POST":
         environ["wsgi.input"].read()
+        if delay:
+            gevent.sleep(delay)
         count[0] += 1
         body = b"ok"
     else:
@@ -79,13 +101,14 @@ DATA = {"id": "0b3c3f8e-2f7a-4a51-9d0e-1e4f1e0e7a10", "call_id": "0b3c3f8e-2f7a-
 
 
 class Receiver:
-    def __init__(self, port: int):
+    def __init__(self, port: int, delay: float = 0.0):
         self.port = port
+        self.delay = delay
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         root = str(Path(__file__).resolve().parent.parent)
-        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER, str(self.port), root],
+        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER, str(self.port), root, str(self.delay)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(self.port)
 
@@ -145,6 +168,78 @@ def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
     return time.perf_counter()
 
 
+def call_storm(n: int, calls_at_once: int = 200, agents: int = 100, seed: int = 7) -> list[tuple[str, dict]]:
+    """About `n` events of queue calls as a busy account records them: 6 per call (start, ring, answer, the
+    agent's status, end, the agent's status), up to `calls_at_once` calls interleaved, `agents` agents."""
+    import random
+
+    rng = random.Random(seed)
+    calls = [[] for _ in range(max(1, n // 6))]
+    for number, events in enumerate(calls):
+        call_id, agent = f"0b3c3f8e-2f7a-4a51-9d0e-{number:012d}", rng.randrange(agents)
+        data = dict(DATA, id=call_id, call_id=call_id, dst_user_id=agent)
+        events += [("call:start", data), ("call:ring", data), ("call:answer", data),
+                   ("agent:status", {"user_id": agent, "activity_id": 2, "pause_id": 0, "in_calls": 1}),
+                   ("call:end", data),
+                   ("agent:status", {"user_id": agent, "activity_id": 3, "pause_id": 0, "in_calls": 1})]
+    recorded, active, waiting = [], [], list(reversed(calls))
+    while active or waiting:
+        while waiting and len(active) < calls_at_once:
+            active.append(waiting.pop())
+        pick = rng.randrange(len(active))
+        recorded.append(active[pick].pop(0))
+        if not active[pick]:
+            active.pop(pick)
+    return recorded
+
+
+def slow_receiver(out: dict, database) -> None:
+    """ONE account, a receiver that answers after SLOW_MS: events/s for each number of requests in flight."""
+    from engine.directory import accounts, security
+    from engine.events.delivery import Deliverer
+    from engine.events.outbox import emit
+    from engine.store.db import db
+    from engine.store.models import Account
+
+    port = free_port()
+    receiver = Receiver(port, delay=SLOW_MS / 1000)
+    receiver.start()
+    storm = call_storm(SLOW_EVENTS)
+    out["slow_receiver_ms"] = SLOW_MS
+    out["slow_events"] = len(storm)
+    try:
+        for concurrency in SLOW_CONCURRENCY:
+            with database.connection_context():
+                account_id = accounts.create_account(f"Slow {concurrency}", f"slow{concurrency}.bench.test",
+                                                     f"slowadmin{concurrency}").account.id
+                Account.update(event_push_url=f"http://127.0.0.1:{port}/hooks/pbx",
+                               webhook_secret_enc=security.encrypt_secret("bench-webhook-secret-0123456789"),
+                               ).where(Account.id == account_id).execute()
+            deliverer = Deliverer(allow_private=True, account_ids=[account_id], concurrency=concurrency).start()
+
+            def emitter(account_id: int = account_id) -> float:
+                for start in range(0, len(storm), 10):
+                    with db.connection_context(), db.atomic():
+                        for name, data in storm[start:start + 10]:
+                            emit(account_id, name, data)
+                    gevent.sleep(0)
+                return time.perf_counter()
+
+            try:
+                before = receiver.count()
+                start = time.perf_counter()
+                job = gevent.spawn(emitter)
+                end = receiver.wait_count(before + len(storm))
+                job.join()
+                out[f"slow_{concurrency}_in_flight_eps"] = round(len(storm) / (end - start))
+                out[f"slow_{concurrency}_in_flight_peak"] = deliverer.stats["peak_in_flight"]
+            finally:
+                deliverer.stop()
+    finally:
+        receiver.stop()
+    out["slow_target_eps"] = 500
+
+
 def main() -> None:
     from engine.directory import accounts, security
     from engine.events.delivery import Deliverer
@@ -170,10 +265,14 @@ def main() -> None:
     with database.connection_context():
         Account.update(event_push_url=hook, webhook_secret_enc=secret).execute()
 
-    receiver = Receiver(port)
-    receiver.start()
     out: dict = {"bench": "webhooks", "python": platform.python_version(),
                  "db": url.split(":", 1)[0], "events": EVENTS, "accounts": ACCOUNTS}
+    if CASES == "slow":
+        slow_receiver(out, database)
+        print(json.dumps(out))
+        return
+    receiver = Receiver(port)
+    receiver.start()
     out["baseline_1_stream_eps"] = round(baseline(port, EVENTS // 2, 1))
     out[f"baseline_{ACCOUNTS}_streams_eps"] = round(baseline(port, EVENTS, ACCOUNTS))
 
@@ -227,6 +326,8 @@ def main() -> None:
         deliverer.stop()
         receiver.stop()
     out["target_eps"] = 2000
+    if CASES != "fast":
+        slow_receiver(out, database)
     print(json.dumps(out))
 
 

@@ -67,7 +67,8 @@ def resolve_domains(domains: list[str] | None) -> list[int] | None:
 
 
 def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
-          webhook_allow_private: bool = False, esl: tuple[str, int] | None = None, esl_password: str = "",
+          webhook_allow_private: bool = False, webhook_concurrency: int | None = None,
+          esl: tuple[str, int] | None = None, esl_password: str = "",
           xmlcurl_password: str | None = None, domains: list[str] | None = None, log_format: str = "text",
           log_level: str = "INFO", metrics_public: bool = False, outbound: tuple[str, int] | None = None) -> int:
     """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
@@ -151,7 +152,8 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         remote = pgnotify.RemoteChanges.for_database(database).start()
     from engine.events.delivery import Deliverer
 
-    deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private).start()
+    deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private,
+                          **({"concurrency": webhook_concurrency} if webhook_concurrency else {})).start()
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:

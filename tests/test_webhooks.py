@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import os
+import random
 import socket
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ class Receiver:
     def __init__(self, port: int = 0):
         self.requests: list[Received] = []
         self.answer = lambda request: 200
+        self.active = self.peak = 0  # requests being answered now, and the most at once
         self.server = WSGIServer(("127.0.0.1", port), self.app, log=None, handler_class=NoDelayHandler,
                                  error_log=logging.getLogger("test.receiver"))
 
@@ -58,10 +60,15 @@ class Receiver:
         path = environ["PATH_INFO"] + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
         request = Received(path, headers, environ["wsgi.input"].read())
         self.requests.append(request)
-        status = self.answer(request)
-        if isinstance(status, tuple):
-            status, delay = status
-            gevent.sleep(delay)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            status = self.answer(request)
+            if isinstance(status, tuple):
+                status, delay = status
+                gevent.sleep(delay)
+        finally:
+            self.active -= 1
         start_response(f"{status} X", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
 
@@ -102,11 +109,13 @@ def set_target(account_id: int, url: str | None, secret: str | None = SECRET) ->
         Account.id == account_id).execute()
 
 
-def record_events(account_id: int, n: int, event: str = "agent:status") -> list[str]:
+def record_events(account_id: int, n: int, event: str = "agent:status", agents: int = 1) -> list[str]:
+    """`n` events of `agents` agents (user_id 0, 1, ... in turn): of one agent, by default, so they go in order."""
     ids = []
     with db.atomic():
         for i in range(n):
-            ids.append(emit(account_id, event, {"user_id": i, "activity_id": 1, "pause_id": 0, "in_calls": 1}).id)
+            data = {"user_id": i % agents, "activity_id": 1, "pause_id": 0, "in_calls": 1}
+            ids.append(emit(account_id, event, data).id)
     return ids
 
 
@@ -148,10 +157,12 @@ def test_wire_format_headers_and_signature(tenant, other_tenant, receiver, deliv
     wait_until(lambda: len(receiver.requests) == 4)
     mine = [r for r in receiver.requests if r.id in ids]
     assert [r.id for r in mine] == ids
+    assert [r.json["account_seq"] for r in mine] == [1, 2, 3]
     for request in mine:
         body = request.json
-        assert list(body) == ["id", "event", "ts", "account_id", "data"]
+        assert list(body) == ["id", "event", "ts", "account_id", "account_seq", "data"]
         assert body["account_id"] == tenant.account_id and body["event"] == "agent:status"
+        assert request.headers["x-switchdesk-account-seq"] == str(body["account_seq"])
         assert body["data"]["activity_id"] == 1
         assert request.path == "/hooks/pbx?token=abc"
         assert request.headers["content-type"] == "application/json"
@@ -163,7 +174,7 @@ def test_wire_format_headers_and_signature(tenant, other_tenant, receiver, deliv
     other = next(r for r in receiver.requests if r.id == unsigned)
     assert "x-switchdesk-signature" not in other.headers
     assert other.json == {"id": unsigned, "event": "agent:checkout", "ts": 1700000000,
-                          "account_id": other_tenant.account_id, "data": {"user_id": 7}}
+                          "account_id": other_tenant.account_id, "account_seq": 1, "data": {"user_id": 7}}
     wait_until(lambda: statuses(tenant.account_id) == {"delivered": 3})
     stored = OutboxEvent.get(OutboxEvent.id == ids[0])
     assert stored.attempts == 1 and stored.delivered_at is not None and stored.last_error is None
@@ -315,6 +326,171 @@ def first_receipts(ids: list[str]) -> list[str]:
     return list(seen)
 
 
+def assert_in_order_per_call_and_agent(requests: list[Received]) -> None:
+    """Each call's and each agent's events were first received in recording order (their `seq`)."""
+    seq = dict(OutboxEvent.select(OutboxEvent.id, OutboxEvent.seq).tuples())
+    bodies = {r.id: r.json for r in requests}
+    lanes: dict[tuple, list[int]] = {}
+    for event_id in first_receipts([r.id for r in requests]):
+        body = bodies[event_id]
+        for key in ("call_id", "user_id"):
+            if key in body["data"]:
+                lanes.setdefault((body["account_id"], key, body["data"][key]), []).append(seq[event_id])
+    assert lanes
+    for key, seqs in lanes.items():
+        assert seqs == sorted(seqs), key
+
+
+def call_storm(calls: int, agents: int, rng: random.Random) -> list[tuple[str, dict]]:
+    """The events of `calls` queue calls answered by `agents` agents, interleaved as they would be recorded:
+    six per call, the two agent:status events keyed by the agent (one also by the call)."""
+    per_call = []
+    for n in range(calls):
+        call_id, agent = f"call-{n:03d}", n % agents
+        per_call.append([
+            ("call:start", {"call_id": call_id, "dst_num": "1000"}),
+            ("call:ring", {"call_id": call_id, "dst_user_id": agent}),
+            ("call:answer", {"call_id": call_id, "dst_user_id": agent}),
+            ("agent:status", {"user_id": agent, "activity_id": 2, "call_id": call_id}),
+            ("call:end", {"call_id": call_id, "dst_user_id": agent, "hangup_cause": "NORMAL_CLEARING"}),
+            ("agent:status", {"user_id": agent, "activity_id": 3}),
+        ])
+    events = []
+    while per_call:
+        pick = rng.randrange(len(per_call))
+        events.append(per_call[pick].pop(0))
+        if not per_call[pick]:
+            per_call.pop(pick)
+    return events
+
+
+def test_each_call_and_agent_in_order_with_several_requests_in_flight(tenant, receiver, deliverers):
+    """Random answer times (0-50 ms), 40 calls of 6 events over 8 agents recorded while the deliverer runs:
+    every event arrives exactly once, each call's and agent's in recording order, several at a time."""
+    set_target(tenant.account_id, receiver.url)
+    rng = random.Random(20240607)
+    receiver.answer = lambda request: (200, rng.uniform(0, 0.05))
+    events = call_storm(40, 8, rng)
+    d = deliverers()
+    ids = []
+    for start in range(0, len(events), 12):
+        with db.atomic():
+            ids += [emit(tenant.account_id, name, data).id for name, data in events[start:start + 12]]
+        gevent.sleep(0.005)
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": len(ids)}, timeout=20)
+    got = receiver.ids()
+    assert sorted(got) == sorted(ids) and len(set(got)) == len(got)  # each exactly once
+    assert_in_order_per_call_and_agent(receiver.requests)
+    assert receiver.peak > 1 and d.stats["peak_in_flight"] > 1
+    assert d.stats["peak_in_flight"] <= delivery.CONCURRENCY
+    # account_seq: 1..n in recording order, whatever order the requests came in
+    numbers = {r.id: r.json["account_seq"] for r in receiver.requests}
+    assert [numbers[i] for i in ids] == list(range(1, len(ids) + 1))
+
+
+def test_a_failing_call_holds_up_only_its_own_later_events(tenant, receiver, deliverers, clock):
+    set_target(tenant.account_id, receiver.url)
+    names = ("call:start", "call:ring", "call:answer")
+    with db.atomic():
+        recorded = [(call, emit(tenant.account_id, name, {"call_id": call}).id)
+                    for name in names for call in ("A", "B", "C")]  # A1 B1 C1 A2 B2 C2 A3 B3 C3
+        keyless = emit(tenant.account_id, "queue:join", {"queues": [1]}).id
+    of = {call: [i for c, i in recorded if c == call] for call in "ABC"}
+    failures = Counter()
+
+    def answer(request):
+        if request.id == of["A"][0] and failures["A"] < 2:
+            failures["A"] += 1
+            return 503
+        return 200
+
+    receiver.answer = answer
+    d = deliverers(clock=clock)
+    wait_until(lambda: statuses(tenant.account_id) == {"delivered": 7, "pending": 3})
+    gevent.sleep(0.1)
+    got = receiver.ids()
+    assert [i for i in got if i in of["B"]] == of["B"] and [i for i in got if i in of["C"]] == of["C"]
+    assert keyless in got
+    assert [i for i in got if i in of["A"]] == of["A"][:1]  # A2 and A3 wait behind A1's retry
+    head = OutboxEvent.get(OutboxEvent.id == of["A"][0])
+    assert head.status == "pending" and head.attempts == 1 and head.last_error == "HTTP 503"
+    while statuses(tenant.account_id) != {"delivered": 10}:
+        clock.advance(700)
+        gevent.sleep(0.05)
+    assert [i for i in receiver.ids() if i in of["A"]] == [of["A"][0]] * 3 + of["A"][1:]
+    assert d.stats["retries"] == 2
+
+
+def test_account_seq_numbers_each_accounts_events_without_gaps(tenant, other_tenant, receiver, deliverers, clock):
+    """Two accounts' events recorded interleaved: each account's are numbered 1, 2, 3 ... in recording order;
+    a retry and a redelivery send the same number again (the same body)."""
+    from engine.events import webhooks
+
+    for account in (tenant, other_tenant):
+        set_target(account.account_id, receiver.url)
+    ids: dict[int, list[str]] = {tenant.account_id: [], other_tenant.account_id: []}
+    for n in range(30):
+        for account_id in ids:
+            with db.atomic():
+                ids[account_id].append(emit(account_id, "agent:status", {"user_id": n % 4, "activity_id": 1}).id)
+    retried = ids[tenant.account_id][5]
+    receiver.answer = lambda request: 500 if request.id == retried and receiver.ids().count(retried) == 1 else 200
+    deliverers(clock=clock)
+    wait_until(lambda: OutboxEvent.get(OutboxEvent.id == retried).attempts == 1)
+    clock.advance(5)
+    wait_until(lambda: OutboxEvent.select().where(OutboxEvent.status == "delivered").count() == 60)
+    bodies = {r.id: r.json for r in receiver.requests}
+    for account_id, recorded in ids.items():
+        assert [bodies[i]["account_seq"] for i in recorded] == list(range(1, 31))
+        assert [e.account_seq for e in OutboxEvent.of(account_id).order_by(OutboxEvent.seq)] == list(range(1, 31))
+    for request in receiver.requests:
+        assert request.headers["x-switchdesk-account-seq"] == str(request.json["account_seq"])
+    tries = [r.body for r in receiver.requests if r.id == retried]
+    assert len(tries) == 2 and tries[0] == tries[1]
+    webhooks.redeliver(tenant.account_id, ids[tenant.account_id][0])
+    wait_until(lambda: receiver.ids().count(ids[tenant.account_id][0]) == 2)
+    again = [r for r in receiver.requests if r.id == ids[tenant.account_id][0]]
+    assert again[1].json["account_seq"] == 1 and again[0].body == again[1].body
+
+
+def test_a_receiver_that_is_down_gets_at_most_concurrency_probes(tenant, deliverers, clock):
+    """Connection refused for every call: after `concurrency` failures in a row the account sends only the
+    retries of what it tried (slots freed before that took a few more), not every call once; nothing is lost."""
+    port = free_port()
+    set_target(tenant.account_id, f"http://127.0.0.1:{port}/hooks")
+    ids = record_events(tenant.account_id, 40, agents=40)
+    d = deliverers(clock=clock, concurrency=4)
+    wait_until(lambda: d.stats["retries"] >= 4)
+    gevent.sleep(0.2)
+    tried = OutboxEvent.select().where(OutboxEvent.attempts > 0).count()
+    assert 4 <= tried <= 2 * 4 - 1
+    clock.advance(5)  # their retries are due: they probe, fail again, and still nothing else is tried
+    wait_until(lambda: d.stats["retries"] >= 2 * tried)
+    gevent.sleep(0.2)
+    assert OutboxEvent.select().where(OutboxEvent.attempts > 0).count() == tried
+    receiver = Receiver(port).start()
+    try:
+        clock.advance(5)
+        wait_until(lambda: statuses(tenant.account_id) == {"delivered": 40})
+        assert sorted(receiver.ids()) == sorted(ids)
+    finally:
+        receiver.stop()
+
+
+def test_serve_takes_the_webhook_concurrency(monkeypatch):
+    from engine.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).webhook_concurrency == 8
+    assert build_parser().parse_args(["serve", "--webhook-concurrency", "32"]).webhook_concurrency == 32
+    monkeypatch.setenv("SWITCHDESK_WEBHOOK_CONCURRENCY", "16")
+    assert build_parser().parse_args(["serve"]).webhook_concurrency == 16
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--webhook-concurrency", "0"])
+    with pytest.raises(ValueError):
+        Deliverer(concurrency=0)
+    assert Deliverer(concurrency=64).sender.connections == 64
+
+
 def test_receiver_down_then_up_loses_nothing(tenant, other_tenant, deliverers, clock):
     port = free_port()
     receiver = Receiver(port)
@@ -339,7 +515,7 @@ def test_receiver_down_then_up_loses_nothing(tenant, other_tenant, deliverers, c
 
 def test_graceful_restart_mid_way_sends_each_event_once(tenant, receiver, deliverers):
     set_target(tenant.account_id, receiver.url)
-    ids = record_events(tenant.account_id, 120)
+    ids = record_events(tenant.account_id, 120, agents=6)
     receiver.answer = lambda request: (200, 0.002)
     first = deliverers()
     wait_until(lambda: len(receiver.requests) >= 30)
@@ -349,17 +525,19 @@ def test_graceful_restart_mid_way_sends_each_event_once(tenant, receiver, delive
     assert statuses(tenant.account_id)["delivered"] == sent_before  # everything sent was acknowledged
     deliverers()
     wait_until(lambda: statuses(tenant.account_id) == {"delivered": 120})
-    assert receiver.ids() == ids
+    assert sorted(receiver.ids()) == sorted(ids) and len(set(receiver.ids())) == 120
+    assert_in_order_per_call_and_agent(receiver.requests)
 
 
 def test_crash_before_acknowledging_resends_with_the_same_ids(tenant, receiver, deliverers, clock):
     set_target(tenant.account_id, receiver.url)
-    ids = record_events(tenant.account_id, 120)
+    ids = record_events(tenant.account_id, 120, agents=6)
     receiver.answer = lambda request: (200, 0.002)
     crashed = deliverers(clock=clock)
     crashed._flush_acks = lambda: None  # the process dies before it records what was sent
     wait_until(lambda: len(receiver.requests) >= 30)
-    gevent.killall([crashed._scheduler, crashed._acker, *crashed.pool])
+    gevent.killall([crashed._scheduler, crashed._acker, *crashed.pool,
+                    *(g for lane in crashed._lanes.values() for g in lane.sends)])
     crashed._acker = None
     gevent.sleep(0.05)  # a request written just before the kill still reaches the receiver
     sent_by_crashed = set(receiver.ids())
@@ -371,7 +549,8 @@ def test_crash_before_acknowledging_resends_with_the_same_ids(tenant, receiver, 
     clock.advance(delivery.LEASE_SECONDS + 1)
     wait_until(lambda: statuses(tenant.account_id) == {"delivered": 120})
     got = receiver.ids()
-    assert first_receipts(got) == ids
+    assert sorted(first_receipts(got)) == sorted(ids)
+    assert_in_order_per_call_and_agent(receiver.requests)
     counts = Counter(got)
     assert {i for i, n in counts.items() if n > 1} <= sent_by_crashed and max(counts.values()) == 2
 
@@ -386,13 +565,15 @@ def test_two_deliverers_on_one_database_do_not_double_deliver(tenant, other_tena
     ids = {}
     for _ in range(4):  # recorded while both run
         for account in accounts:
-            ids.setdefault(account.account_id, []).extend(record_events(account.account_id, 25))
+            ids.setdefault(account.account_id, []).extend(record_events(account.account_id, 25, agents=5))
         gevent.sleep(0.02)
     wait_until(lambda: OutboxEvent.select().where(OutboxEvent.status == "delivered").count() == 200)
     got = receiver.ids()
     assert len(got) == 200 and len(set(got)) == 200
-    for account_ids in ids.values():
-        assert [i for i in got if i in set(account_ids)] == account_ids
+    assert_in_order_per_call_and_agent(receiver.requests)
+    for account_id in ids:
+        numbers = sorted(r.json["account_seq"] for r in receiver.requests if r.json["account_id"] == account_id)
+        assert numbers == list(range(1, 101))  # one counter per account across the two deliverers
 
 
 DELIVERER_PROCESS = r"""
@@ -421,7 +602,7 @@ def test_two_processes_on_one_database_do_not_double_deliver(database, tenant, o
     accounts = [tenant, other_tenant]
     for account in accounts:
         set_target(account.account_id, receiver.url)
-    ids = {a.account_id: record_events(a.account_id, 60) for a in accounts}
+    ids = {a.account_id: record_events(a.account_id, 60, agents=5) for a in accounts}
     url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{database.database}"
     root = str(Path(__file__).resolve().parent.parent)
     procs = [subprocess.Popen([sys.executable, "-c", DELIVERER_PROCESS, root, url], stdout=subprocess.PIPE)
@@ -437,8 +618,8 @@ def test_two_processes_on_one_database_do_not_double_deliver(database, tenant, o
             proc.wait(10)
     got = receiver.ids()
     assert len(got) == 120 and len(set(got)) == 120
-    for account_ids in ids.values():
-        assert [i for i in got if i in set(account_ids)] == account_ids
+    assert sorted(got) == sorted(ids[tenant.account_id] + ids[other_tenant.account_id])
+    assert_in_order_per_call_and_agent(receiver.requests)
 
 
 def test_account_filter_delivers_only_owned_accounts(tenant, other_tenant, receiver, deliverers):
@@ -529,7 +710,7 @@ def test_list_events_with_filters_and_paging(api, other_api, tenant, other_tenan
     assert ids(limit=2, before_seq=page[-1]["seq"]) == [a.id]
     assert ids(order="asc", after_seq=a.seq) == [b.id, c.id]
     failed = api.get(f"/api/event/{b.id}").get_json()["data"]
-    assert failed == {"id": b.id, "seq": b.seq, "event": "agent:checkout", "ts": 2000,
+    assert failed == {"id": b.id, "seq": b.seq, "account_seq": None, "event": "agent:checkout", "ts": 2000,
                       "account_id": tenant.account_id, "data": {"user_id": 1}, "status": "failed", "attempts": 3,
                       "next_attempt": None, "last_error": "HTTP 500", "delivered_at": None}
     assert [e["data"]["user_id"] for e in other_api.get("/api/event").get_json()["data"]] == [9]

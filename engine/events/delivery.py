@@ -9,10 +9,19 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
 * At least once. An event leaves `pending` only after its receiver answered
   (or gave up on it), and that is recorded after the send: a crash between
   the two sends it again, with the same `id`, so receivers drop duplicates.
-* Per-account order. One greenlet at a time sends an account's events, one
-  request in flight, in `seq` order; while the oldest pending event waits for
-  a retry, the later ones wait behind it. Accounts proceed in parallel in a
-  bounded pool.
+* Per-call and per-agent order, several requests in flight. An account's
+  worker keeps up to `concurrency` requests in flight (CONCURRENCY, `serve
+  --webhook-concurrency`), taking events in `seq` order; an event is not sent
+  while an earlier event of the same call (`call_id` in its data) or agent
+  (`user_id`) is unacknowledged: in flight, waiting for its retry, or itself
+  waiting. Events with neither key wait for nothing. So a failing event holds
+  up only the later events of its call and agent. After `concurrency` failed
+  attempts in a row (the receiver looks down) the account sends only its due
+  retries until one of them succeeds, instead of trying every call once.
+* The account's order is restorable. Before its first attempt an event gets
+  `account_seq`, the account's next number (1, 2, 3, ... in `seq` order, no
+  gaps; the counter is `WebhookLease.last_seq`, advanced only by the lease's
+  holder), sent in the body and as `X-Switchdesk-Account-Seq`.
 * One sender per account across processes. Boxes sharing a PostgreSQL
   database take a lease on the account (`WebhookLease`) before sending; a
   crashed holder's lease runs out after `LEASE_SECONDS`. A box given
@@ -20,9 +29,13 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
 * Prompt and cheap. A commit that recorded an event wakes the deliverer in
   the same process (`engine.events.outbox.on_commit`); events written by other
   processes are found by a poll every `POLL_INTERVAL`. On each wake the
-  scheduler reads the first batch of every woken account in one query; a
-  worker reads further batches itself only while its account has a backlog
-  (its batches come back full). Deliveries are recorded every `ACK_DELAY`
+  scheduler reads the first batch of every woken account in one query. A
+  worker then reads on by itself (after the last `seq` it read, numbering
+  each read in one transaction) when fewer than `concurrency` of its events
+  are left to start (half a batch while its reads come back full), at most
+  every REFILL_GAP while requests are in flight; it ends when nothing is in
+  flight and nothing may go, remembering what waits for a retry (`_parked`)
+  so polls do not restart it for nothing. Deliveries are recorded every `ACK_DELAY`
   for all accounts in one write; requests go over keep-alive connections of
   a gevent-native client.
 
@@ -35,12 +48,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import logging
 import math
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -52,7 +67,16 @@ from peewee import fn
 
 from engine.events import outbox as events
 from engine.events.outbox import DELIVERED, FAILED, PENDING, SKIPPED
-from engine.events.sender import SEND_TIMEOUT, Outcome, Sender, Target, read_target, signed_headers, wire_body
+from engine.events.sender import (
+    HOST_CONNECTIONS,
+    SEND_TIMEOUT,
+    Outcome,
+    Sender,
+    Target,
+    read_target,
+    signed_headers,
+    wire_body,
+)
 from engine.store import fastq
 from engine.store.db import db, is_sqlite
 from engine.store.models import Account, OutboxEvent, WebhookLease
@@ -64,8 +88,10 @@ RETRY_CAP = 600.0           # ... up to 10 minutes between attempts
 MAX_AGE = 24 * 3600         # retries stop this long after the event's ts; the event is then failed (and kept)
 BATCH = 200                 # events read (and acknowledged) per database round trip
 HEADS_PER_READ = 32         # accounts whose first batch the scheduler reads in one query
-TURN_BATCHES = 10           # batches an account may send before yielding its pool slot to others
+TURN_BATCHES = 10           # batches' worth of events (x BATCH) an account may read before yielding its pool slot
 POOL_SIZE = 100             # accounts delivered in parallel by one process
+CONCURRENCY = 8             # requests in flight per account (serve --webhook-concurrency)
+WINDOW = 10 * BATCH         # events an account's worker holds at most (read, not yet finished)
 DB_SLOTS = 8                # database connections the deliverer uses at once (the API needs the rest)
 LEASE_SECONDS = 60          # how long a crashed process keeps an account's events waiting
 POLL_INTERVAL = 1.0         # how often other processes' events (and due retries) are looked for
@@ -73,6 +99,7 @@ KEEP_DELIVERED = 7 * 86400  # delivered and skipped events stay listed (GET /api
 KEEP_FAILED = 30 * 86400    # failed ones this long, for redelivery
 PRUNE_EVERY = 3600.0
 ACK_DELAY = 0.01            # deliveries are recorded this often, for all accounts in one write
+REFILL_GAP = 0.01           # a worker with requests in flight reads newly committed events at most this often
 
 
 def retry_delay(attempts: int) -> float:
@@ -85,6 +112,111 @@ def retry_delay(attempts: int) -> float:
     return window / 2 + random.uniform(0, window / 2)  # jitter, not a secret
 
 
+def order_keys(event: OutboxEvent) -> tuple[tuple[str, str], ...]:
+    """What an event is ordered with: its call (`call_id`) and its agent (`user_id`) in the event's data.
+
+    An event with neither is ordered with nothing: it goes as soon as a slot is free.
+    """
+    data = event.data
+    if not isinstance(data, dict):
+        return ()
+    keys = []
+    call_id, user_id = data.get("call_id"), data.get("user_id")
+    if call_id is not None and call_id != "":
+        keys.append(("call", str(call_id)))
+    if user_id is not None and user_id != "":
+        keys.append(("user", str(user_id)))
+    return tuple(keys)
+
+
+class _Lane:
+    """One account's worker while it runs: the events it read and has not finished, and which may go.
+
+    Each call and agent key has a queue of its events in `seq` order; an event may go when it heads the
+    queue of each of its keys (and its retry, if any, is due). Starting, finishing or retrying an event
+    touches only its own keys' queues, so the cost per event does not grow with the backlog.
+    """
+
+    def __init__(self, account_id: int):
+        self.account_id = account_id
+        self.window: dict[int, OutboxEvent] = {}   # seq -> event: read, not yet delivered or given up
+        self.keys: dict[int, tuple] = {}           # seq -> order_keys(event)
+        self.queues: dict[tuple, collections.deque[int]] = {}  # key -> its events' seqs, in order
+        self.ready: list[int] = []                 # heap of seqs that may go now
+        self.retrying: list[tuple[float, int]] = []  # heap of (next_attempt, seq): heads waiting for a retry
+        self.held: list[int] = []                  # ready first attempts held while the receiver looks down
+        self.inflight: dict[int, bool] = {}        # seqs being sent
+        self.sends = gevent.pool.Group()           # the senders (at most `concurrency`)
+        self.senders = 0                           # how many of them run (the group forgets them later)
+        self.wake = gevent.event.Event()           # an attempt ended, or new events were committed
+        self.cursor = 0                            # the highest seq read: further reads start after it
+        self.more = False                          # the last read was full
+        self.taken = 0                             # events read so far: a turn is TURN_BATCHES * BATCH of them
+        self.read_at = 0.0                         # time.monotonic() of the last read
+        self.read_freed = True                     # the last read brought an event that could go
+        self.lost = False                          # the lease went to another process
+        self.target: Target | None = None
+
+    def add(self, event: OutboxEvent, now: float) -> None:
+        """A newly read event, after every event already added (reads go up in `seq`)."""
+        seq = event.seq
+        keys = self.keys[seq] = order_keys(event)
+        self.window[seq] = event
+        for key in keys:
+            self.queues.setdefault(key, collections.deque()).append(seq)
+        self._release(seq, now)
+
+    def _release(self, seq: int, now: float) -> None:
+        if all(self.queues[key][0] == seq for key in self.keys[seq]):
+            event = self.window[seq]
+            if event.next_attempt > now:
+                heapq.heappush(self.retrying, (event.next_attempt, seq))
+            else:
+                heapq.heappush(self.ready, seq)
+
+    def settle(self, seq: int, finished: bool, now: float) -> None:
+        """An attempt ended: the event is done (its keys' next events may go), or it waits for its retry."""
+        event = self.window.get(seq)
+        if event is None:
+            return
+        if not finished:
+            heapq.heappush(self.retrying, (event.next_attempt, seq))
+            return
+        del self.window[seq]
+        successors = []
+        for key in self.keys.pop(seq):
+            queue = self.queues[key]
+            queue.popleft()  # it headed every queue of its keys, or it would not have gone
+            if queue:
+                successors.append(queue[0])
+            else:
+                del self.queues[key]
+        for successor in dict.fromkeys(successors):
+            if successor not in self.inflight:
+                self._release(successor, now)
+
+    def due(self, now: float) -> float | None:
+        """Move the retries that are due to `ready`; the time of the next one, if any."""
+        while self.retrying and self.retrying[0][0] <= now:
+            heapq.heappush(self.ready, heapq.heappop(self.retrying)[1])
+        return self.retrying[0][0] if self.retrying else None
+
+    def unhold(self) -> None:
+        for seq in self.held:
+            heapq.heappush(self.ready, seq)
+        self.held.clear()
+
+
+@dataclass
+class _Parked:
+    """What an account's worker left when it ended with events waiting (for a retry, or behind one)."""
+
+    top: int                  # the highest seq it had read
+    count: int                # how many pending events it left
+    wake: float               # when the soonest of their retries is due
+
+
+_number_cache: dict[tuple, tuple[str, str]] = {}  # the SQL of `Deliverer._number` by padded size and database
 _ack_cache: dict[tuple, tuple[str, list]] = {}  # the SQL of `Deliverer._record_delivered` and its parameters
 _heads_cache: dict[tuple, str] = {}  # the SQL of `Deliverer._read_heads` by number of accounts and database
 _SEQ_COLUMN, _ACCOUNT_COLUMN = ([f.name for f in OutboxEvent._meta.sorted_fields].index(name)
@@ -97,9 +229,14 @@ class Deliverer:
     def __init__(self, *, account_ids: Iterable[int] | None = None, allow_private: bool = False,
                  pool_size: int = POOL_SIZE, poll_interval: float = POLL_INTERVAL, timeout: float = SEND_TIMEOUT,
                  batch: int = BATCH, clock: Callable[[], float] = time.time, owner: str | None = None,
-                 keep_delivered: int | None = KEEP_DELIVERED, keep_failed: int = KEEP_FAILED):
+                 keep_delivered: int | None = KEEP_DELIVERED, keep_failed: int = KEEP_FAILED,
+                 concurrency: int = CONCURRENCY):
+        if concurrency < 1:
+            raise ValueError("webhook concurrency must be at least 1")
         self.account_ids = frozenset(account_ids) if account_ids is not None else None
-        self.sender = Sender(allow_private=allow_private, timeout=timeout)
+        self.concurrency = concurrency
+        self.sender = Sender(allow_private=allow_private, timeout=timeout,
+                             connections=max(HOST_CONNECTIONS, concurrency))
         self.poll_interval = poll_interval
         self.batch = batch
         self.clock = clock
@@ -114,6 +251,9 @@ class Deliverer:
         self._running: set[int] = set()    # accounts with a worker in this process
         self._leases: dict[int, int] = {}  # account -> lease end we hold
         self._unacked: dict[int, set[int]] = {}  # account -> seqs delivered but not yet recorded
+        self._lanes: dict[int, _Lane] = {}       # account -> its running worker's state
+        self._parked: dict[int, _Parked] = {}    # account -> what its last worker left waiting
+        self._failing: dict[int, int] = {}       # account -> failed attempts in a row
         self._ack_wake = gevent.event.Event()
         self._acker: gevent.Greenlet | None = None
         self._stopping = False
@@ -137,6 +277,8 @@ class Deliverer:
         if self._unlisten:
             self._unlisten()
         self._wake.set()
+        for lane in list(self._lanes.values()):
+            lane.wake.set()
         if self._pruner is not None:
             self._pruner.kill(timeout=1)
         if self._scheduler is not None:
@@ -167,6 +309,10 @@ class Deliverer:
         """New events for `account_id` were committed in this process. Never blocks."""
         if self.account_ids is None or account_id in self.account_ids:
             self._dirty.add(account_id)
+            self._parked.pop(account_id, None)
+            lane = self._lanes.get(account_id)
+            if lane is not None:
+                lane.wake.set()
             self._wake.set()
 
     # -- scheduling -------------------------------------------------------------------------------
@@ -176,6 +322,13 @@ class Deliverer:
         while not self._stopping:
             self._wake.clear()
             candidates = set(self._dirty)
+            now = self.clock()
+            wake_at = None  # the soonest retry of an account whose worker left it waiting
+            for account_id, parked in list(self._parked.items()):
+                if parked.wake <= now:
+                    candidates.add(account_id)
+                else:
+                    wake_at = parked.wake if wake_at is None else min(wake_at, parked.wake)
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.poll_interval
                 try:
@@ -192,13 +345,17 @@ class Deliverer:
                 ready.append(account_id)
             for start in range(0, len(ready), HEADS_PER_READ):
                 self._start(ready[start:start + HEADS_PER_READ])
-            self._wake.wait(timeout=max(0.0, next_poll - time.monotonic()))
+            timeout = next_poll - time.monotonic()
+            if wake_at is not None:
+                timeout = min(timeout, wake_at - self.clock())
+            self._wake.wait(timeout=max(0.0, timeout))
 
     def _start(self, account_ids: list[int]) -> None:
         """Read the first batch of every account in `account_ids` in one query and start a worker for each that
         has one: events arriving one per account per commit would otherwise cost a query (or two) each."""
         for account_id in account_ids:
             self._dirty.discard(account_id)
+            self._parked.pop(account_id, None)
         try:
             with self._db():
                 leased = [account_id for account_id in account_ids if self._hold_lease(account_id)]
@@ -207,22 +364,36 @@ class Deliverer:
             log.exception("webhooks: cannot read the outbox")
             self._dirty.update(account_ids)
             return
+        try:  # numbered here for all of them in one transaction (a worker would number its own batch alone)
+            lost = self._number_many({account_id: batch for account_id, (batch, target, _) in heads.items()
+                                      if batch and target.url and account_id not in self._running})
+        except Exception:
+            log.exception("webhooks: numbering events")
+            lost = set()  # each worker numbers its own batch
         for account_id, (batch, target, full) in heads.items():
-            if not batch or account_id in self._running or self._stopping:
+            if not batch or account_id in self._running or account_id in lost or self._stopping:
                 continue  # (no batch: every row read was sent already, its acknowledgement not yet written)
             self._running.add(account_id)
             self.pool.spawn(self._work, account_id, (batch, target, full))
 
     def due_accounts(self) -> set[int]:
-        """Accounts whose oldest pending event may be sent now (two index lookups per account with a backlog)."""
-        heads = (OutboxEvent.select(fn.MIN(OutboxEvent.seq)).where(OutboxEvent.status == PENDING)
-                 .group_by(OutboxEvent.account))
+        """Accounts with pending events a worker may have something to do for: all of them, but for an account
+        whose last worker left only events waiting (for a retry, or behind one) nothing has changed since (no
+        more pending events, no higher `seq`) and no retry is due. One grouped index scan."""
+        query = (OutboxEvent.select(OutboxEvent.account, fn.COUNT(OutboxEvent.seq), fn.MAX(OutboxEvent.seq))
+                 .where(OutboxEvent.status == PENDING).group_by(OutboxEvent.account).tuples())
         if self.account_ids is not None:
-            heads = heads.where(OutboxEvent.account.in_(sorted(self.account_ids)))
-        query = (OutboxEvent.select(OutboxEvent.account)
-                 .where(OutboxEvent.seq.in_(heads) & (OutboxEvent.next_attempt <= int(self.clock()))).tuples())
+            query = query.where(OutboxEvent.account.in_(sorted(self.account_ids)))
         with self._db():
-            return {account_id for (account_id,) in query}
+            rows = list(query)
+        now = self.clock()
+        due = set()
+        for account_id, count, top in rows:
+            parked = self._parked.get(account_id)
+            if (parked is None or top > parked.top or count > parked.count + len(self._unacked.get(account_id, ()))
+                    or parked.wake <= now):
+                due.add(account_id)
+        return due
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -262,57 +433,300 @@ class Deliverer:
     # -- one account ------------------------------------------------------------------------------
 
     def _work(self, account_id: int, first: tuple[list[OutboxEvent], Target, bool] | None = None) -> None:
-        """Send the account's events, `first` (read by the scheduler) then batch by batch while a backlog lasts.
+        """Send the account's events: `first` (read by the scheduler), then what further reads bring while a
+        backlog lasts, up to `concurrency` requests in flight, each call's and agent's events in order.
 
-        After a batch that was not full the worker ends even if new events were announced meanwhile: the
-        scheduler reads those with the other accounts' in one query.
+        The worker ends when nothing is in flight and nothing may go now: its events all sent, or the rest
+        waiting for retries (the scheduler starts it again when one is due, `_parked`), or after
+        TURN_BATCHES batches' worth of events (back of the line, so other accounts get their turn). It never ends with a
+        request in flight: a new worker reads the account afresh and must not send those again.
         """
+        lane = self._lanes[account_id] = _Lane(account_id)
         try:
-            for _ in range(TURN_BATCHES):
-                if self._stopping:
-                    return
-                if first is not None:
-                    (batch, target, full), first = first, None
-                else:
-                    self._dirty.discard(account_id)
-                    with self._db():
-                        if not self._hold_lease(account_id):
-                            return
-                        batch, target, full = self._read_batch(account_id)
-                if not batch:
-                    return  # the lease is kept (and runs out unless renewed): the next event needs no write for it
-                self.stats["batches"] += 1
-                if not self._deliver(account_id, batch, target) or not full:
-                    return
-            self._dirty.add(account_id)  # more to send: back of the line, so other accounts get their turn
+            if first is not None:
+                self._take(lane, *first)
+            else:
+                self._refill(lane)
+            self._drive(lane)
         except Exception:  # one account's trouble must not stop the others; retried at the next poll
             log.exception("webhooks: delivering for account %s", account_id)
         finally:
+            # let what is in flight finish and record itself (a stop joins the pool for as long)
+            lane.sends.join(timeout=self.sender.timeout + 2)
+            lane.sends.kill(timeout=1)
+            self._lanes.pop(account_id, None)
+            wakes = [e.next_attempt for e in lane.window.values() if e.next_attempt > self.clock()]
+            if wakes and not lane.lost and not self._stopping:  # the rest waits for retries: not before the first
+                self._parked[account_id] = _Parked(top=lane.cursor, count=len(lane.window), wake=min(wakes))
             self._running.discard(account_id)
             self._wake.set()
+
+    def _drive(self, lane: _Lane) -> None:
+        account_id = lane.account_id
+        while not self._stopping and not lane.lost:
+            lane.wake.clear()
+            now = self.clock()
+            wake_at = lane.due(now)
+            if lane.held and (not self._failing.get(account_id) or not (lane.retrying or lane.inflight)):
+                lane.unhold()  # a retry got through (or none is left to probe with)
+            for _ in range(min(self.concurrency - lane.senders, len(lane.ready))):
+                lane.senders += 1
+                lane.sends.spawn(self._sender, lane)
+            # Read on while a backlog lasts or new events were committed, once fewer than `concurrency` events
+            # read are left to start (or some wait for a retry and may clog the window); while requests are in
+            # flight, at most every REFILL_GAP. Commits of a few events each would otherwise cost a read and a
+            # numbering write each; this way the reads grow with the backlog, as with one request in flight.
+            read = ((lane.more or account_id in self._dirty)
+                    and len(lane.ready) < self.concurrency and len(lane.window) < WINDOW
+                    and (len(lane.window) - len(lane.inflight) < self._low_water(lane) or bool(lane.retrying)))
+            if read and lane.retrying and not lane.inflight and not lane.ready and not lane.read_freed:
+                # everything read waits behind retries, and so did all of the last read: reading on would most
+                # likely find more of the same (a worker is started on every commit), so the rest waits too
+                read = False
+            if read and not lane.more and not lane.senders and not lane.ready:
+                return  # idle, and new events were committed: the scheduler reads them with other accounts' own
+            gap = lane.read_at + REFILL_GAP - time.monotonic() if lane.inflight else 0.0
+            if read and gap <= 0:
+                if lane.taken >= TURN_BATCHES * self.batch:
+                    if not lane.inflight:
+                        self._dirty.add(account_id)  # more to send: back of the line
+                        return
+                elif self._refill(lane):
+                    continue
+                else:
+                    return  # the lease is gone
+            if not lane.senders and not lane.ready:
+                return  # all sent, or the rest waits for a retry (`_parked`)
+            timeout = self.poll_interval if wake_at is None else min(self.poll_interval, max(0.0, wake_at - now))
+            if read and gap > 0:
+                timeout = min(timeout, gap)
+            lane.wake.wait(timeout=timeout)
+
+    def _low_water(self, lane: _Lane) -> int:
+        """Fewer events than this left to start and the worker reads on: half a batch ahead while a backlog
+        lasts (its reads come back full), else `concurrency` (new events are read as the last ones go)."""
+        return max(self.concurrency, self.batch // 2) if lane.more else self.concurrency
+
+    def _next_ready(self, lane: _Lane) -> OutboxEvent | None:
+        """The next event that may go now, taken into flight; None when none may. After `concurrency` failed
+        attempts in a row (the receiver looks down) only retries go until one of them gets through."""
+        if not lane.ready or len(lane.inflight) >= self.concurrency:
+            return None
+        now = self.clock()
+        if self._leases.get(lane.account_id, 0) - now <= LEASE_SECONDS / 2:
+            with self._db():
+                if not self._hold_lease(lane.account_id):
+                    lane.lost = True
+                    return None
+        down = self._failing.get(lane.account_id, 0) >= self.concurrency
+        while lane.ready and len(lane.inflight) < self.concurrency:
+            seq = heapq.heappop(lane.ready)
+            event = lane.window[seq]
+            if down and not event.attempts:
+                lane.held.append(seq)
+                continue
+            lane.inflight[seq] = True
+            if len(lane.inflight) > self.stats["peak_in_flight"]:
+                self.stats["peak_in_flight"] = len(lane.inflight)
+            return event
+        return None
+
+    def _sender(self, lane: _Lane) -> None:
+        """One of the account's `concurrency` senders: sends the next event that may go until none may (a
+        finished event's successor on its call or agent is usually the next), then ends."""
+        try:
+            while not self._stopping and not lane.lost:
+                event = self._next_ready(lane)
+                if event is None:
+                    return
+                finished = False
+                try:
+                    finished = self._send(lane, event)
+                finally:
+                    lane.inflight.pop(event.seq, None)
+                    lane.settle(event.seq, finished, self.clock())
+                if lane.retrying or ((lane.more or lane.account_id in self._dirty)
+                                     and len(lane.window) - len(lane.inflight) < self._low_water(lane)):
+                    lane.wake.set()  # the worker may read on, or time a retry
+        finally:
+            lane.senders -= 1
+            lane.wake.set()
+
+    def _send(self, lane: _Lane, event: OutboxEvent) -> bool:
+        """One attempt and its record; True when the event is finished (delivered, failed), False when it retries."""
+        now = self.clock()
+        try:
+            outcome = self._attempt(event, lane.target)
+            if outcome.kind == DELIVERED:
+                self._failing.pop(lane.account_id, None)
+                self._unacked.setdefault(lane.account_id, set()).add(event.seq)
+                self._ack_wake.set()
+                return True
+            if outcome.kind == FAILED:
+                self._failing.pop(lane.account_id, None)
+                self._mark([event.seq], status=FAILED, last_error=outcome.error, attempts=event.attempts + 1)
+                self.stats[FAILED] += 1
+                return True
+            self._failing[lane.account_id] = self._failing.get(lane.account_id, 0) + 1
+            return self._retry_later(event, outcome.error or "failed", now)
+        except Exception:  # the outcome could not be recorded (the database is away): try the event again later
+            log.exception("webhooks: recording an attempt for account %s", lane.account_id)
+            event.next_attempt = max(event.next_attempt, math.ceil(now + RETRY_BASE))
+            return False
+
+    def _refill(self, lane: _Lane) -> bool:
+        """Read the account's next pending events after the worker's cursor into its window."""
+        self._dirty.discard(lane.account_id)
+        with self._db():
+            if not self._hold_lease(lane.account_id):
+                lane.lost = True
+                return False
+            heads = self._read_heads([lane.account_id], after={lane.account_id: lane.cursor})
+        batch, target, full = heads.get(lane.account_id, ([], lane.target, False))
+        self._take(lane, batch, target, full)
+        return not lane.lost
+
+    def _take(self, lane: _Lane, batch: list[OutboxEvent], target: Target | None, full: bool) -> None:
+        """Add a batch read in `seq` order to the window, numbered (`account_seq`); skipped without a URL."""
+        lane.read_at = time.monotonic()
+        lane.more = full
+        if not batch:
+            return
+        self.stats["batches"] += 1
+        lane.taken += len(batch)
+        lane.cursor = max(lane.cursor, batch[-1].seq)
+        lane.target = target
+        batch = [event for event in batch if event.seq not in lane.window]
+        if not target or not target.url:
+            if batch:
+                self._mark([e.seq for e in batch], status=SKIPPED, last_error="no Event Push URL")
+                self.stats[SKIPPED] += len(batch)
+            return
+        if not self._number(lane.account_id, batch):
+            lane.lost = True
+            return
+        now = self.clock()
+        ready = len(lane.ready)
+        for event in batch:
+            lane.add(event, now)
+        lane.read_freed = len(lane.ready) > ready
+
+    def _number(self, account_id: int, batch: list[OutboxEvent]) -> bool:
+        """Give the batch's unnumbered events the account's next numbers; False when the lease is lost."""
+        return account_id not in self._number_many({account_id: batch})
+
+    def _number_many(self, batches: dict[int, list[OutboxEvent]]) -> set[int]:
+        """Give the unnumbered events of each account's batch the account's next numbers (`account_seq`), in
+        `seq` order, before any of them is sent; returns the accounts whose lease we no longer hold (their
+        events stay unnumbered and are not sent).
+
+        One transaction for all the accounts: an account's counter on its lease row advances only while we
+        hold the lease (a lapsed holder never numbers events the new one is numbering), and the rows get
+        their numbers with it. On PostgreSQL it commits without waiting for the WAL flush, as outcomes do: a
+        database crash that loses it rolls the counter back with the rows, and numbering the same pending
+        events again in `seq` order gives them the same numbers.
+        """
+        todo = {account_id: [event for event in batch if event.account_seq is None]
+                for account_id, batch in batches.items()}
+        todo = {account_id: events for account_id, events in todo.items() if events}
+        lost: set[int] = set()
+        if not todo:
+            return lost
+        now = int(self.clock())
+        if not is_sqlite():
+            numbers = self._number_pg(todo, now)
+            for account_id, events in todo.items():
+                if events[0].seq not in numbers:
+                    lost.add(account_id)
+                    self._leases.pop(account_id, None)
+                    continue
+                for event in events:
+                    event.account_seq = numbers[event.seq]
+            return lost
+        with self._db(), db.atomic():
+            for account_id, events in todo.items():
+                seqs = fastq._padded([event.seq for event in events])
+                lease_sql, rows_sql = self._number_sql(len(seqs))
+                row = db.obj.execute_sql(lease_sql, (len(events), account_id, self.owner, now)).fetchone()
+                if row is None:
+                    lost.add(account_id)
+                    continue
+                first = row[0] - len(events) + 1
+                db.obj.execute_sql(rows_sql, (first - 1, *seqs)).close()
+                for n, event in enumerate(events):
+                    event.account_seq = first + n
+        for account_id in lost:
+            self._leases.pop(account_id, None)
+        return lost
+
+    def _number_pg(self, todo: dict[int, list[OutboxEvent]], now: int) -> dict[int, int]:
+        """PostgreSQL: every account's counter and rows in one statement, one round trip (its SQL built once per
+        padded shape); seq -> number for the accounts whose lease we hold."""
+        pairs = fastq._padded([(account_id, len(events)) for account_id, events in todo.items()])
+        seqs = fastq._padded([event.seq for events in todo.values() for event in events])
+        key = ("pg", len(pairs), len(seqs), fastq._dialect())
+        sql = _number_cache.get(key)
+        if sql is None:
+            values = ", ".join(["(%s::bigint, %s::bigint)"] * len(pairs))
+            marks = ", ".join(["%s"] * len(seqs))
+            # names from the model definitions only; every value is a bound parameter
+            async_commit = "set_config('synchronous_commit', 'off', true) = 'off'"  # as `_record_delivered`
+            sql = _number_cache[key] = (
+                f'WITH v ("account_id", "n") AS (SELECT DISTINCT * FROM (VALUES {values}) AS p), '  # noqa: S608
+                'l AS (UPDATE "webhook_lease" AS w SET "last_seq" = w."last_seq" + v."n" FROM v '
+                'WHERE w."account_id" = v."account_id" AND w."owner" = %s AND w."until" >= %s '
+                'RETURNING w."account_id", w."last_seq" - v."n" AS "base"), '
+                'r AS (SELECT "seq", "account_id", '
+                'ROW_NUMBER() OVER (PARTITION BY "account_id" ORDER BY "seq") AS "k" '
+                f'FROM "outbox_event" WHERE "seq" IN ({marks})) '
+                'UPDATE "outbox_event" AS o SET "account_seq" = l."base" + r."k" '
+                'FROM r JOIN l ON l."account_id" = r."account_id" '
+                f'WHERE o."seq" = r."seq" AND {async_commit} RETURNING o."seq", o."account_seq"')
+        params = [x for pair in pairs for x in pair] + [self.owner, now, *seqs]
+        with self._db():  # one statement, its own transaction
+            return dict(db.obj.execute_sql(sql, params).fetchall())
+
+    @staticmethod
+    def _number_sql(size: int) -> tuple[str, str]:
+        key = (size, fastq._dialect())
+        sqls = _number_cache.get(key)
+        if sqls is None:
+            p = db.obj.param
+            marks = ", ".join([p] * size)
+            # names from the model definitions only; every value is a bound parameter
+            sqls = _number_cache[key] = (
+                f'UPDATE "webhook_lease" SET "last_seq" = "last_seq" + {p} '  # noqa: S608
+                f'WHERE "account_id" = {p} AND "owner" = {p} AND "until" >= {p} RETURNING "last_seq"',
+                f'UPDATE "outbox_event" SET "account_seq" = n."number" FROM ('  # noqa: S608
+                f'SELECT "seq", ROW_NUMBER() OVER (ORDER BY "seq") + {p} AS "number" FROM "outbox_event" '
+                f'WHERE "seq" IN ({marks})) AS n WHERE "outbox_event"."seq" = n."seq"')
+        return sqls
 
     def _batch_sql(self) -> str:
         sql, _ = fastq.compiled("webhooks:batch", lambda: (
             OutboxEvent.select(OutboxEvent, Account.event_push_url, Account.webhook_secret_enc)
             .join(Account, on=(OutboxEvent.account == Account.id))
-            .where((OutboxEvent.account == 0) & (OutboxEvent.status == PENDING))
+            .where((OutboxEvent.account == 0) & (OutboxEvent.status == PENDING) & (OutboxEvent.seq > 0))
             .order_by(OutboxEvent.seq).limit(1)))
         return sql
 
-    def _read_batch(self, account_id: int) -> tuple[list[OutboxEvent], Target | None, bool]:
-        """The account's next pending events in order, with its URL and secret, and whether the batch is full.
+    def _read_batch(self, account_id: int, after: int = 0) -> tuple[list[OutboxEvent], Target | None, bool]:
+        """The account's next pending events in order (after `seq` `after`), with its URL and secret, and
+        whether the batch is full.
 
         Events delivered but not yet recorded (`_unacked`) are still pending in
         the database and are left out here.
         """
-        return self._read_heads([account_id]).get(account_id, ([], None, False))
+        return self._read_heads([account_id], after={account_id: after}).get(account_id, ([], None, False))
 
-    def _read_heads(self, account_ids: list[int]) -> dict[int, tuple[list[OutboxEvent], Target, bool]]:
-        """The next batch of each account with pending events, by account: one query (a UNION ALL of the
-        per-account index range scans), its SQL built once per number of accounts rounded up to a power of two
-        (the padding reads nothing: `LIMIT 0`).
+    def _read_heads(self, account_ids: list[int], after: dict[int, int] | None = None,
+                    ) -> dict[int, tuple[list[OutboxEvent], Target, bool]]:
+        """The next batch of each account with pending events (after `seq` `after[account]`, default from the
+        start), by account: one query (a UNION ALL of the per-account index range scans), its SQL built once per
+        number of accounts rounded up to a power of two (the padding reads nothing: `LIMIT 0`).
         """
         account_ids = list(dict.fromkeys(account_ids))
+        after = after or {}
         size = 1 << (len(account_ids) - 1).bit_length()
         key = (size, fastq._dialect())
         sql = _heads_cache.get(key)
@@ -327,8 +741,8 @@ class Deliverer:
         limits = {account_id: self.batch + len(sent[account_id]) for account_id in account_ids}
         params: list[Any] = []
         for account_id in account_ids:
-            params += [account_id, PENDING, limits[account_id]]
-        params += [0, PENDING, 0] * (size - len(account_ids))
+            params += [account_id, PENDING, after.get(account_id, 0), limits[account_id]]
+        params += [0, PENDING, 0, 0] * (size - len(account_ids))
         rows = db.obj.execute_sql(sql, params).fetchall()
         found: dict[int, list[tuple]] = {}
         for row in rows:
@@ -362,41 +776,16 @@ class Deliverer:
             self.stats["lease_busy"] += 1
         return bool(taken)
 
-    def _deliver(self, account_id: int, batch: list[OutboxEvent], target: Target) -> bool:
-        """Send `batch` in order; False when the account must wait (a retry, a lost lease, a stop)."""
-        if not target.url:
-            self._mark([e.seq for e in batch], status=SKIPPED, last_error="no Event Push URL")
-            self.stats[SKIPPED] += len(batch)
-            return True
-        for event in batch:
-            now = self.clock()
-            if self._stopping or event.next_attempt > now:
-                return False
-            if self._leases.get(account_id, 0) - now <= LEASE_SECONDS / 2:
-                with self._db():
-                    if not self._hold_lease(account_id):
-                        return False
-            outcome = self._attempt(event, target)
-            if outcome.kind == DELIVERED:
-                self._unacked.setdefault(account_id, set()).add(event.seq)
-                self._ack_wake.set()
-                continue
-            if outcome.kind == FAILED:
-                self._mark([event.seq], status=FAILED, last_error=outcome.error, attempts=event.attempts + 1)
-                self.stats[FAILED] += 1
-                continue
-            return self._retry_later(event, outcome.error or "failed", now)
-        return True
-
     def _attempt(self, event: OutboxEvent, target: Target) -> Outcome:
         if target.secret_problem:
             return Outcome("retry", target.secret_problem)
         body = wire_body(event)
-        headers = signed_headers(event.id, body, target.secret)
+        headers = signed_headers(event.id, body, target.secret, event.account_seq)
         self.stats["attempts"] += 1
         return self.sender.deliver(target.url, body, headers)
 
     def _retry_later(self, event: OutboxEvent, error: str, now: float) -> bool:
+        """Record the failed attempt: the event's next try, or (24 hours after it) its end. True when it ended."""
         attempts = event.attempts + 1
         give_up_at = event.ts + MAX_AGE
         if now >= give_up_at:
@@ -406,6 +795,7 @@ class Deliverer:
             return True  # the next event's turn
         next_attempt = min(math.ceil(now + retry_delay(attempts)), give_up_at)
         self._mark([event.seq], attempts=attempts, next_attempt=next_attempt, last_error=error)
+        event.attempts, event.next_attempt, event.last_error = attempts, next_attempt, error
         self.stats["retries"] += 1
         return False
 

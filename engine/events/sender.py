@@ -38,18 +38,25 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def wire_body(event: OutboxEvent) -> bytes:
-    """The POST body; built from stored fields only, so every attempt sends the same bytes."""
+    """The POST body; built from stored fields only, so every attempt sends the same bytes.
+
+    `account_seq` is the account's gap-free number of the event (given before its first attempt): with
+    several requests in flight the receiver restores the account's order by it.
+    """
     return json.dumps(
-        {"id": event.id, "event": event.event, "ts": event.ts, "account_id": event.account_id, "data": event.data},
+        {"id": event.id, "event": event.event, "ts": event.ts, "account_id": event.account_id,
+         "account_seq": event.account_seq, "data": event.data},
         separators=(",", ":"), ensure_ascii=False,
     ).encode()
 
 
-def signed_headers(event_id: str, body: bytes, secret: str | None) -> dict[str, str]:
+def signed_headers(event_id: str, body: bytes, secret: str | None, account_seq: int | None = None) -> dict[str, str]:
     """The request headers of one attempt, signed with `secret` when the account has one."""
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "X-Switchdesk-Event-Id": event_id,
                "X-Switchdesk-Timestamp": timestamp}
+    if account_seq is not None:
+        headers["X-Switchdesk-Account-Seq"] = str(account_seq)
     if secret:
         headers["X-Switchdesk-Signature"] = signature(secret, timestamp, body)
     return headers
@@ -182,8 +189,10 @@ class Sender:
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
-            # The client may be stuck mid-request on one of its sockets: start that origin afresh.
-            self._drop(key)
+            # The client may be stuck mid-request on one of its sockets: start that origin afresh (once: other
+            # requests in flight on it finish on their own sockets, which close when given back).
+            if self._clients.get(key) is client:
+                self._drop(key)
             raise TimeoutError(f"no answer within {self.timeout:g} s") from None
         finally:
             timer.close()

@@ -103,13 +103,16 @@ def expected(center: CallCenter, **fields) -> dict:
 
 def check_delivery(center: CallCenter) -> None:
     """Every request: the body's envelope, the event id header, a valid signature over the raw body."""
+    seqs = sorted(body["account_seq"] for _headers, body, _raw in center.hook.received)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # gap-free in the account
     for headers, body, raw in center.hook.received:
         stamp = headers["X-Switchdesk-Timestamp"]
         signature = hmac.new(SECRET.encode(), stamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
         assert headers["X-Switchdesk-Signature"] == f"v1={signature}", body
         assert abs(time.time() - int(stamp)) < 60
-        assert set(body) == {"id", "event", "ts", "account_id", "data"}, body
+        assert set(body) == {"id", "event", "ts", "account_id", "account_seq", "data"}, body
         assert headers["X-Switchdesk-Event-Id"] == body["id"]
+        assert headers["X-Switchdesk-Account-Seq"] == str(body["account_seq"])
         assert headers["Content-Type"].startswith("application/json")
         if body["event"].startswith("call:"):
             assert set(body["data"]) == FIELDS, set(body["data"]) ^ FIELDS

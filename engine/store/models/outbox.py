@@ -22,6 +22,11 @@ class OutboxEvent(AccountScoped):
     next_attempt = peewee.IntegerField(default=now)
     last_error = peewee.TextField(null=True)
     delivered_at = peewee.IntegerField(null=True)
+    # The account's own number of the event (1, 2, 3, ... per account, no gaps), given by the deliverer
+    # holding the account's lease just before the event's first attempt, in `seq` order; sent with the
+    # event so a receiver can restore the account's order (engine.events.delivery). None until then,
+    # and for events never sent (skipped).
+    account_seq = peewee.BigIntegerField(null=True)
 
     class Meta:
         indexes = ((("account", "status", "seq"), False),)
@@ -38,3 +43,4 @@ class WebhookLease(BaseModel):
     account = peewee.ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")
     owner = peewee.CharField(max_length=64)
     until = peewee.IntegerField()
+    last_seq = peewee.BigIntegerField(default=0)  # the last `OutboxEvent.account_seq` given out for the account
