@@ -604,7 +604,7 @@ def test_two_processes_on_one_database_do_not_double_deliver(database, tenant, o
         set_target(account.account_id, receiver.url)
     ids = {a.account_id: record_events(a.account_id, 60, agents=5) for a in accounts}
     url = os.environ.get("SWITCHDESK_TEST_DB") or f"sqlite:///{database.database}"
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     procs = [subprocess.Popen([sys.executable, "-c", DELIVERER_PROCESS, root, url], stdout=subprocess.PIPE)
              for _ in range(2)]
     try:
