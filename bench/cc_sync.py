@@ -38,7 +38,8 @@ TIERS_PER_AGENT = 4
 QUEUES = 50
 
 
-def setup_database(path: str) -> None:
+def setup_database(path: str, agents: int = AGENTS) -> None:
+    """`agents` agents with 4 joined tiers each over 50 queues, one account (bench/cc_sync_real.py too)."""
     from engine.store import schema
     from engine.store.db import bind
 
@@ -46,21 +47,23 @@ def setup_database(path: str) -> None:
     with database.connection_context():
         schema.init_schema(database)
     with database.connection_context():
-        _fill()
+        _fill(agents)
 
 
-def _fill() -> None:
+def _fill(agents: int) -> None:
     from engine.store.db import db
     from engine.store.models import Account, Queue, Tier, User
 
     with db.atomic():
         account = Account.create(name="Bench", domain="bench.test")
         queue_ids = [Queue.create(account=account, name=f"Q{i}").id for i in range(QUEUES)]
-        User.insert_many([
-            {"account": account.id, "name": f"agent {i}", "username": f"a{i}", "username_key": f"a{i}",
-             "email": f"a{i}@bench.test", "email_key": f"a{i}@bench.test", "password_hash": "x", "is_agent": True}
-            for i in range(AGENTS)
-        ]).execute()
+        for start in range(0, agents, 2000):
+            User.insert_many([
+                {"account": account.id, "name": f"agent {i}", "username": f"a{i}", "username_key": f"a{i}",
+                 "email": f"a{i}@bench.test", "email_key": f"a{i}@bench.test", "password_hash": "x",
+                 "is_agent": True}
+                for i in range(start, min(agents, start + 2000))
+            ]).execute()
         user_ids = [u.id for u in User.select(User.id).order_by(User.id)]
         rows = [{"account": account.id, "queue": queue_ids[(n + k * 7) % QUEUES], "user": uid,
                  "level": 1 + k, "position": 1 + n % 100, "joined": True}

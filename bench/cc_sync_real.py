@@ -43,30 +43,11 @@ TIERS_PER_AGENT = 4
 
 
 def fill(path: str, agents: int) -> None:
-    """bench/cc_sync.py's data: `agents` agents, 4 joined tiers each, over 50 queues, one account."""
-    from engine.store import schema
-    from engine.store.db import bind, db
-    from engine.store.models import Account, Queue, Tier, User
+    """bench/cc_sync.py's data, so the two runs compare: `agents` agents, 4 joined tiers each, 50 queues."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cc_sync import setup_database
 
-    database = bind(f"sqlite:///{path}")
-    with database.connection_context():
-        schema.init_schema(database)
-    with database.connection_context(), db.atomic():
-        account = Account.create(name="Bench", domain="bench.test")
-        queue_ids = [Queue.create(account=account, name=f"Q{i}").id for i in range(QUEUES)]
-        for i in range(0, agents, 2000):
-            User.insert_many([
-                {"account": account.id, "name": f"agent {n}", "username": f"a{n}", "username_key": f"a{n}",
-                 "email": f"a{n}@bench.test", "email_key": f"a{n}@bench.test", "password_hash": "x",
-                 "is_agent": True}
-                for n in range(i, min(agents, i + 2000))
-            ]).execute()
-        user_ids = [u.id for u in User.select(User.id).order_by(User.id)]
-        rows = [{"account": account.id, "queue": queue_ids[(n + k * 7) % QUEUES], "user": uid,
-                 "level": 1 + k, "position": 1 + n % 100, "joined": True}
-                for n, uid in enumerate(user_ids) for k in range(TIERS_PER_AGENT)]
-        for i in range(0, len(rows), 2000):
-            Tier.insert_many(rows[i:i + 2000]).execute()
+    setup_database(path, agents)
 
 
 class Recorder:

@@ -34,6 +34,17 @@ a=ptime:20
 a=sendrecv
 """
 
+# Our answer to FreeSWITCH's BYE, in every scenario.
+_OK_BYE = """
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+"""
+
 
 def _cdata(text: str) -> str:
     return "<![CDATA[\n" + text.strip("\n") + "\n\n]]>"
@@ -106,15 +117,6 @@ Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
 Max-Forwards: 70
 Content-Length: 0
 """
-    ok_bye = """
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-"""
     return _HEAD + f"""<scenario name="call {escape(number)}">
   <send retrans="500">{_cdata(invite(1, ""))}</send>
   <recv response="100" optional="true"/>
@@ -127,7 +129,7 @@ Content-Length: 0
   <recv response="200" rrs="true" rtd="true"/>
   <send>{_cdata(in_dialog.format(method="ACK", cseq="2 ACK"))}</send>
   <recv request="BYE" timeout="{hold_ms}" ontimeout="hangup"/>
-  <send next="end">{_cdata(ok_bye)}</send>
+  <send next="end">{_cdata(_OK_BYE)}</send>
   <label id="hangup"/>
   <send retrans="500">{_cdata(in_dialog.format(method="BYE", cseq="3 BYE"))}</send>
   <recv response="200" crlf="true"/>
@@ -149,15 +151,6 @@ SIP/2.0 {status}
 [last_CSeq:]
 Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
 {extra}"""
-    ok_bye = """
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-"""
     bye = f"""
 BYE [$contact] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -185,7 +178,7 @@ Content-Length: 0
   <send retrans="500">{_cdata(answered)}</send>
   <recv request="ACK" crlf="true"/>
   <recv request="BYE" timeout="{stay_ms}" ontimeout="hangup"/>
-  <send next="end">{_cdata(ok_bye)}</send>
+  <send next="end">{_cdata(_OK_BYE)}</send>
   <label id="hangup"/>
   <send retrans="500">{_cdata(bye)}</send>
   <recv response="200" crlf="true"/>
