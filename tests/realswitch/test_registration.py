@@ -3,28 +3,15 @@ directory over xml_curl), a wrong password is refused, and a caller waiting in a
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
+from tests.realswitch.floor import eventually
 from tests.realswitch.sipp import RtpSink
 
 pytestmark = pytest.mark.real_freeswitch
 
 PASSWORD = "Desk-phone-pw-1234"
-
-
-def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout:.0f} s; last seen {value!r}")
-        time.sleep(0.05)
 
 
 def make_device(account, username: str, **fields) -> dict:
