@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
 from engine.callcenter import fsconfig
-from engine.directory import views
+from engine.directory import fscache, views
 from engine.directory.views import AccountView, DeviceView
 from engine.store.models import Account, Queue
 
@@ -165,6 +165,9 @@ def directory_section(account: AccountView, device: DeviceView) -> ET.Element:
         ("switchdesk_account_id", str(account.id)),
     ])
     user = ET.SubElement(domain, "user", id=device.sip_username)
+    ttl = fscache.cacheable()
+    if ttl:
+        user.set("cacheable", ttl)  # FreeSWITCH keeps it; engine.directory.fscache flushes it on changes
     _params(user, "param", [("a1-hash", device.sip_a1_hash)])
     variables = [("switchdesk_device_id", str(device.id)), ("user_context", account.domain)]
     if device.cid_name:

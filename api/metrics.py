@@ -153,6 +153,10 @@ def _loopback(address: str | None) -> bool:
         return address is not None and address.startswith("unix:")
 
 
+XML_CURL_RULE = "/freeswitch/<section>"
+XML_CURL_SECTIONS = frozenset({"directory", "dialplan", "configuration"})
+
+
 def install(app: Flask) -> None:
     """Request metrics, the scrape-time collector and the /metrics route, on a registry of this app."""
     disable_created_metrics()  # the *_created series double the output and say nothing here
@@ -179,6 +183,9 @@ def install(app: Flask) -> None:
     @app.after_request
     def _count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        if rule == XML_CURL_RULE:  # which of FreeSWITCH's lookups: a known section, never the client's text
+            section = (request.view_args or {}).get("section")
+            rule = f"/freeswitch/{section if section in XML_CURL_SECTIONS else 'other'}"
         method = request.method if request.method in METHODS else "other"  # clients choose methods
         key = (method, rule, response.status_code)
         children = series.get(key)

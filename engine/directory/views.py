@@ -115,7 +115,7 @@ def clear() -> None:
     _tags.clear()
 
 
-def _armed() -> bool:
+def armed() -> bool:
     """Whether memory may be used now; empties it when what it was read under has changed."""
     global _bound, _epoch
     database = db.obj
@@ -153,7 +153,7 @@ changes.listen(_on_change)
 
 def cached(key: Any, load: Callable[[], tuple[Any, T]]) -> T:
     """The value `load()` gives for `key`, from memory when it was kept; `load` returns (tag, value)."""
-    if not _armed():
+    if not armed():
         return load()[1]
     entry = _entries.get(key)
     if entry is not None:

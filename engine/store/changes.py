@@ -49,6 +49,7 @@ MAX_PAYLOAD = 7900  # PostgreSQL refuses a payload of 8000 bytes or more; leave 
 
 _hearing: set[object] = set()  # engine.store.pgnotify listeners of this process that LISTEN right now
 _hearing_epoch = 0
+_hearing_callbacks: list[Callable[[], None]] = []
 
 
 def hearing(listener: object, on: bool) -> None:
@@ -59,6 +60,22 @@ def hearing(listener: object, on: bool) -> None:
     else:
         _hearing.discard(listener)
     _hearing_epoch += 1
+    for callback in list(_hearing_callbacks):
+        try:
+            callback()
+        except Exception:
+            log.exception("hearing callback %r failed", callback)
+
+
+def on_hearing(callback: Callable[[], None]) -> None:
+    """Call `callback()` whenever `hearing_epoch()` changes (what a cache kept may be stale)."""
+    if callback not in _hearing_callbacks:
+        _hearing_callbacks.append(callback)
+
+
+def unhear(callback: Callable[[], None]) -> None:
+    if callback in _hearing_callbacks:
+        _hearing_callbacks.remove(callback)
 
 
 def hearing_epoch() -> int | None:

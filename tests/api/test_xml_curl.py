@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api import create_app
-from engine.directory import accounts
+from engine.directory import accounts, fscache, views
 from engine.store.models import Account, Device, Did, Extension, Queue, User
 
 FIXTURES = Path(os.environ.get("SWITCHDESK_FIXTURES",
@@ -96,6 +96,15 @@ def test_directory_sip_auth_answers_a1_hash_and_device_variables(fs_client, exam
     assert variables["switchdesk_device_id"] == str(device.id)
     assert variables["user_context"] == "example.test"
     assert variables["effective_caller_id_name"] == "Front Desk 2001"
+    assert user.get("cacheable") == str(fscache.DEFAULT_MS)  # FreeSWITCH keeps it; fscache flushes it
+
+
+def test_directory_is_not_cacheable_when_the_views_are_off(fs_client, example, monkeypatch):
+    monkeypatch.setenv(views.ENV, "0")
+    sip_auth = [b for p, b in recorded_requests("xml-curl-directory.http")
+                if b"action=sip_auth" in b and b"user=2001&" in b]
+    user = parse(post(fs_client, "/directory", sip_auth[0])).find(".//user[@id='2001']")
+    assert user is not None and user.get("cacheable") is None
 
 
 def test_directory_unknown_user_and_gateways_not_found(fs_client, example):

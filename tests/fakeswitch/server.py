@@ -500,6 +500,7 @@ class FakeSwitch:
         self.commands["sofia"] = self._sofia
         self.commands["module_exists"] = lambda args: "true" if args in _MODULES else "false"
         self.commands["fsctl"] = self._fsctl
+        self.commands["xml_flush_cache"] = self._xml_flush_cache
         try:
             from .callcenter import CallCenter
         except ImportError:
@@ -541,6 +542,11 @@ class FakeSwitch:
             return f"-ERR {name} Command not found!\n"
         result = handler(args)
         return result if result else "-ERR no reply\n"
+
+    def _xml_flush_cache(self, args: str) -> str:
+        """FreeSWITCH's user cache (which the emulator does not keep): counted, answered as FS answers."""
+        self.xml_flushes = getattr(self, "xml_flushes", 0) + 1
+        return "+OK cleared 0 entries\n"
 
     def _status(self, args: str) -> str:
         up = max(0, time.time() - self._started_at)

@@ -3,6 +3,7 @@ directory over xml_curl), a wrong password is refused, and a caller waiting in a
 from __future__ import annotations
 
 import re
+import urllib.request
 
 import pytest
 
@@ -46,6 +47,34 @@ def test_wrong_password_is_refused(real_switch, account):
     assert "SIP/2.0 403" in run.sip_log()
     assert f"1002@{account.domain}" not in registered_users(real_switch)
     assert account.http.get(f"/api/device/{device['id']}")["registered"] is False
+
+
+def directory_lookups(real_switch) -> float:
+    """xml_curl directory requests switchdesk has answered (its /metrics, by section)."""
+    with urllib.request.urlopen(real_switch.sd.base + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(value) for value in re.findall(
+        r'^switchdesk_http_requests_total\{[^}]*route="/freeswitch/directory"[^}]*\} (\S+)$', text, re.M))
+
+
+def test_freeswitch_caches_a_device_and_forgets_it_when_it_changes(real_switch, account):
+    """Our directory answers are `cacheable`: a second registration costs no lookup. A new password
+    works at once and the old one stops working (engine.directory.fscache flushes FreeSWITCH's cache)."""
+    device = make_device(account, "1003")
+    phone = real_switch.phone(account, "1003", PASSWORD)
+    assert phone.register().ok, real_switch.failure_context()
+    first = directory_lookups(real_switch)
+    assert first >= 1
+    run = phone.register()
+    assert run.ok, run.report() + real_switch.failure_context()
+    assert directory_lookups(real_switch) == first, "the second REGISTER asked our directory again"
+
+    account.http.ok("PUT", f"/api/device/{device['id']}", {"sip_password": "Changed-pw-5678"})
+    # the notice flushes over ESL right after the commit; the old password is refused from then on
+    eventually(lambda: phone.register(expect=403), lambda run: run.ok, "the old password refused")
+    run = phone.register(password="Changed-pw-5678")
+    assert run.ok, run.report() + real_switch.failure_context()
+    assert directory_lookups(real_switch) > first
 
 
 def test_unknown_device_is_refused(real_switch, account):
