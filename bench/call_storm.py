@@ -48,6 +48,7 @@ Run: ``.venv/bin/python bench/call_storm.py [--rates 5,10,15,20,30] [--seconds 1
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import json
 import os
@@ -62,6 +63,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -230,6 +232,56 @@ class Sampler(threading.Thread):
         self.join(15)
 
 
+class LatencyProbe(threading.Thread):
+    """Every 100 ms, in turn: GET /api/status, GET /api/user (an ordinary API read) and a dialplan lookup as
+    FreeSWITCH's xml_curl sends it (POST /freeswitch/dialplan, basic auth): the time to the whole answer,
+    seen from a client on loopback, for the API's and xml_curl's p99 under load against idle."""
+
+    KINDS = ("status", "user", "xml_curl")
+
+    def __init__(self, http: Http, base: str, xmlcurl_password: str, domain: str):
+        super().__init__(name="latency", daemon=True)
+        self.http, self.base, self.domain = http, base, domain
+        self.auth = "Basic " + base64.b64encode(f"freeswitch:{xmlcurl_password}".encode()).decode()
+        self.stop_event = threading.Event()
+        self.ms: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.errors = 0
+
+    def _xml_curl(self) -> None:
+        body = urllib.parse.urlencode({"section": "dialplan", "Hunt-Context": self.domain,
+                                       "Hunt-Destination-Number": EXTENSION, "Caller-Context": self.domain,
+                                       "Caller-Destination-Number": EXTENSION}).encode()
+        request = urllib.request.Request(self.base + "/freeswitch/dialplan", data=body, method="POST", headers={
+            "Authorization": self.auth, "Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if b"<extension" not in response.read():
+                raise ValueError("no extension in the dialplan answer")
+
+    def run(self) -> None:
+        turn = 0
+        while not self.stop_event.wait(0.1):
+            kind = self.KINDS[turn % len(self.KINDS)]
+            turn += 1
+            started = time.perf_counter()
+            try:
+                if kind == "xml_curl":
+                    self._xml_curl()
+                else:
+                    status, _reply = self.http("GET", "/api/status" if kind == "status" else "/api/user",
+                                               timeout=10)
+                    if status != 200:
+                        raise ValueError(status)
+            except (OSError, ValueError):
+                self.errors += 1
+                continue
+            self.ms[kind].append(time.perf_counter() - started)
+
+    def stop(self) -> dict:
+        self.stop_event.set()
+        self.join(15)
+        return {kind: percentiles(values, 1000) for kind, values in self.ms.items()} | {"errors": self.errors}
+
+
 SYSCALLS = {"0": "read", "1": "write", "7": "poll", "17": "pread64", "18": "pwrite64", "35": "nanosleep",
             "74": "fsync", "75": "fdatasync", "202": "futex", "230": "clock_nanosleep", "232": "epoll_wait",
             "281": "epoll_pwait", "44": "sendto", "45": "recvfrom", "20": "writev"}
@@ -391,6 +443,8 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
     before = Snapshot(fs.pid(), sd.process.pid)
     sampler = Sampler(account.http, sd.base)
     sampler.start()
+    latency = LatencyProbe(account.http, sd.base, ctx["xmlcurl_password"], account.domain)
+    latency.start()
     watcher = Watcher(sd.process.pid)
     watcher.start()
     uas = run_sipp(uas_cmd, folder, "uas")
@@ -414,6 +468,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
         time.sleep(0.2)
     drain_s = time.monotonic() - started - calls_s
     sampler.stop()
+    latency_ms = latency.stop()
     sd_states = watcher.stop()
     after = Snapshot(fs.pid(), sd.process.pid)
 
@@ -470,6 +525,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
                              "max": round(max(sampler.lag) * 1000, 1), "samples": len(sampler.lag)}
                             if sampler.lag else None),
         "outbox_backlog_max": max(sampler.backlog, default=None),
+        "latency_ms": latency_ms,
         "webhook_events": dict(kinds),
         "webhook_ms": {name: percentiles(values, 1000) for name, values in sorted(precise.items())},
         "webhook_all_ms": percentiles([v for values in precise.values() for v in values], 1000),
@@ -496,6 +552,8 @@ def main() -> None:
     parser.add_argument("--stop-failed", type=float, default=0.5,
                         help="skip the higher rates once a step failed this share of its calls (0.5)")
     parser.add_argument("--warmup", type=int, default=5, help="calls before the first step, not counted (5)")
+    parser.add_argument("--idle-seconds", type=float, default=6.0,
+                        help="seconds of API and xml_curl latency probing before the first call (6)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, sipp files)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -542,7 +600,11 @@ def main() -> None:
                 raise RuntimeError(f"{phone.username} did not register: {run.report()}" + fs.log_tail(20))
         listener = EventListener(fs).start()
         ctx = {"fs": fs, "sd": sd, "caller": caller, "callee": callee, "hook": hook, "listener": listener,
-               "account": account, "root": root, "ports": ports}
+               "account": account, "root": root, "ports": ports, "xmlcurl_password": xmlcurl_password}
+        idle = LatencyProbe(account.http, sd.base, xmlcurl_password, account.domain)
+        idle.start()
+        time.sleep(args.idle_seconds)  # the same probe with no calls: what "unchanged" compares with
+        result["idle_latency_ms"] = idle.stop()
         if args.warmup:  # FreeSWITCH's first calls after start deliver their events ~0.5 s late
             warm = step(args, 5, ctx, seconds=args.warmup / 5, name="warmup")
             result["warmup"] = {k: warm[k] for k in ("calls", "completed", "failed", "setup_ms", "esl_lag_ms")}
@@ -552,7 +614,9 @@ def main() -> None:
             last = steps[-1]
             print(f"rate {rate:g}/s: {last['completed']} completed, {last['failed']} failed, setup p99 "
                   f"{(last['setup_ms'] or {}).get('p99')} ms, fs {last['fs_core_pct']} % sd {last['sd_core_pct']} %"
-                  f" of a core, webhook p99 {(last['webhook_all_ms'] or {}).get('p99')} ms", file=sys.stderr)
+                  f" of a core, webhook p99 {(last['webhook_all_ms'] or {}).get('p99')} ms, latency p99 ms "
+                  f"{ {k: (v or {}).get('p99') for k, v in last['latency_ms'].items() if k != 'errors'} }",
+                  file=sys.stderr)
             if last["failed"] > args.stop_failed * last["calls"]:
                 result["stopped_after"] = rate
                 break
