@@ -48,14 +48,18 @@ test-deps:
 # Debian's on loopback when root; without it, and outside CI, that run is skipped with a message).
 # tests/realswitch (a real FreeSWITCH from ../shared/freeswitch or SWITCHDESK_FREESWITCH, and sipp)
 # runs in the SQLite pass only; SWITCHDESK_REQUIRE_FREESWITCH=1 makes a missing FreeSWITCH fail.
+# Two workers (pytest-xdist): the suite waits more than it computes (timers, sipp, FreeSWITCH); the
+# real-FreeSWITCH tests stay together on one worker, and on PostgreSQL each worker has its own database.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+
 test: $(VENV)/.test-extras test-deps
 	$(BIN)/ruff check .
 	@echo "== test suite on SQLite" >&2
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 	@rc=0; url=$$(bash .ci/postgres) || rc=$$?; \
 	if [ $$rc = 3 ]; then exit 0; elif [ $$rc != 0 ]; then exit $$rc; fi; \
 	echo "== test suite on PostgreSQL (without the real-FreeSWITCH tests: they ran on SQLite)" >&2; \
-	SWITCHDESK_TEST_DB="$$url" SWITCHDESK_TEST_REAL_SWITCH=0 $(BIN)/python -m pytest -q
+	SWITCHDESK_TEST_DB="$$url" SWITCHDESK_TEST_REAL_SWITCH=0 $(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 bench: $(VENV)/.test-extras
 	@for b in bench/*.py; do echo "== $$b" >&2; $(BIN)/python $$b || exit 1; done

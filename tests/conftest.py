@@ -13,6 +13,30 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SWITCHDESK_SECRET_KEY", "test-secret-key")
 
+
+def _worker_database() -> None:
+    """Parallel workers (pytest-xdist) on PostgreSQL: each on a database of its own, created on first use,
+    named after the one given (`<name>_gw0`, ...): every test empties the tables, and NOTIFY is per database.
+    Set before any test module reads SWITCHDESK_TEST_DB; subprocesses (serve, the CLI) inherit it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("SWITCHDESK_TEST_DB", "")
+    if not worker or not url.startswith("postgres") or os.environ.get("SWITCHDESK_TEST_DB_WORKER") == worker:
+        return
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_{worker}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    os.environ["SWITCHDESK_TEST_DB"] = urlunsplit(parts._replace(path="/" + name))
+    os.environ["SWITCHDESK_TEST_DB_WORKER"] = worker
+
+
+_worker_database()
+
 from api import create_app  # noqa: E402
 from engine.directory import accounts  # noqa: E402  # noqa: E402
 from engine.store import db, schema  # noqa: E402
@@ -154,3 +178,16 @@ def api(client, tenant) -> Api:
 @pytest.fixture
 def other_api(client, other_tenant) -> Api:
     return Api(client, other_tenant)
+
+
+@pytest.fixture
+def heard():
+    """As if this process heard other boxes' change notices (engine.store.pgnotify LISTENing): what the
+    in-memory views and FreeSWITCH's directory cache need on PostgreSQL before they keep anything."""
+    from engine.store import changes
+
+    marker = object()
+    changes.hearing(marker, True)
+    yield
+    changes.hearing(marker, False)
+

@@ -82,7 +82,7 @@ def test_every_recorded_request_gets_a_well_formed_answer(fs_client, example):
             parse(r)
 
 
-def test_directory_sip_auth_answers_a1_hash_and_device_variables(fs_client, example):
+def test_directory_sip_auth_answers_a1_hash_and_device_variables(fs_client, example, heard):
     account, device, _, _ = example
     sip_auth = [b for p, b in recorded_requests("xml-curl-directory.http")
                 if b"action=sip_auth" in b and b"user=2001&" in b]

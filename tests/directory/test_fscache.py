@@ -52,7 +52,7 @@ def test_runtime_notices_flush_nothing(engine, switch):
     assert flushes(switch) == base
 
 
-def test_the_ttl_is_bounded_and_can_be_turned_off(monkeypatch, database):
+def test_the_ttl_is_bounded_and_can_be_turned_off(monkeypatch, database, heard):
     monkeypatch.setenv(fscache.ENV, "0")
     assert fscache.cacheable() is None
     monkeypatch.setenv(fscache.ENV, "99999999999")

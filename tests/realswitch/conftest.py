@@ -29,6 +29,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if Path(str(item.fspath)).parent == here:
             item.add_marker(pytest.mark.real_freeswitch)
+            # one worker runs them all (`-n 2 --dist loadgroup`): one FreeSWITCH, started once
+            item.add_marker(pytest.mark.xdist_group("realswitch"))
 
 
 def _unavailable(reason: str):
