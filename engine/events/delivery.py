@@ -98,7 +98,8 @@ POLL_INTERVAL = 1.0         # how often other processes' events (and due retries
 KEEP_DELIVERED = 7 * 86400  # delivered and skipped events stay listed (GET /api/event) this long
 KEEP_FAILED = 30 * 86400    # failed ones this long, for redelivery
 PRUNE_EVERY = 3600.0
-ACK_DELAY = 0.01            # deliveries are recorded this often, for all accounts in one write
+ACK_DELAY = 0.1             # deliveries are recorded this often, for all accounts in one write (a crash
+                            # before it sends them again: at least once, as documented)
 REFILL_GAP = 0.01           # a worker with requests in flight reads newly committed events at most this often
 
 
