@@ -25,9 +25,10 @@ from urllib.parse import unquote_to_bytes
 from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
-from engine.callcenter import fsconfig
+from engine.callcenter import exits, fsconfig
 from engine.directory import views
 from engine.directory.views import AccountView, DeviceView
+from engine.media import library
 from engine.store.models import Account, Queue
 
 bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")
@@ -39,6 +40,8 @@ DIAL_STRING = (
 CHECKIN = re.compile(r"^\*\*\*(\d{6,12})$")
 PHONE = re.compile(r"^\+?\d{3,20}$")
 GATEWAY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Where a queue call goes once `callcenter` returns (engine.callcenter.exits): queue id, cc_cancel_reason, cc_exit_key.
+EXIT = re.compile(r"^switchdesk_exit_(\d{1,16})_([A-Z_]{0,32})_([0-9*#]?)$")
 
 
 def _render(section: ET.Element | None) -> bytes:
@@ -200,11 +203,20 @@ def callcenter_section(queues: list[tuple[Queue, str]]) -> ET.Element:
     conf = ET.SubElement(section, "configuration", name="callcenter.conf", description="switchdesk")
     ET.SubElement(conf, "settings")
     holder = ET.SubElement(conf, "queues")
+    media = queue_media_paths([queue for queue, _ in queues])
     for queue, domain in queues:
         element = ET.SubElement(holder, "queue", name=fsconfig.queue_name(queue.id, domain))
-        for name, value in fsconfig.queue_params(queue):
+        for name, value in fsconfig.queue_params(queue, media.get(queue.account_id)):
             ET.SubElement(element, "param", name=name, value=value)
     return section
+
+
+def queue_media_paths(queues: list[Queue]) -> dict[int, dict[int, str]]:
+    """account id -> {media id: file} for the media these queues play (one query per account)."""
+    wanted: dict[int, set[int]] = {}
+    for queue in queues:
+        wanted.setdefault(queue.account_id, set()).update(fsconfig.media_ids(queue))
+    return {account_id: library.paths_of(account_id, ids) for account_id, ids in wanted.items() if ids}
 
 
 def _configuration() -> Response:
@@ -242,15 +254,7 @@ def _extension(context: ET.Element, name: str, number: str, actions: list[tuple[
 def route_actions(account: AccountView, target_type: str, target_id: int) -> list[tuple[str, str]] | None:
     """The dialplan actions that reach an extension's target, or None when it is gone."""
     if target_type == "queue":
-        if views.queue(account.id, target_id) is None:
-            return None
-        return [
-            ("set", "hangup_after_bridge=true"),
-            ("set", f"switchdesk_queue_id={target_id}"),
-            ("answer", ""),
-            ("callcenter", fsconfig.queue_name(target_id, account.domain)),
-            ("hangup", ""),
-        ]
+        return queue_actions(account, target_id)
     devices: list[DeviceView] | tuple[DeviceView, ...]
     if target_type == "device":
         device = views.device_by_id(account.id, target_id)
@@ -264,6 +268,82 @@ def route_actions(account: AccountView, target_type: str, target_id: int) -> lis
     timeout = max((d.timeout for d in devices), default=30) or 30
     dial = ",".join(fsconfig.device_contact(d, account) for d in devices)
     return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
+
+
+# --- queue calls: media, agent offers, exits -------------------------------------------------------
+
+
+def queue_actions(account: AccountView, queue_id: int) -> list[tuple[str, str]] | None:
+    """A caller entering a queue: its join announcement, what the agent's offer carries, then the exit.
+
+    mod_callcenter plays hold music and the periodic announcement itself (callcenter.conf); the
+    rest is channel variables it reads from the caller's leg: `cc_exit_keys` (keys that end the
+    wait), `cc_outbound_announce` (played to the agent once it answers, before the bridge) and
+    `cc_export_vars` (copied onto the agent's leg: `sip_auto_answer`, `originate_timeout` for the
+    queue's ring_timeout). Once `callcenter` returns without a bridge the caller is sent to
+    `switchdesk_exit_<queue>_${cc_cancel_reason}_${cc_exit_key}` (exit_section), when the queue has exits.
+    """
+    queue = views.queue_call(account.id, queue_id)
+    if queue is None:
+        return None
+    actions = [("set", "hangup_after_bridge=true"), ("set", f"switchdesk_queue_id={queue_id}")]
+    keys = exits.exit_keys(queue.exits)
+    if keys:
+        actions.append(("set", f"cc_exit_keys={keys}"))
+    if queue.pre_bridge_file:
+        actions.append(("set", f"cc_outbound_announce={library.file_path(account.id, queue.pre_bridge_file)}"))
+    exported = []
+    if queue.auto_answer:
+        actions.append(("set", "sip_auto_answer=true"))
+        exported.append("sip_auto_answer")
+    if queue.ring_timeout > 0:
+        actions.append(("set", f"originate_timeout={queue.ring_timeout}"))
+        exported.append("originate_timeout")
+    if exported:
+        actions.append(("set", f"cc_export_vars={','.join(exported)}"))
+    actions.append(("answer", ""))
+    if queue.join_file:
+        actions.append(("playback", library.file_path(account.id, queue.join_file)))
+    actions.append(("callcenter", fsconfig.queue_name(queue_id, account.domain)))
+    if queue.ring_timeout > 0:
+        actions.append(("unset", "originate_timeout"))
+    if queue.exits:
+        actions.append(("transfer", f"switchdesk_exit_{queue_id}_${{cc_cancel_reason}}_${{cc_exit_key}} XML "
+                                    f"{account.domain}"))
+    actions.append(("hangup", ""))
+    return actions
+
+
+def exit_actions(account: AccountView, target: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The actions of one exit (engine.callcenter.exits); None when its target is gone."""
+    kind = target.get("type")
+    if kind == "hangup":
+        return [("hangup", "NORMAL_CLEARING")]
+    if kind == "queue":
+        return queue_actions(account, int(target["target"]))
+    if kind in ("extension", "number"):
+        return [("transfer", f"{target['target']} XML {account.domain}")]
+    if kind == "voicemail":
+        return voicemail_actions(account, int(target["target"]))
+    return None
+
+
+def exit_section(account: AccountView, number: str, queue_id: int, reason: str, key: str) -> ET.Element | None:
+    """`switchdesk_exit_<queue>_<cc_cancel_reason>_<cc_exit_key>`: where the queue sends a caller it gave up on.
+    Without a matching exit (the caller hung up, was bridged, or the queue has none for it): hang up."""
+    queue = views.queue_call(account.id, queue_id)
+    chosen = exits.for_reason(queue.exits, reason, key) if queue is not None else None
+    actions = (exit_actions(account, chosen) if chosen else None) or [("hangup", "NORMAL_CLEARING")]
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name=account.domain)
+    _extension(context, f"switchdesk_exit_{queue_id}", number,
+               [("set", f"switchdesk_queue_exit={reason or 'NONE'}"), *actions])
+    return section
+
+
+def voicemail_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | None:
+    """The user's voicemail box (mod_voicemail), or None when the user is gone."""
+    return None
 
 
 # Set by click-to-call (engine.calls.originate) on its first leg; re-exported so bridged legs carry them too.
@@ -310,6 +390,9 @@ def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
             ("socket", f"{host}:{port} async full"),
         ])
         return section
+    exit_match = EXIT.match(number)
+    if exit_match:
+        return exit_section(account, number, int(exit_match.group(1)), exit_match.group(2), exit_match.group(3))
     ext = views.extension(account.id, number)
     if ext is not None:
         actions = route_actions(account, ext.target_type, ext.target_id)

@@ -45,13 +45,13 @@ import peewee
 
 from engine.store import changes, fastq
 from engine.store.db import db
-from engine.store.models import Account, Device, Did, Extension, Queue
+from engine.store.models import Account, Device, Did, Extension, Media, Queue
 
 T = TypeVar("T")
 
 ENV = "SWITCHDESK_DIRECTORY_CACHE"
 # the kinds of change notice that can change what is kept here; `agent`, `tier`, `pause`, `timegroup` cannot
-KINDS = frozenset({"account", "device", "extension", "did", "queue", "user"})
+KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media"})
 MAX_ENTRIES = 200_000  # beyond this the oldest go first (a flood of unknown numbers must not grow memory)
 MISS_TTL = 5.0  # seconds an answer that knows no account is kept (see the module docstring)
 ANY = "*"  # tag of an answer that depends on every account (callcenter.conf with all queues)
@@ -264,3 +264,46 @@ def queue(account_id: int, queue_id: int) -> QueueView | None:
             "views.queue", lambda a, q: Queue.select(Queue.id, Queue.account, Queue.site_id).where(
                 (Queue.account == a) & (Queue.id == q)), account_id, queue_id), QueueView)
     return cached(("queue", account_id, queue_id), load)
+
+
+# --- what a queue call plays and where it exits (api.freeswitch.queue_actions) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCallView:
+    """The parts of a queue the dialplan of a queue call is built from; media as file names in the
+    account's media folder (None when the queue names none, or the media is gone)."""
+    id: int
+    account_id: int
+    auto_answer: bool
+    ring_timeout: int
+    join_file: str | None
+    pre_bridge_file: str | None
+    exits: dict
+
+
+def _media_file(account_id: int, media_id: int | None) -> str | None:
+    if not media_id:
+        return None
+    rows = fastq.select("views.media_file", lambda a, m: Media.select(Media.file).where(
+        (Media.account == a) & (Media.id == m)), account_id, media_id)
+    return rows[0][0] if rows else None
+
+
+def queue_call(account_id: int, queue_id: int) -> QueueCallView | None:
+    """Kept like the other views; dropped by `queue` (and `media`) notices of the account."""
+    def load() -> tuple[Any, QueueCallView | None]:
+        rows = fastq.select("views.queue_call", lambda a, q: Queue.select(
+            Queue.id, Queue.auto_answer, Queue.ring_timeout, Queue.join_announce, Queue.pre_bridge_announce,
+            Queue.exits).where((Queue.account == a) & (Queue.id == q)), account_id, queue_id)
+        if not rows:
+            return account_id, None
+        qid, auto_answer, ring_timeout, join_id, pre_bridge_id, exits = rows[0]
+        if isinstance(exits, str):  # a raw JSON column as the compiled statement returns it
+            import json
+
+            exits = json.loads(exits or "{}")
+        return account_id, QueueCallView(qid, account_id, bool(auto_answer), int(ring_timeout or 0),
+                                         _media_file(account_id, join_id), _media_file(account_id, pre_bridge_id),
+                                         exits or {})
+    return cached(("queue_call", account_id, queue_id), load)

@@ -12,6 +12,7 @@ from engine.store.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.store.models.base import AccountScoped, BaseModel, now
 from engine.store.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.store.models.calls import ActiveCall
+from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 
@@ -38,6 +39,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     CheckinCode,
     CheckinFailure,
     ActiveCall,
+    Media,
 ]
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "Lead",
     "LeadImport",
     "LoginFailure",
+    "Media",
     "OutboxEvent",
     "PauseReason",
     "PermissionGroup",
