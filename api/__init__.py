@@ -42,13 +42,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         system,
         timegroups,
         users,
+        voicemail,
     )
     from api.auth import authenticate, credentials_outside_body
     from api.body import KEY_IN_BODY_MAX, is_chunked, key_may_be_in_body, read_chunked_body
     from api.envelope import BODY_REFUSED, APIError, install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
-                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media):
+                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
+                   voicemail):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)

@@ -30,6 +30,7 @@ from engine.directory import views
 from engine.directory.views import AccountView, DeviceView
 from engine.media import library
 from engine.store.models import Account, Queue
+from engine.voicemail import boxes
 
 bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")
 
@@ -191,7 +192,23 @@ def _directory() -> Response:
             return None, None
         device = views.device(account.id, username)
         return account.id, directory_section(account, device) if device is not None else None
+    box = boxes.BOX_USER.match(username)
+    if box and _field("action") != "sip_auth":  # never for SIP authentication: a box is no phone
+        return _voicemail_directory(domain, username, int(box.group(1)), build)
     return _answer(("directory", domain, username), build)
+
+
+def _voicemail_directory(domain: str, username: str, box_id: int,
+                         device_build: Callable[[], tuple[Any, ET.Element | None]]) -> Response:
+    """mod_voicemail's lookup of box `vm-<id>` (a device of that name, if any, comes first)."""
+    def build() -> tuple[Any, ET.Element | None]:
+        tag, section = device_build()
+        if section is not None or tag is None:
+            return tag, section
+        account = views.account(tag)
+        found = views.voicemail_box(tag, box_id) if account is not None else None
+        return tag, voicemail_directory_section(account, found) if found is not None else None
+    return _answer(("voicemail_directory", domain, username), build)
 
 
 # --- configuration: callcenter.conf ---------------------------------------------------------------
@@ -260,7 +277,7 @@ def route_actions(account: AccountView, target_type: str, target_id: int) -> lis
         device = views.device_by_id(account.id, target_id)
         devices = [device] if device is not None else []
     elif target_type == "user":
-        devices = views.devices_of_user(account.id, target_id)
+        return user_actions(account, target_id)
     else:
         return None
     if not devices:
@@ -342,8 +359,60 @@ def exit_section(account: AccountView, number: str, queue_id: int, reason: str, 
 
 
 def voicemail_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | None:
-    """The user's voicemail box (mod_voicemail), or None when the user is gone."""
-    return None
+    """The user's voicemail box (mod_voicemail, box `vm-<vm_id>`), or None when it has none."""
+    user = views.user_call(account.id, user_id)
+    box = views.voicemail_box(account.id, user.vm_id) if user is not None and user.vm_id else None
+    if box is None:
+        return None
+    actions = [("answer", ""), ("set", f"switchdesk_voicemail_box={box.id}")]
+    if box.greeting_file:  # the box's own greeting (a media) instead of mod_voicemail's spoken one
+        actions += [("playback", library.file_path(account.id, box.greeting_file)),
+                    ("set", "skip_greeting=true"), ("set", "skip_instructions=true")]
+    return [*actions, ("voicemail", f"default {account.domain} {boxes.box_user(box.id)}"), ("hangup", "")]
+
+
+def user_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | None:
+    """A call to a user: its devices all at once (`follow_me` 0) or one after another, `follow_me` seconds
+    each (`|`: the next one once the previous did not answer); `call_timeout` (else the devices' own
+    timeout) bounds the ringing; then, unanswered, the user's voicemail box. None when it has neither."""
+    user = views.user_call(account.id, user_id)
+    if user is None:
+        return None
+    devices = views.devices_of_user(account.id, user_id)
+    voicemail = voicemail_actions(account, user_id)
+    actions: list[tuple[str, str]] = []
+    if devices:
+        budget = user.call_timeout or max((d.timeout or fsconfig.DEFAULT_RING_SECONDS for d in devices), default=30)
+        if user.follow_me > 0 and len(devices) > 1:
+            legs = []
+            for device in devices:
+                seconds = min(user.follow_me, budget - sum(t for t, _ in legs))
+                if seconds <= 0:
+                    break
+                legs.append((seconds, fsconfig.device_contact(device, account)))
+            dial = "|".join(f"[leg_timeout={seconds}]{contact}" for seconds, contact in legs)
+        else:
+            dial = ",".join(fsconfig.device_contact(d, account) for d in devices)
+        actions = [("set", f"call_timeout={budget}"), ("set", "hangup_after_bridge=true")]
+        if voicemail:
+            actions.append(("set", "continue_on_fail=true"))
+        actions.append(("bridge", dial))
+    if voicemail:
+        return actions + voicemail
+    return actions or None
+
+
+def voicemail_directory_section(account: AccountView, box: views.VoicemailBoxView) -> ET.Element:
+    """mod_voicemail's box `vm-<id>`: its PIN hash; a SIP password nobody has (no registration, no calls)."""
+    section = ET.Element("section", name="directory")
+    domain = ET.SubElement(section, "domain", name=account.domain)
+    user = ET.SubElement(domain, "user", id=boxes.box_user(box.id))
+    params = [("a1-hash", "!" * 32), ("vm-enabled", "true")]
+    if box.pin_a1_hash:
+        params.append(("vm-a1-hash", box.pin_a1_hash))
+    _params(user, "param", params)
+    _params(user, "variable", [("switchdesk_voicemail_box", str(box.id))])
+    return section
 
 
 # Set by click-to-call (engine.calls.originate) on its first leg; re-exported so bridged legs carry them too.

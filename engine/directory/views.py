@@ -45,13 +45,13 @@ import peewee
 
 from engine.store import changes, fastq
 from engine.store.db import db
-from engine.store.models import Account, Device, Did, Extension, Media, Queue
+from engine.store.models import Account, Device, Did, Extension, Media, Queue, User, VoicemailBox
 
 T = TypeVar("T")
 
 ENV = "SWITCHDESK_DIRECTORY_CACHE"
 # the kinds of change notice that can change what is kept here; `agent`, `tier`, `pause`, `timegroup` cannot
-KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media"})
+KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media", "voicemail"})
 MAX_ENTRIES = 200_000  # beyond this the oldest go first (a flood of unknown numbers must not grow memory)
 MISS_TTL = 5.0  # seconds an answer that knows no account is kept (see the module docstring)
 ANY = "*"  # tag of an answer that depends on every account (callcenter.conf with all queues)
@@ -307,3 +307,44 @@ def queue_call(account_id: int, queue_id: int) -> QueueCallView | None:
                                          _media_file(account_id, join_id), _media_file(account_id, pre_bridge_id),
                                          exits or {})
     return cached(("queue_call", account_id, queue_id), load)
+
+
+# --- what a call to a user does (api.freeswitch.user_actions) and its voicemail box -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserCallView:
+    id: int
+    account_id: int
+    follow_me: int
+    call_timeout: int | None
+    vm_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailBoxView:
+    id: int
+    account_id: int
+    pin_a1_hash: str
+    greeting_file: str | None
+
+
+def user_call(account_id: int, user_id: int) -> UserCallView | None:
+    """Dropped by `user` notices (users.ROUTING_FIELDS changes, deletes) and `voicemail` ones."""
+    def load() -> tuple[Any, UserCallView | None]:
+        return account_id, _one(fastq.select("views.user_call", lambda a, u: User.select(
+            User.id, User.account, User.follow_me, User.call_timeout, User.vm_id).where(
+            (User.account == a) & (User.id == u)), account_id, user_id), UserCallView)
+    return cached(("user_call", account_id, user_id), load)
+
+
+def voicemail_box(account_id: int, box_id: int) -> VoicemailBoxView | None:
+    def load() -> tuple[Any, VoicemailBoxView | None]:
+        rows = fastq.select("views.voicemail_box", lambda a, b: VoicemailBox.select(
+            VoicemailBox.id, VoicemailBox.account, VoicemailBox.pin_a1_hash, VoicemailBox.greeting_id).where(
+            (VoicemailBox.account == a) & (VoicemailBox.id == b)), account_id, box_id)
+        if not rows:
+            return account_id, None
+        box_id_, account, a1, greeting = rows[0]
+        return account_id, VoicemailBoxView(box_id_, account, a1, _media_file(account_id, greeting))
+    return cached(("voicemail_box", account_id, box_id), load)

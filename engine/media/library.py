@@ -26,7 +26,7 @@ from engine.errors import ServiceError
 from engine.media import audio
 from engine.store.changes import Pending
 from engine.store.db import db
-from engine.store.models import Media, Queue
+from engine.store.models import Media, Queue, VoicemailBox
 
 log = logging.getLogger("switchdesk.media")
 
@@ -136,7 +136,7 @@ def playlist_of(audio_playback: Any) -> list[int]:
 
 
 def users_of(account_id: int, media_id: int) -> list[str]:
-    """What uses the media, for the 409 of a delete: `queue 3 (Sales): moh_id`."""
+    """What uses the media, for the 409 of a delete: `queue 3 (Sales): moh_id`, `voicemail box 2 (...)`."""
     used = []
     for queue in Queue.of(account_id).order_by(Queue.id):
         fields = [f for f in QUEUE_MEDIA_FIELDS if getattr(queue, f) == media_id]
@@ -144,6 +144,8 @@ def users_of(account_id: int, media_id: int) -> list[str]:
             fields.append("audio_playback.playlist")
         if fields:
             used.append(f"queue {queue.id} ({queue.name}): {', '.join(fields)}")
+    for box in VoicemailBox.of(account_id).where(VoicemailBox.greeting_id == media_id).order_by(VoicemailBox.id):
+        used.append(f"voicemail box {box.id} ({box.name}): greeting_id")
     return used
 
 

@@ -15,6 +15,7 @@ from engine.store.models.calls import ActiveCall
 from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
+from engine.store.models.voicemail import VoicemailBox
 
 ALL_MODELS: list[type[BaseModel]] = [
     Account,
@@ -40,6 +41,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     CheckinFailure,
     ActiveCall,
     Media,
+    VoicemailBox,
 ]
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "TimeGroup",
     "User",
     "UserSession",
+    "VoicemailBox",
     "WebhookLease",
     "now",
 ]
