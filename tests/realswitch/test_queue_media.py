@@ -170,7 +170,9 @@ def test_agent_offer_ring_timeout_auto_answer_and_pre_bridge_announce(real_switc
     offer = invites(rings)[0]
     cancel = first(rings, True, "CANCEL ")
     assert cancel is not None, rings.report()
-    assert 2.5 < cancel.at - offer.at < 4.5, f"rang {cancel.at - offer.at:.2f} s, ring_timeout is 3"
+    # originate_timeout runs from the offer's start; the INVITE leaves after the directory lookup (up to ~1 s
+    # on a loaded machine): between ring_timeout - 1.5 and ring_timeout + 1.5, far from the device's 30 s
+    assert 1.5 < cancel.at - offer.at < 4.5, f"rang {cancel.at - offer.at:.2f} s, ring_timeout is 3"
     for run in (rings, answers):
         invite = invites(run)[0].text
         assert "answer-after=0" in invite, invite
