@@ -175,8 +175,24 @@ def directory_section(account: AccountView, device: DeviceView) -> ET.Element:
         variables.append(("effective_caller_id_name", device.cid_name))
     if device.cid_num:
         variables.append(("effective_caller_id_number", device.cid_num))
+    variables = caller_id_variables(account, device, variables)
     _params(user, "variable", variables)
     return section
+
+
+def caller_id_variables(account: AccountView, device: DeviceView,
+                        variables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The owner's caller-ID overrides (`override_device`): `ecnam`/`ecnum` replace the device's caller id
+    (FreeSWITCH's effective_caller_id_*, what every call shows), `ocnam`/`ocnum` become the
+    outbound_caller_id_* that calls through the outbound gateway show. A value that FreeSWITCH would
+    expand (`${`) is left out."""
+    overrides = views.caller_id(account.id, device.user_id) if device.user_id else None
+    if overrides is None:
+        return variables
+    replaced = {"effective_caller_id_name": overrides.ecnam, "effective_caller_id_number": overrides.ecnum,
+                "outbound_caller_id_name": overrides.ocnam, "outbound_caller_id_number": overrides.ocnum}
+    safe = {k: v for k, v in replaced.items() if v and "${" not in v and "$${" not in v}
+    return [(k, v) for k, v in variables if k not in safe] + list(safe.items())
 
 
 def _directory() -> Response:
@@ -285,6 +301,19 @@ def route_actions(account: AccountView, target_type: str, target_id: int) -> lis
     timeout = max((d.timeout for d in devices), default=30) or 30
     dial = ",".join(fsconfig.device_contact(d, account) for d in devices)
     return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
+
+
+def outbound_caller_id(extension: ET.Element | None) -> None:
+    """A call through the outbound gateway shows the caller's outbound caller id when its directory entry
+    has one (caller_id_variables): conditions that never break, checked before the route's own."""
+    if extension is None:
+        return
+    for kind in ("name", "number"):
+        condition = ET.Element("condition", field=f"${{outbound_caller_id_{kind}}}", expression="^.+$",
+                               attrib={"break": "never"})
+        ET.SubElement(condition, "action", application="set",
+                      data=f"effective_caller_id_{kind}=${{outbound_caller_id_{kind}}}")
+        extension.insert(0 if kind == "name" else 1, condition)
 
 
 # --- queue calls: media, agent offers, exits -------------------------------------------------------
@@ -477,6 +506,7 @@ def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
             ("set", "hangup_after_bridge=true"),
             ("bridge", f"sofia/gateway/{gateway}/{number}"),
         ])
+        outbound_caller_id(context.find("extension"))
         return section
     return None
 

@@ -193,11 +193,14 @@ def _apply(user: User, account_id: int, fields: dict[str, Any]) -> None:
                 setattr(user, f"{name}_key", value.lower())
 
 
-# What calls to a user do (api.freeswitch.user_actions): a change drops the kept dialplan answers.
-ROUTING_FIELDS = ("follow_me", "call_timeout", "vm_id")
+# What calls to and from a user do (api.freeswitch: user_actions, caller_id_variables): a change drops the
+# kept directory and dialplan answers of the account.
+ROUTING_FIELDS = ("follow_me", "call_timeout", "vm_id", "override_device", "ecnam", "ecnum", "ocnam", "ocnum")
 
 
 def _routing_value(user: User, name: str) -> Any:
+    if name in DEVICE_OVERRIDE_FIELDS:
+        return (user.device_overrides or {}).get(name)
     return getattr(user, name)
 
 

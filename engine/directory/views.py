@@ -348,3 +348,31 @@ def voicemail_box(account_id: int, box_id: int) -> VoicemailBoxView | None:
         box_id_, account, a1, greeting = rows[0]
         return account_id, VoicemailBoxView(box_id_, account, a1, _media_file(account_id, greeting))
     return cached(("voicemail_box", account_id, box_id), load)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdView:
+    """A user's caller-ID overrides of its devices (`override_device` with ecnam/ecnum/ocnam/ocnum)."""
+    ecnam: str | None
+    ecnum: str | None
+    ocnam: str | None
+    ocnum: str | None
+
+
+def caller_id(account_id: int, user_id: int) -> CallerIdView | None:
+    """None unless the user overrides its devices' caller id. Dropped by `user` notices."""
+    def load() -> tuple[Any, CallerIdView | None]:
+        rows = fastq.select("views.caller_id", lambda a, u: User.select(User.override_device, User.device_overrides)
+                            .where((User.account == a) & (User.id == u)), account_id, user_id)
+        if not rows or not rows[0][0]:
+            return account_id, None
+        overrides = rows[0][1]
+        if isinstance(overrides, str):
+            import json
+
+            overrides = json.loads(overrides or "{}")
+        overrides = overrides if isinstance(overrides, dict) else {}
+        values = [overrides.get(k) if isinstance(overrides.get(k), str) and overrides.get(k) else None
+                  for k in ("ecnam", "ecnum", "ocnam", "ocnum")]
+        return account_id, CallerIdView(*values) if any(values) else None
+    return cached(("caller_id", account_id, user_id), load)

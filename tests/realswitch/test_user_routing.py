@@ -1,9 +1,11 @@
 """Calls to a user on the real switch: `follow_me` rings its devices one after another, `call_timeout`
 bounds the ringing, and the unanswered call reaches the user's voicemail box (mod_voicemail, the box served
-by switchdesk's directory); the caller's message is then listed and downloaded through /api/voicemail."""
+by switchdesk's directory); the caller's message is then listed and downloaded through /api/voicemail.
+The caller's own user overrides its device's caller id (ecnam/ecnum): the INVITEs the phones get show it."""
 from __future__ import annotations
 
 import io
+import re
 import threading
 import wave
 
@@ -30,7 +32,11 @@ def test_follow_me_rings_devices_in_turn_then_voicemail_takes_a_message(real_swi
     _, desk = floor.device("2401", user["id"])
     _, mobile = floor.device("2402", user["id"])
     floor.http.post("/api/extension", {"number": "801", "target_type": "user", "target_id": user["id"]})
-    caller = floor.caller("3401")
+    # the caller's user shows its own caller id instead of its device's (override_device, ecnam/ecnum)
+    bob = floor.http.post("/api/user", {"name": "Bob", "username": f"bob-{floor.tag}", "password": USER_PASSWORD,
+                                        "email": f"bob-{floor.tag}@example.com", "override_device": True,
+                                        "ecnam": "Front Desk", "ecnum": "5550100"})
+    _, caller = floor.device("3401", bob["id"], cid_name="Desk 3401", cid_num="3401")
     desk_rings, mobile_rings = desk.ring(timeout_s=20), mobile.ring(timeout_s=20)
     desk.wait_listening()
     mobile.wait_listening()
@@ -58,6 +64,8 @@ def test_follow_me_rings_devices_in_turn_then_voicemail_takes_a_message(real_swi
     for run in (desk_rings, mobile_rings):
         assert run.ok, run.report() + real_switch.failure_context()
     desk_offer, mobile_offer = invites(desk_rings)[0], invites(mobile_rings)[0]
+    for offer in (desk_offer, mobile_offer):
+        assert re.search(r'^From: "Front Desk" <sip:5550100@', offer.text, re.M), offer.text
     desk_cancel = first(desk_rings, True, "CANCEL ")
     mobile_cancel = first(mobile_rings, True, "CANCEL ")
     timeline = {"desk": (0, desk_cancel.at - desk_offer.at), "mobile": (mobile_offer.at - desk_offer.at,
@@ -74,7 +82,7 @@ def test_follow_me_rings_devices_in_turn_then_voicemail_takes_a_message(real_swi
     # the message is in the box, from the caller, and its recording holds what the caller sent
     messages = eventually(lambda: floor.http.get(f"/api/voicemail/{box['id']}/messages"), lambda m: len(m) == 1,
                           "one voicemail message", timeout=10)
-    assert messages[0]["cid_number"] == "3401" and messages[0]["read"] == 0 and messages[0]["seconds"] >= 3, messages
+    assert messages[0]["cid_number"] == "5550100" and messages[0]["read"] == 0 and messages[0]["seconds"] >= 3, messages
     status, headers, body = download(account, f"/api/voicemail/{box['id']}/messages/{messages[0]['uuid']}/file")
     assert status == 200 and body[:4] == b"RIFF", (status, body[:100])
     with wave.open(io.BytesIO(body)) as recording:
