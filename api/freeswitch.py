@@ -41,6 +41,9 @@ DIAL_STRING = (
 CHECKIN = re.compile(r"^\*\*\*(\d{6,12})$")
 PHONE = re.compile(r"^\+?\d{3,20}$")
 GATEWAY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Group pickup: `*8` or `*8<intercept group id>` (pickup_section).
+PICKUP_PREFIX = "*8"
+PICKUP = re.compile(r"^\*8([0-9]{0,9})$")
 # Where a queue call goes once `callcenter` returns (engine.callcenter.exits): queue id, cc_cancel_reason, cc_exit_key.
 EXIT = re.compile(r"^switchdesk_exit_(\d{1,16})_([A-Z_]{0,32})_([0-9*#]?)$")
 
@@ -412,6 +415,8 @@ def user_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | 
     actions: list[tuple[str, str]] = []
     if devices:
         budget = user.call_timeout or max((d.timeout or fsconfig.DEFAULT_RING_SECONDS for d in devices), default=30)
+        # members of the user's intercept groups may pick the call up while it rings (pickup_actions)
+        pickups = [pickup_key(account, g) for g in views.intercept_groups(account.id, user_id)[0]]
         if user.follow_me > 0 and len(devices) > 1:
             legs = []
             for device in devices:
@@ -419,9 +424,10 @@ def user_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | 
                 if seconds <= 0:
                     break
                 legs.append((seconds, fsconfig.device_contact(device, account)))
-            dial = "|".join(f"[leg_timeout={seconds}]{contact}" for seconds, contact in legs)
+            dial = "|".join(",".join(f"[leg_timeout={seconds}]{leg}" for leg in [contact, *pickups])
+                            for seconds, contact in legs)
         else:
-            dial = ",".join(fsconfig.device_contact(d, account) for d in devices)
+            dial = ",".join([*(fsconfig.device_contact(d, account) for d in devices), *pickups])
         actions = [("set", f"call_timeout={budget}"), ("set", "hangup_after_bridge=true")]
         if voicemail:
             actions.append(("set", "continue_on_fail=true"))
@@ -429,6 +435,29 @@ def user_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | 
     if voicemail:
         return actions + voicemail
     return actions or None
+
+
+def pickup_key(account: AccountView, group: int) -> str:
+    """The `pickup/<key>` leg a call to a group member rings, and what `pickup <key>` takes."""
+    return f"pickup/switchdesk-{account.id}-{int(group)}"
+
+
+def pickup_section(account: AccountView, number: str, device_id: str) -> tuple[Any, ET.Element | None]:
+    """`*8` (the first of the caller's groups) or `*8<group>`: pick up a ringing call of an intercept group the
+    calling device's user is in (`intercept_groups`) or may intercept (`intercept_other_groups`)."""
+    device = views.device_by_id(account.id, int(device_id)) if device_id.isdigit() else None
+    if device is None or not device.user_id:
+        return account.id, None
+    own, others = views.intercept_groups(account.id, device.user_id)
+    wanted = number[len(PICKUP_PREFIX):]
+    group = int(wanted) if wanted else (own or others or (0,))[0]
+    if not group or group not in (*own, *others):
+        return account.id, None
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name=account.domain)
+    _extension(context, "switchdesk_pickup", number, [
+        *call_exports(account, "internal"), ("pickup", pickup_key(account, group).removeprefix("pickup/"))])
+    return account.id, section
 
 
 def voicemail_directory_section(account: AccountView, box: views.VoicemailBoxView) -> ET.Element:
@@ -536,6 +565,13 @@ def _dialplan() -> Response:
     if not context or not number:
         return not_found()
     present = tuple(bool(_field(f"variable_{name}")) for name in _EXPORTED)
+    if PICKUP.match(number) and context != "public":  # depends on who dials: the device is part of the key
+        device_id = _field("variable_switchdesk_device_id")
+
+        def build_pickup() -> tuple[Any, ET.Element | None]:
+            account = views.account_by_domain(context)
+            return (None, None) if account is None else pickup_section(account, number, device_id)
+        return _answer(("pickup", context, number, device_id, present), build_pickup)
 
     def build() -> tuple[Any, ET.Element | None]:
         if context == "public":

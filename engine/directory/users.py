@@ -195,7 +195,8 @@ def _apply(user: User, account_id: int, fields: dict[str, Any]) -> None:
 
 # What calls to and from a user do (api.freeswitch: user_actions, caller_id_variables): a change drops the
 # kept directory and dialplan answers of the account.
-ROUTING_FIELDS = ("follow_me", "call_timeout", "vm_id", "override_device", "ecnam", "ecnum", "ocnam", "ocnum")
+ROUTING_FIELDS = ("follow_me", "call_timeout", "vm_id", "override_device", "ecnam", "ecnum", "ocnam", "ocnum",
+                  "intercept_groups", "intercept_other_groups")
 
 
 def _routing_value(user: User, name: str) -> Any:

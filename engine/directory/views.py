@@ -376,3 +376,23 @@ def caller_id(account_id: int, user_id: int) -> CallerIdView | None:
                   for k in ("ecnam", "ecnum", "ocnam", "ocnum")]
         return account_id, CallerIdView(*values) if any(values) else None
     return cached(("caller_id", account_id, user_id), load)
+
+
+def intercept_groups(account_id: int, user_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The user's `intercept_groups` (its calls can be picked up there) and `intercept_other_groups` (it may
+    pick up calls of those groups too). Dropped by `user` notices."""
+    def load() -> tuple[Any, tuple[tuple[int, ...], tuple[int, ...]]]:
+        rows = fastq.select("views.intercept_groups", lambda a, u: User.select(
+            User.intercept_groups, User.intercept_other_groups).where((User.account == a) & (User.id == u)),
+            account_id, user_id)
+        if not rows:
+            return account_id, ((), ())
+
+        def ids(value: Any) -> tuple[int, ...]:
+            if isinstance(value, str):
+                import json
+
+                value = json.loads(value or "[]")
+            return tuple(i for i in value or () if isinstance(i, int) and not isinstance(i, bool) and i > 0)
+        return account_id, (ids(rows[0][0]), ids(rows[0][1]))
+    return cached(("intercept_groups", account_id, user_id), load)

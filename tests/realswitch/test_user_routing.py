@@ -103,3 +103,36 @@ def download(account, path: str) -> tuple[int, dict, bytes]:
         return response.status, dict(response.headers), response.read()
 
 
+
+
+def test_pickup_code_takes_a_ringing_call_of_an_intercept_group(real_switch, account):
+    """Alice's calls ring her intercept group 7; Bob may intercept group 7 (intercept_other_groups) and dials
+    *87 while her phone rings: he gets the caller, her phone stops ringing."""
+    floor = Floor(real_switch, account)
+    alice = floor.http.post("/api/user", {"name": "Alice", "username": f"alice-{floor.tag}", "password": USER_PASSWORD,
+                                          "email": f"alice-{floor.tag}@example.com", "intercept_groups": [7]})
+    bob = floor.http.post("/api/user", {"name": "Bob", "username": f"bob-{floor.tag}", "password": USER_PASSWORD,
+                                        "email": f"bob-{floor.tag}@example.com", "intercept_other_groups": [7]})
+    _, alice_phone = floor.device("2501", alice["id"])
+    _, bob_phone = floor.device("2502", bob["id"])
+    floor.http.post("/api/extension", {"number": "811", "target_type": "user", "target_id": alice["id"]})
+    caller = floor.caller("3501")
+    rings = alice_phone.ring(timeout_s=20)
+    alice_phone.wait_listening()
+    call = caller.call("811", hold_seconds=4)
+    eventually(lambda: invites(rings), bool, "Alice's phone rings")
+    picked = bob_phone.call("*87", hold_seconds=2)
+    eventually(lambda: floor.bridged("3501", "2502"), bool, "the caller bridged to Bob's phone")
+    picked.wait(20)
+    call.wait(20)
+    rings.wait(20)
+    assert picked.ok, picked.report() + real_switch.failure_context()
+    assert rings.ok and first(rings, True, "CANCEL "), rings.report()
+    assert first(call, True, "SIP/2.0 200"), call.report()
+    # a user outside the group gets nothing from the code
+    carol = floor.http.post("/api/user", {"name": "Carol", "username": f"carol-{floor.tag}", "password": USER_PASSWORD,
+                                          "email": f"carol-{floor.tag}@example.com"})
+    _, carol_phone = floor.device("2503", carol["id"])
+    refused = carol_phone.call("*87", hold_seconds=1)
+    refused.wait(20)
+    assert not first(refused, True, "SIP/2.0 200"), refused.report()
