@@ -47,3 +47,30 @@ def test_overrides_reach_the_directory_and_the_outbound_route(database, tenant):
         ("${outbound_caller_id_name}", "never"), ("${outbound_caller_id_number}", "never"),
         ("destination_number", None)]
     assert conditions[1].find("action").get("data") == "effective_caller_id_number=${outbound_caller_id_number}"
+
+
+def test_pickup_code_routes_only_members_of_the_group(database, tenant):
+    api = Api(create_app({"TESTING": True, "XMLCURL_PASSWORD": "p"}).test_client(), tenant)
+    ids = {}
+    for name, fields in (("alice", {"intercept_groups": [7]}), ("bob", {"intercept_other_groups": [7, 9]}),
+                         ("carol", {})):
+        user = api.post("/api/user", json={"name": name, "username": name, "password": "Alice-pw-123",
+                                           "email": f"{name}@x.test", **fields}).json["data"]
+        device = api.post("/api/device", json={"name": name, "sip_username": f"20{len(ids)}1",
+                                               "sip_password": "Desk-pw-1234", "user_id": user["id"]}).json["data"]
+        ids[name] = (user["id"], device["id"])
+    api.post("/api/extension", json={"number": "811", "target_type": "user", "target_id": ids["alice"][0]})
+
+    def actions(number: str, device_id: int) -> list[tuple[str, str]]:
+        body = (f"section=dialplan&Hunt-Context={tenant.domain}&Hunt-Destination-Number={number}"
+                f"&variable_switchdesk_device_id={device_id}")
+        root = ET.fromstring(api.client.post("/freeswitch/dialplan", data=body, headers=AUTH).data)
+        return [(a.get("application"), a.get("data")) for a in root.iter("action")]
+
+    group = f"switchdesk-{tenant.account_id}-7"
+    assert f"user/2001@{tenant.domain},pickup/{group}" in dict(actions("811", ids["carol"][1]))["bridge"]
+    assert ("pickup", group) in actions("*87", ids["bob"][1])
+    assert ("pickup", group) in actions("*8", ids["alice"][1])  # its first group
+    assert ("pickup", group) in actions("*8", ids["bob"][1])  # no group of its own: the first it may intercept
+    assert ("pickup", f"switchdesk-{tenant.account_id}-9") in actions("*89", ids["bob"][1])
+    assert actions("*87", ids["carol"][1]) == [] and actions("*85", ids["bob"][1]) == []
