@@ -169,6 +169,9 @@ def create(account_id: int, name: str, source: BinaryIO, source_name: str = "") 
     folder = media_dir() / str(int(account_id))
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        for made in (folder.parent, folder):  # FreeSWITCH may run as another user (and the service's umask 027)
+            if made.stat().st_mode & 0o005 != 0o005:
+                os.chmod(made, made.stat().st_mode | 0o055)  # noqa: S103  (read by FreeSWITCH)
     except OSError as exc:
         log.error("media directory %s cannot be created: %s", folder, exc)
         raise ServiceError(503, "the media directory is not writable on this box") from None

@@ -5,9 +5,11 @@ switchdesk's media folder); the queues' settings reach mod_callcenter through ca
 dialplan that switchdesk serves."""
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import time
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -86,9 +88,28 @@ def upload(account, name: str, data: bytes, content_type: str = "audio/wav") -> 
     return reply["data"]
 
 
+def refused_upload(account, size: int, content_type: str = "audio/wav") -> tuple[int, dict]:
+    """POST /api/media announcing `size` bytes and sending none of them: the answer must come anyway."""
+    base = urllib.parse.urlsplit(account.http.base)
+    connection = http.client.HTTPConnection(base.hostname, base.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/api/media?name=big")
+        connection.putheader("Authorization", f"Bearer {account.key}")
+        connection.putheader("Content-Type", content_type)
+        connection.putheader("Content-Length", str(size))
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def test_caller_hears_join_moh_and_announcements_then_exits_to_an_extension(real_switch, account):
     """Join announcement first, then hold music that loops, the periodic announcement every 3 s, and
-    after max_wait_time the caller is sent to the queue's `max_wait` exit: an extension that answers."""
+    after max_wait_time the caller is sent to the queue's `max_wait` exit: an extension that answers.
+    (First, on the served API: a 50 MB upload is refused from its Content-Length, before its body.)"""
+    status, reply = refused_upload(account, 50 * 1024 * 1024)
+    assert status == 413 and reply["success"] is False and "limit" in reply["msg"], (status, reply)
     floor = Floor(real_switch, account)
     moh = upload(account, "moh", wav(MOH_HZ, 1.5, 44100, "MP3"), "audio/mpeg")
     join = upload(account, "join", wav(JOIN_HZ, 1.0, 8000))
