@@ -21,7 +21,7 @@ from tests.realswitch.sipp import RtpSink, _ulaw
 
 pytestmark = pytest.mark.real_freeswitch
 
-JOIN_HZ, MOH_HZ, ANNOUNCE_HZ, PRE_BRIDGE_HZ = 1000, 500, 1500, 2000
+JOIN_HZ, MOH_HZ, MOH2_HZ, ANNOUNCE_HZ, PRE_BRIDGE_HZ = 1000, 500, 700, 1500, 2000
 
 
 class ToneSink(RtpSink):
@@ -111,12 +111,14 @@ def test_caller_hears_join_moh_and_announcements_then_exits_to_an_extension(real
     status, reply = refused_upload(account, 50 * 1024 * 1024)
     assert status == 413 and reply["success"] is False and "limit" in reply["msg"], (status, reply)
     floor = Floor(real_switch, account)
-    moh = upload(account, "moh", wav(MOH_HZ, 1.5, 44100, "MP3"), "audio/mpeg")
+    moh = upload(account, "moh", wav(MOH_HZ, 1.0, 44100, "MP3"), "audio/mpeg")
+    moh2 = upload(account, "moh2", wav(MOH2_HZ, 0.8, 16000))
     join = upload(account, "join", wav(JOIN_HZ, 1.0, 8000))
     announce = upload(account, "announce", wav(ANNOUNCE_HZ, 0.6, 22050))
     assert (moh["rate"], join["rate"], announce["rate"]) == (16000, 8000, 16000)
     _, desk = floor.device("2301", extension="701")
-    queue = floor.queue("Waiting", "6301", moh_id=moh["id"], join_announce=join["id"], announce_id=announce["id"],
+    queue = floor.queue("Waiting", "6301", moh_id=moh["id"], audio_playback={"playlist": [moh["id"], moh2["id"]]},
+                        join_announce=join["id"], announce_id=announce["id"],
                         announce_frequency=3, max_wait_time=8,
                         exits={"max_wait": {"type": "extension", "target": "701"}})
     caller = floor.caller("3301")
@@ -135,13 +137,17 @@ def test_caller_hears_join_moh_and_announcements_then_exits_to_an_extension(real
     start = sink.frames[0][0]
     joined = runs(sink.heard(JOIN_HZ))
     held = sink.heard(MOH_HZ)
+    held2 = sink.heard(MOH2_HZ)
     announced = runs(sink.heard(ANNOUNCE_HZ))
     timeline = [(round(a - start, 2), round(b - start, 2)) for a, b in runs([t for t, _ in sink.tones()])]
-    context = f"join {joined} moh runs {runs(held)[:6]} announce {announced} all {timeline}"
+    context = (f"join {joined} moh runs {runs(held)[:6]} moh2 runs {runs(held2)[:6]} announce {announced} "
+               f"all {timeline}")
     # the join announcement comes first, once, about its length
     assert len(joined) == 1 and joined[0][0] - start < 1.0 and 0.7 < joined[0][1] - joined[0][0] < 1.3, context
     assert held and min(held) > joined[0][1] - 0.1, context
-    # the hold music loops: heard well past its 1.5 s length
+    # the playlist plays in order and loops: the first file again after the second, well past their 1.8 s
+    assert held2 and min(held2) > min(held), context
+    assert any(a > min(held2) for a, _ in runs(held)), context
     assert max(held) - min(held) > 4, context
     # announcements every 3 s while waiting (8 s of waiting: at least two, ~3 s apart)
     assert len(announced) >= 2, context

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import io
 import re
+import socket
+import struct
 import threading
+import time
 import wave
 
 import pytest
 
 from tests.realswitch.floor import USER_PASSWORD, Floor, eventually, first, invites
-from tests.realswitch.test_calls import send_rtp
 from tests.realswitch.test_queue_media import ToneSink, upload, wav
 
 pytestmark = pytest.mark.real_freeswitch
@@ -41,9 +43,9 @@ def test_follow_me_rings_devices_in_turn_then_voicemail_takes_a_message(real_swi
     desk.wait_listening()
     mobile.wait_listening()
     sink = ToneSink()
-    sock = sink.sock
+    sock, stop, speaking = sink.sock, threading.Event(), None
     try:
-        call = caller.call("801", hold_seconds=10, rtp_port=sink.port)
+        call = caller.call("801", hold_seconds=7, rtp_port=sink.port)
         # the caller's leg: speak into it (a steady tone) from the moment FreeSWITCH has a media port for it,
         # until the call ends (mod_voicemail keeps messages of 3 s or more)
         leg = eventually(lambda: [r for r in floor.switch.channels() if "3401@" in (r.get("name") or "")], bool,
@@ -54,12 +56,15 @@ def test_follow_me_rings_devices_in_turn_then_voicemail_takes_a_message(real_swi
                 return esl.api(f"uuid_getvar {leg['uuid']} local_media_port").strip()
 
         port = int(eventually(media_port, str.isdigit, "the caller's media port", timeout=15))
-        speaking = threading.Thread(target=send_rtp, args=(sock, port, TONE, 400), daemon=True)
+        speaking = threading.Thread(target=speak, args=(sock, port, stop), daemon=True)
         speaking.start()
         desk_rings.wait(15)
         mobile_rings.wait(15)
         call.wait(30)
     finally:
+        stop.set()
+        if speaking is not None:
+            speaking.join(2)
         sink.close()
     for run in (desk_rings, mobile_rings):
         assert run.ok, run.report() + real_switch.failure_context()
@@ -93,6 +98,15 @@ def test_follow_me_rings_devices_in_turn_then_voicemail_takes_a_message(real_swi
     assert account.http("DELETE", f"/api/voicemail/{box['id']}")[0] == 409
     assert account.http("DELETE", f"/api/voicemail/{box['id']}/messages/{messages[0]['uuid']}")[0] == 200
     assert floor.http.get(f"/api/voicemail/{box['id']}/messages") == []
+
+
+def speak(sock: socket.socket, port: int, stop: threading.Event) -> None:
+    """PCMU packets of TONE, 20 ms apart, to FreeSWITCH's media port of a leg until `stop` (or 20 s)."""
+    for seq in range(1000):
+        if stop.is_set():
+            return
+        sock.sendto(struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x5D5D0002) + TONE, ("127.0.0.1", port))
+        time.sleep(0.02)
 
 
 def download(account, path: str) -> tuple[int, dict, bytes]:
