@@ -159,6 +159,17 @@ def test_caller_hears_join_moh_and_announcements_then_exits_to_an_extension(real
     assert 7.0 < waited < 11.0, (waited, context)
     assert "sip:3301@" in invites(desk_answers)[0].text
     assert first(call, True, "BYE ") or call.ok, call.report()
+    # a change takes effect live: that one queue is reloaded (its moh_sound in mod_callcenter's list), the
+    # module never is (its uptime-bound state, the other queues, stay)
+    listed = floor.switch.queues()[queue.name]["moh_sound"]
+    assert listed.startswith("file_string://") and listed.endswith(".wav"), listed
+    log_before = len(real_switch.fs.log_text())
+    floor.http.ok("PUT", f"/api/cc_queue/{queue.id}", {"audio_playback": {}, "moh_id": moh2["id"]})
+    eventually(lambda: floor.switch.queues()[queue.name]["moh_sound"],
+               lambda sound: sound.endswith(".wav") and not sound.startswith("file_string://"),
+               "the queue reloaded with its new hold music")
+    since = real_switch.fs.log_text()[log_before:]
+    assert "Stopping: mod_callcenter" not in since and "Successfully Loaded [mod_callcenter]" not in since
 
 
 def test_agent_offer_ring_timeout_auto_answer_and_pre_bridge_announce(real_switch, account):
