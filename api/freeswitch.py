@@ -308,15 +308,19 @@ def route_actions(account: AccountView, target_type: str, target_id: int) -> lis
 
 def outbound_caller_id(extension: ET.Element | None) -> None:
     """A call through the outbound gateway shows the caller's outbound caller id when its directory entry
-    has one (caller_id_variables): conditions that never break, checked before the route's own."""
-    if extension is None:
+    has one (caller_id_variables): before the route's last action (the bridge), conditions that never
+    break set it; the bridge follows in a condition of its own on the same number."""
+    route = extension.find("condition") if extension is not None else None
+    if route is None:
         return
+    bridge = route.findall("action")[-1]
+    route.remove(bridge)
     for kind in ("name", "number"):
-        condition = ET.Element("condition", field=f"${{outbound_caller_id_{kind}}}", expression="^.+$",
-                               attrib={"break": "never"})
+        condition = ET.SubElement(extension, "condition", field=f"${{outbound_caller_id_{kind}}}",
+                                  expression="^.+$", attrib={"break": "never"})
         ET.SubElement(condition, "action", application="set",
                       data=f"effective_caller_id_{kind}=${{outbound_caller_id_{kind}}}")
-        extension.insert(0 if kind == "name" else 1, condition)
+    ET.SubElement(extension, "condition", field=route.get("field"), expression=route.get("expression")).append(bridge)
 
 
 # --- queue calls: media, agent offers, exits -------------------------------------------------------

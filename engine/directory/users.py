@@ -259,8 +259,8 @@ def update_user(account_id: int, user_id: int, fields: dict[str, Any], actor: Ac
             if password_hash:
                 user.password_hash = password_hash
             user.save()
-            if routing:  # the dialplan of calls to the user is built from these (engine.directory.views)
-                pending.add("user", account_id, [user.id])
+            if routing:  # the directory and dialplan answers are built from these (engine.directory.views)
+                pending.add("routing", account_id, [user.id])
             if queue_perms is not None:
                 queues.write_user_queues(account_id, user, queue_perms, replace=True, pending=pending)
             if password_hash or fields.get("active") == 0:

@@ -8,7 +8,7 @@ here; the change notices (engine.store.changes) that every service already
 sends after its commit drop what they may have changed:
 
 * `account` (settings, domain, outbound gateway; a new account): everything;
-* `device`, `extension`, `did`, `queue`, `user`: what the account holds, and
+* `device`, `extension`, `did`, `queue`, `user`, `routing`, `media`, `voicemail`: what the account holds, and
   every answer that said "nothing there" without knowing an account.
 
 Agent and tier notices (runtime state, frequent during a call storm) drop
@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 ENV = "SWITCHDESK_DIRECTORY_CACHE"
 # the kinds of change notice that can change what is kept here; `agent`, `tier`, `pause`, `timegroup` cannot
-KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media", "voicemail"})
+KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media", "voicemail", "routing"})
 MAX_ENTRIES = 200_000  # beyond this the oldest go first (a flood of unknown numbers must not grow memory)
 MISS_TTL = 5.0  # seconds an answer that knows no account is kept (see the module docstring)
 ANY = "*"  # tag of an answer that depends on every account (callcenter.conf with all queues)

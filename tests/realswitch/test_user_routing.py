@@ -126,7 +126,8 @@ def test_pickup_code_takes_a_ringing_call_of_an_intercept_group(real_switch, acc
     alice = floor.http.post("/api/user", {"name": "Alice", "username": f"alice-{floor.tag}", "password": USER_PASSWORD,
                                           "email": f"alice-{floor.tag}@example.com", "intercept_groups": [7]})
     bob = floor.http.post("/api/user", {"name": "Bob", "username": f"bob-{floor.tag}", "password": USER_PASSWORD,
-                                        "email": f"bob-{floor.tag}@example.com", "intercept_other_groups": [7]})
+                                        "email": f"bob-{floor.tag}@example.com", "intercept_other_groups": [7],
+                                        "override_device": True, "ocnum": "+14155550100"})
     _, alice_phone = floor.device("2501", alice["id"])
     _, bob_phone = floor.device("2502", bob["id"])
     floor.http.post("/api/extension", {"number": "811", "target_type": "user", "target_id": alice["id"]})
@@ -150,3 +151,12 @@ def test_pickup_code_takes_a_ringing_call_of_an_intercept_group(real_switch, acc
     refused = carol_phone.call("*87", hold_seconds=1)
     refused.wait(20)
     assert not first(refused, True, "SIP/2.0 200"), refused.report()
+    # Bob's outside calls show his outbound caller id (ocnum): set just before the bridge to the gateway
+    # (none is configured here, so the bridge itself fails)
+    account.http.ok("PUT", "/api/account", {"outbound_gateway": "nowhere"})
+    before = len(real_switch.fs.log_text())
+    bob_phone.call("+14155550123", hold_seconds=1).wait(20)
+    executed = re.findall(r"EXECUTE \[depth=0\] sofia/switchdesk/2502@\S+ (\w+\(.*\))",
+                          real_switch.fs.log_text()[before:])
+    assert executed[-2:] == ["set(effective_caller_id_number=+14155550100)",
+                             "bridge(sofia/gateway/nowhere/+14155550123)"], executed
