@@ -32,6 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         events,
         extensions,
         freeswitch,
+        media,
         metrics,
         originate,
         pauses,
@@ -41,16 +42,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         system,
         timegroups,
         users,
+        voicemail,
     )
     from api.auth import authenticate, credentials_outside_body
     from api.body import KEY_IN_BODY_MAX, is_chunked, key_may_be_in_body, read_chunked_body
     from api.envelope import BODY_REFUSED, APIError, install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
-                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents):
+                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
+                   voicemail):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)
+    if app.config.get("MEDIA_DIR"):
+        from engine.media import library
+
+        library.configure(app.config["MEDIA_DIR"])
 
     # No connection is taken before a request needs one: peewee connects on the first query, so
     # /api/health and refused requests hold none, and the pool serves the requests that query.
@@ -71,7 +78,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                         raise APIError(401, "Unauthorized") if exc.status == 413 else exc from None
                 else:
                     authenticate()
-            read_chunked_body()
+            # a route with its own, smaller limit (media uploads) refuses a larger body before reading it
+            limit = getattr(view, "body_limit", None)
+            cap = limit() if limit is not None else None
+            if cap is not None and (request.content_length or 0) > cap:
+                raise APIError(413, f"Request body too large (limit {cap} bytes)")
+            read_chunked_body(cap=cap)
         except APIError:
             request.environ[BODY_REFUSED] = True
             raise

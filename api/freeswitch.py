@@ -25,10 +25,12 @@ from urllib.parse import unquote_to_bytes
 from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
-from engine.callcenter import fsconfig
+from engine.callcenter import exits, fsconfig
 from engine.directory import fscache, views
 from engine.directory.views import AccountView, DeviceView
+from engine.media import library
 from engine.store.models import Account, Queue
+from engine.voicemail import boxes
 
 bp = Blueprint("freeswitch", __name__, url_prefix="/freeswitch")
 
@@ -39,6 +41,11 @@ DIAL_STRING = (
 CHECKIN = re.compile(r"^\*\*\*(\d{6,12})$")
 PHONE = re.compile(r"^\+?\d{3,20}$")
 GATEWAY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Group pickup: `*8` or `*8<intercept group id>` (pickup_section).
+PICKUP_PREFIX = "*8"
+PICKUP = re.compile(r"^\*8([0-9]{0,9})$")
+# Where a queue call goes once `callcenter` returns (engine.callcenter.exits): queue id, cc_cancel_reason, cc_exit_key.
+EXIT = re.compile(r"^switchdesk_exit_(\d{1,16})_([A-Z_]{0,32})_([0-9*#]?)$")
 
 
 def _render(section: ET.Element | None) -> bytes:
@@ -174,8 +181,24 @@ def directory_section(account: AccountView, device: DeviceView) -> ET.Element:
         variables.append(("effective_caller_id_name", device.cid_name))
     if device.cid_num:
         variables.append(("effective_caller_id_number", device.cid_num))
+    variables = caller_id_variables(account, device, variables)
     _params(user, "variable", variables)
     return section
+
+
+def caller_id_variables(account: AccountView, device: DeviceView,
+                        variables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The owner's caller-ID overrides (`override_device`): `ecnam`/`ecnum` replace the device's caller id
+    (FreeSWITCH's effective_caller_id_*, what every call shows), `ocnam`/`ocnum` become the
+    outbound_caller_id_* that calls through the outbound gateway show. A value that FreeSWITCH would
+    expand (`${`) is left out."""
+    overrides = views.caller_id(account.id, device.user_id) if device.user_id else None
+    if overrides is None:
+        return variables
+    replaced = {"effective_caller_id_name": overrides.ecnam, "effective_caller_id_number": overrides.ecnum,
+                "outbound_caller_id_name": overrides.ocnam, "outbound_caller_id_number": overrides.ocnum}
+    safe = {k: v for k, v in replaced.items() if v and "${" not in v and "$${" not in v}
+    return [(k, v) for k, v in variables if k not in safe] + list(safe.items())
 
 
 def _directory() -> Response:
@@ -191,7 +214,23 @@ def _directory() -> Response:
             return None, None
         device = views.device(account.id, username)
         return account.id, directory_section(account, device) if device is not None else None
+    box = boxes.BOX_USER.match(username)
+    if box and _field("action") != "sip_auth":  # never for SIP authentication: a box is no phone
+        return _voicemail_directory(domain, username, int(box.group(1)), build)
     return _answer(("directory", domain, username), build)
+
+
+def _voicemail_directory(domain: str, username: str, box_id: int,
+                         device_build: Callable[[], tuple[Any, ET.Element | None]]) -> Response:
+    """mod_voicemail's lookup of box `vm-<id>` (a device of that name, if any, comes first)."""
+    def build() -> tuple[Any, ET.Element | None]:
+        tag, section = device_build()
+        if section is not None or tag is None:
+            return tag, section
+        account = views.account(tag)
+        found = views.voicemail_box(tag, box_id) if account is not None else None
+        return tag, voicemail_directory_section(account, found) if found is not None else None
+    return _answer(("voicemail_directory", domain, username), build)
 
 
 # --- configuration: callcenter.conf ---------------------------------------------------------------
@@ -203,11 +242,20 @@ def callcenter_section(queues: list[tuple[Queue, str]]) -> ET.Element:
     conf = ET.SubElement(section, "configuration", name="callcenter.conf", description="switchdesk")
     ET.SubElement(conf, "settings")
     holder = ET.SubElement(conf, "queues")
+    media = queue_media_paths([queue for queue, _ in queues])
     for queue, domain in queues:
         element = ET.SubElement(holder, "queue", name=fsconfig.queue_name(queue.id, domain))
-        for name, value in fsconfig.queue_params(queue):
+        for name, value in fsconfig.queue_params(queue, media.get(queue.account_id)):
             ET.SubElement(element, "param", name=name, value=value)
     return section
+
+
+def queue_media_paths(queues: list[Queue]) -> dict[int, dict[int, str]]:
+    """account id -> {media id: file} for the media these queues play (one query per account)."""
+    wanted: dict[int, set[int]] = {}
+    for queue in queues:
+        wanted.setdefault(queue.account_id, set()).update(fsconfig.media_ids(queue))
+    return {account_id: library.paths_of(account_id, ids) for account_id, ids in wanted.items() if ids}
 
 
 def _configuration() -> Response:
@@ -245,21 +293,13 @@ def _extension(context: ET.Element, name: str, number: str, actions: list[tuple[
 def route_actions(account: AccountView, target_type: str, target_id: int) -> list[tuple[str, str]] | None:
     """The dialplan actions that reach an extension's target, or None when it is gone."""
     if target_type == "queue":
-        if views.queue(account.id, target_id) is None:
-            return None
-        return [
-            ("set", "hangup_after_bridge=true"),
-            ("set", f"switchdesk_queue_id={target_id}"),
-            ("answer", ""),
-            ("callcenter", fsconfig.queue_name(target_id, account.domain)),
-            ("hangup", ""),
-        ]
+        return queue_actions(account, target_id)
     devices: list[DeviceView] | tuple[DeviceView, ...]
     if target_type == "device":
         device = views.device_by_id(account.id, target_id)
         devices = [device] if device is not None else []
     elif target_type == "user":
-        devices = views.devices_of_user(account.id, target_id)
+        return user_actions(account, target_id)
     else:
         return None
     if not devices:
@@ -267,6 +307,177 @@ def route_actions(account: AccountView, target_type: str, target_id: int) -> lis
     timeout = max((d.timeout for d in devices), default=30) or 30
     dial = ",".join(fsconfig.device_contact(d, account) for d in devices)
     return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
+
+
+def outbound_caller_id(extension: ET.Element | None) -> None:
+    """A call through the outbound gateway shows the caller's outbound caller id when its directory entry
+    has one (caller_id_variables): before the route's last action (the bridge), conditions that never
+    break set it; the bridge follows in a condition of its own on the same number."""
+    route = extension.find("condition") if extension is not None else None
+    if route is None:
+        return
+    bridge = route.findall("action")[-1]
+    route.remove(bridge)
+    for kind in ("name", "number"):
+        condition = ET.SubElement(extension, "condition", field=f"${{outbound_caller_id_{kind}}}",
+                                  expression="^.+$", attrib={"break": "never"})
+        ET.SubElement(condition, "action", application="set",
+                      data=f"effective_caller_id_{kind}=${{outbound_caller_id_{kind}}}")
+    ET.SubElement(extension, "condition", field=route.get("field"), expression=route.get("expression")).append(bridge)
+
+
+# --- queue calls: media, agent offers, exits -------------------------------------------------------
+
+
+def queue_actions(account: AccountView, queue_id: int) -> list[tuple[str, str]] | None:
+    """A caller entering a queue: its join announcement, what the agent's offer carries, then the exit.
+
+    mod_callcenter plays hold music and the periodic announcement itself (callcenter.conf); the
+    rest is channel variables it reads from the caller's leg: `cc_exit_keys` (keys that end the
+    wait), `cc_outbound_announce` (played to the agent once it answers, before the bridge) and
+    `cc_export_vars` (copied onto the agent's leg: `sip_auto_answer`, `originate_timeout` for the
+    queue's ring_timeout). Once `callcenter` returns without a bridge the caller is sent to
+    `switchdesk_exit_<queue>_${cc_cancel_reason}_${cc_exit_key}` (exit_section), when the queue has exits.
+    """
+    queue = views.queue_call(account.id, queue_id)
+    if queue is None:
+        return None
+    actions = [("set", "hangup_after_bridge=true"), ("set", f"switchdesk_queue_id={queue_id}")]
+    keys = exits.exit_keys(queue.exits)
+    if keys:
+        actions.append(("set", f"cc_exit_keys={keys}"))
+    if queue.pre_bridge_file:
+        actions.append(("set", f"cc_outbound_announce={library.file_path(account.id, queue.pre_bridge_file)}"))
+    exported = []
+    if queue.auto_answer:
+        actions.append(("set", "sip_auto_answer=true"))
+        exported.append("sip_auto_answer")
+    if queue.ring_timeout > 0:
+        actions.append(("set", f"originate_timeout={queue.ring_timeout}"))
+        exported.append("originate_timeout")
+    if exported:
+        actions.append(("set", f"cc_export_vars={','.join(exported)}"))
+    actions.append(("answer", ""))
+    if queue.join_file:
+        actions.append(("playback", library.file_path(account.id, queue.join_file)))
+    actions.append(("callcenter", fsconfig.queue_name(queue_id, account.domain)))
+    if queue.ring_timeout > 0:
+        actions.append(("unset", "originate_timeout"))
+    if queue.exits:
+        actions.append(("transfer", f"switchdesk_exit_{queue_id}_${{cc_cancel_reason}}_${{cc_exit_key}} XML "
+                                    f"{account.domain}"))
+    actions.append(("hangup", ""))
+    return actions
+
+
+def exit_actions(account: AccountView, target: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The actions of one exit (engine.callcenter.exits); None when its target is gone."""
+    kind = target.get("type")
+    if kind == "hangup":
+        return [("hangup", "NORMAL_CLEARING")]
+    if kind == "queue":
+        return queue_actions(account, int(target["target"]))
+    if kind in ("extension", "number"):
+        return [("transfer", f"{target['target']} XML {account.domain}")]
+    if kind == "voicemail":
+        return voicemail_actions(account, int(target["target"]))
+    return None
+
+
+def exit_section(account: AccountView, number: str, queue_id: int, reason: str, key: str) -> ET.Element | None:
+    """`switchdesk_exit_<queue>_<cc_cancel_reason>_<cc_exit_key>`: where the queue sends a caller it gave up on.
+    Without a matching exit (the caller hung up, was bridged, or the queue has none for it): hang up."""
+    queue = views.queue_call(account.id, queue_id)
+    chosen = exits.for_reason(queue.exits, reason, key) if queue is not None else None
+    actions = (exit_actions(account, chosen) if chosen else None) or [("hangup", "NORMAL_CLEARING")]
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name=account.domain)
+    _extension(context, f"switchdesk_exit_{queue_id}", number,
+               [("set", f"switchdesk_queue_exit={reason or 'NONE'}"), *actions])
+    return section
+
+
+def voicemail_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | None:
+    """The user's voicemail box (mod_voicemail, box `vm-<vm_id>`), or None when it has none."""
+    user = views.user_call(account.id, user_id)
+    box = views.voicemail_box(account.id, user.vm_id) if user is not None and user.vm_id else None
+    if box is None:
+        return None
+    actions = [("answer", ""), ("set", f"switchdesk_voicemail_box={box.id}")]
+    if box.greeting_file:  # the box's own greeting (a media) instead of mod_voicemail's spoken one
+        actions += [("playback", library.file_path(account.id, box.greeting_file)),
+                    ("set", "skip_greeting=true"), ("set", "skip_instructions=true")]
+    return [*actions, ("voicemail", f"default {account.domain} {boxes.box_user(box.id)}"), ("hangup", "")]
+
+
+def user_actions(account: AccountView, user_id: int) -> list[tuple[str, str]] | None:
+    """A call to a user: its devices all at once (`follow_me` 0) or one after another, `follow_me` seconds
+    each (`|`: the next one once the previous did not answer); `call_timeout` (else the devices' own
+    timeout) bounds the ringing; then, unanswered, the user's voicemail box. None when it has neither."""
+    user = views.user_call(account.id, user_id)
+    if user is None:
+        return None
+    devices = views.devices_of_user(account.id, user_id)
+    voicemail = voicemail_actions(account, user_id)
+    actions: list[tuple[str, str]] = []
+    if devices:
+        budget = user.call_timeout or max((d.timeout or fsconfig.DEFAULT_RING_SECONDS for d in devices), default=30)
+        # members of the user's intercept groups may pick the call up while it rings (pickup_actions)
+        pickups = [pickup_key(account, g) for g in views.intercept_groups(account.id, user_id)[0]]
+        if user.follow_me > 0 and len(devices) > 1:
+            legs = []
+            for device in devices:
+                seconds = min(user.follow_me, budget - sum(t for t, _ in legs))
+                if seconds <= 0:
+                    break
+                legs.append((seconds, fsconfig.device_contact(device, account)))
+            dial = "|".join(",".join(f"[leg_timeout={seconds}]{leg}" for leg in [contact, *pickups])
+                            for seconds, contact in legs)
+        else:
+            dial = ",".join([*(fsconfig.device_contact(d, account) for d in devices), *pickups])
+        actions = [("set", f"call_timeout={budget}"), ("set", "hangup_after_bridge=true")]
+        if voicemail:
+            actions.append(("set", "continue_on_fail=true"))
+        actions.append(("bridge", dial))
+    if voicemail:
+        return actions + voicemail
+    return actions or None
+
+
+def pickup_key(account: AccountView, group: int) -> str:
+    """The `pickup/<key>` leg a call to a group member rings, and what `pickup <key>` takes."""
+    return f"pickup/switchdesk-{account.id}-{int(group)}"
+
+
+def pickup_section(account: AccountView, number: str, device_id: str) -> tuple[Any, ET.Element | None]:
+    """`*8` (the first of the caller's groups) or `*8<group>`: pick up a ringing call of an intercept group the
+    calling device's user is in (`intercept_groups`) or may intercept (`intercept_other_groups`)."""
+    device = views.device_by_id(account.id, int(device_id)) if device_id.isdigit() else None
+    if device is None or not device.user_id:
+        return account.id, None
+    own, others = views.intercept_groups(account.id, device.user_id)
+    wanted = number[len(PICKUP_PREFIX):]
+    group = int(wanted) if wanted else (own or others or (0,))[0]
+    if not group or group not in (*own, *others):
+        return account.id, None
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name=account.domain)
+    _extension(context, "switchdesk_pickup", number, [
+        *call_exports(account, "internal"), ("pickup", pickup_key(account, group).removeprefix("pickup/"))])
+    return account.id, section
+
+
+def voicemail_directory_section(account: AccountView, box: views.VoicemailBoxView) -> ET.Element:
+    """mod_voicemail's box `vm-<id>`: its PIN hash; a SIP password nobody has (no registration, no calls)."""
+    section = ET.Element("section", name="directory")
+    domain = ET.SubElement(section, "domain", name=account.domain)
+    user = ET.SubElement(domain, "user", id=boxes.box_user(box.id))
+    params = [("a1-hash", "!" * 32), ("vm-enabled", "true")]
+    if box.pin_a1_hash:
+        params.append(("vm-a1-hash", box.pin_a1_hash))
+    _params(user, "param", params)
+    _params(user, "variable", [("switchdesk_voicemail_box", str(box.id))])
+    return section
 
 
 # Set by click-to-call (engine.calls.originate) on its first leg; re-exported so bridged legs carry them too.
@@ -313,6 +524,9 @@ def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
             ("socket", f"{host}:{port} async full"),
         ])
         return section
+    exit_match = EXIT.match(number)
+    if exit_match:
+        return exit_section(account, number, int(exit_match.group(1)), exit_match.group(2), exit_match.group(3))
     ext = views.extension(account.id, number)
     if ext is not None:
         actions = route_actions(account, ext.target_type, ext.target_id)
@@ -328,6 +542,7 @@ def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
             ("set", "hangup_after_bridge=true"),
             ("bridge", f"sofia/gateway/{gateway}/{number}"),
         ])
+        outbound_caller_id(context.find("extension"))
         return section
     return None
 
@@ -357,6 +572,13 @@ def _dialplan() -> Response:
     if not context or not number:
         return not_found()
     present = tuple(bool(_field(f"variable_{name}")) for name in _EXPORTED)
+    if PICKUP.match(number) and context != "public":  # depends on who dials: the device is part of the key
+        device_id = _field("variable_switchdesk_device_id")
+
+        def build_pickup() -> tuple[Any, ET.Element | None]:
+            account = views.account_by_domain(context)
+            return (None, None) if account is None else pickup_section(account, number, device_id)
+        return _answer(("pickup", context, number, device_id, present), build_pickup)
 
     def build() -> tuple[Any, ET.Element | None]:
         if context == "public":

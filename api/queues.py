@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, WithJsonSchema
 
 from api import users as users_api
 from api.auth import Principal
@@ -92,7 +92,27 @@ Color = Annotated[str, Field(max_length=64, description="a colour for the TV wal
                                                         "colour name; free text up to 64 characters, one line"),
                   AfterValidator(_one_line)]
 Wait = Annotated[int, Field(ge=0, le=86400, description="seconds, 0..86400")]
-MediaId = Annotated[Id, Field(description="media id (stored, not checked: there is no media library yet)")]
+MediaId = Annotated[Id, Field(description="a media id of the account (GET /api/media); 400 when it has none")]
+_EXIT = {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+    "type": {"enum": ["queue", "extension", "voicemail", "number", "hangup"]},
+    "target": {"type": ["integer", "string"], "description": "queue: a queue id; extension: a number of the "
+               "account; voicemail: a user id (its voicemail box); number: an outside number (digits, optional "
+               "leading +) dialled through the outbound gateway; hangup: none"}}}
+EXITS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "description": "where a caller goes when the queue gives up: `max_wait` (waited max_wait_time), `no_agent` "
+                   "(no agent for max_wait_time_with_no_agent; else max_wait applies), `keys` (the caller "
+                   "pressed one of these keys while waiting). Without an exit the caller is hung up. "
+                   "Targets must exist in the account when saved.",
+    "properties": {"max_wait": _EXIT, "no_agent": _EXIT,
+                   "keys": {"type": "object", "propertyNames": {"pattern": "^[0-9*#]$"},
+                            "additionalProperties": _EXIT}},
+}
+PLAYBACK_SCHEMA = {
+    "type": "object",
+    "description": "`playlist`: media ids played in order as the hold music, then again (overrides moh_id)",
+    "properties": {"playlist": {"type": "array", "maxItems": 50, "items": {"type": "integer", "minimum": 1}}},
+}
 QueueName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -117,21 +137,30 @@ class QueueFields(Schema):
     discard_abandoned_after: Wait | None = None
     abandoned_resume_allowed: bool | None = None
     tier_rule_wait_multiply_level: bool | None = None
-    announce_id: MediaId | None = None
-    announce_frequency: Wait | None = None
-    moh_id: MediaId | None = None
+    announce_id: Annotated[MediaId, Field(description="media played to waiting callers every announce_frequency "
+                                                      "seconds")] | None = None
+    announce_frequency: Annotated[int, Field(ge=0, le=86400, description="seconds between announcements "
+                                                                         "(0: none)")] | None = None
+    moh_id: Annotated[MediaId, Field(description="hold music (a media id); null: the music that ships with "
+                                                 "switchdesk")] | None = None
     sla_strategy: Annotated[int, Field(ge=0, le=1000, description="service-level agreement strategy")] | None = None
     sla_answer_time: Wait | None = None
-    auto_answer: bool | None = None
-    pre_bridge_announce: MediaId | None = None
-    join_announce: MediaId | None = None
-    exits: Annotated[JsonObject, Field(description="exit destinations config (JSON object)")] | None = None
-    ring_timeout: Annotated[int, Field(ge=0, le=3600, description="seconds an offer rings, 0..3600")] | None = None
+    auto_answer: Annotated[bool, Field(description="the agent's phone answers by itself (sip_auto_answer, "
+                                                   "Call-Info answer-after=0)")] | None = None
+    pre_bridge_announce: Annotated[MediaId, Field(description="media played to the agent once it answers, "
+                                                              "before the caller is put through")] | None = None
+    join_announce: Annotated[MediaId, Field(description="media played to the caller on entering the "
+                                                        "queue")] | None = None
+    exits: Annotated[JsonObject, WithJsonSchema(EXITS_SCHEMA)] | None = None
+    ring_timeout: Annotated[int, Field(ge=0, le=3600, description="seconds an offer of this queue's calls rings "
+                                                                  "the agent, 0..3600 (0: the device's own "
+                                                                  "timeout); the device's timeout still "
+                                                                  "ends it when shorter")] | None = None
     background_color: Color | None = None
     font_color: Color | None = None
     labels: Annotated[IdList, Field(max_length=1000, description="label ids (stored, not checked)")] | None = None
     avg_wait_range: Wait | None = None
-    audio_playback: Annotated[JsonObject, Field(description="JSON object")] | None = None
+    audio_playback: Annotated[JsonObject, WithJsonSchema(PLAYBACK_SCHEMA)] | None = None
     music_advanced: bool | None = None
     users: Annotated[MemberRows, Field(description="(POST/PUT) replaces the queue's agents")] | None = None
 

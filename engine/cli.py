@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DEBUG, INFO (default), WARNING or ERROR (env SWITCHDESK_LOG_LEVEL)")
     p.add_argument("--metrics-public", action="store_true",
                    help="serve GET /metrics to every client, not only to loopback ones")
+    p.add_argument("--media-dir", default=os.environ.get("SWITCHDESK_MEDIA_DIR"),
+                   help="folder for uploaded media (hold music, announcements), readable by FreeSWITCH "
+                        "(env SWITCHDESK_MEDIA_DIR; default: 'media' beside a SQLite database, else "
+                        "/var/lib/switchdesk/media)")
+    p.add_argument("--media-max-bytes", type=_positive_int,
+                   default=os.environ.get("SWITCHDESK_MEDIA_MAX_BYTES", str(20 * 1024 * 1024)),
+                   help="largest media upload in bytes (env SWITCHDESK_MEDIA_MAX_BYTES; default 20 MiB)")
+    p.add_argument("--media-max-seconds", type=_positive_int,
+                   default=os.environ.get("SWITCHDESK_MEDIA_MAX_SECONDS", "1200"),
+                   help="longest media upload in seconds of audio (env SWITCHDESK_MEDIA_MAX_SECONDS; default 1200)")
     return parser
 
 
@@ -250,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  webhook_concurrency=args.webhook_concurrency,
                  esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password,
                  domains=args.domains, log_format=args.log_format, log_level=args.log_level,
-                 metrics_public=args.metrics_public, outbound=outbound)
+                 metrics_public=args.metrics_public, outbound=outbound, media_dir=args.media_dir,
+                 media_max_bytes=args.media_max_bytes, media_max_seconds=args.media_max_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,9 @@ from engine.store.db import connection
 from engine.store.models import Account, Device, now
 
 log = logging.getLogger("switchdesk.engine")
+# Change notices that nothing mod_callcenter holds depends on (they only drop kept xml_curl answers):
+# media, voicemail boxes, the routing fields of a user (engine.directory.users.ROUTING_FIELDS).
+NOT_IN_CALLCENTER = frozenset({"media", "voicemail", "routing"})
 
 EVENTS = ("CUSTOM sofia::register sofia::unregister sofia::expire callcenter::info",)
 RESYNC_EVERY = 300.0
@@ -113,7 +116,7 @@ class Engine:
         return self.account_ids is None or account_id in self.account_ids
 
     def _on_change(self, kind: str, account_id: int, ids: list[int]) -> None:
-        if not self.owns(account_id):
+        if not self.owns(account_id) or kind in NOT_IN_CALLCENTER:
             return
         if kind in ("agent", "tier"):  # ids are user ids: push only those agents
             self._agents_wanted.update(ids)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -78,11 +79,22 @@ def resolve_domains(domains: list[str] | None) -> list[int] | None:
     return sorted(found.values())
 
 
+def default_media_dir(db_url: str) -> str:
+    """`media` beside a SQLite database file, else /var/lib/switchdesk/media."""
+    if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
+        return os.path.join(os.path.dirname(os.path.abspath(db_url[len("sqlite:///"):])), "media")
+    from engine.media.library import DEFAULT_DIR
+
+    return DEFAULT_DIR
+
+
 def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
           webhook_allow_private: bool = False, webhook_concurrency: int | None = None,
           esl: tuple[str, int] | None = None, esl_password: str = "",
           xmlcurl_password: str | None = None, domains: list[str] | None = None, log_format: str = "text",
-          log_level: str = "INFO", metrics_public: bool = False, outbound: tuple[str, int] | None = None) -> int:
+          log_level: str = "INFO", metrics_public: bool = False, outbound: tuple[str, int] | None = None,
+          media_dir: str | None = None, media_max_bytes: int | None = None,
+          media_max_seconds: int | None = None) -> int:
     """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
 
     `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
@@ -115,6 +127,10 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             print(f"switchdesk: --domains: {exc}", file=sys.stderr)
             return 2
     config = {"MAX_CONTENT_LENGTH": max_body} if max_body else {}
+    from engine.media import library as media_library
+
+    media_library.configure(media_dir or default_media_dir(db_url), max_bytes=media_max_bytes,
+                            max_seconds=media_max_seconds)
     config["WEBHOOK_ALLOW_PRIVATE"] = webhook_allow_private
     config["METRICS_PUBLIC"] = metrics_public
     config["ACCOUNT_IDS"] = account_ids  # this box's accounts (--domains), None for all

@@ -24,7 +24,11 @@ def provider(name: str) -> dict[str, str] | None:
     """The emulator's callcenter.conf for a queue name, read from the database as xml_curl would."""
     parsed = fsconfig.parse_name(name)
     queue = Queue.get_or_none(Queue.id == parsed[0]) if parsed else None
-    return dict(fsconfig.queue_params(queue)) if queue else None
+    if queue is None:
+        return None
+    from engine.media import library
+
+    return dict(fsconfig.queue_params(queue, library.paths_of(queue.account_id, fsconfig.media_ids(queue))))
 
 
 def listed(fs: Any, what: str) -> dict[Any, dict[str, str]]:

@@ -49,11 +49,41 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def queue_params(queue: Queue) -> list[tuple[str, str]]:
-    """mod_callcenter queue parameters, in callcenter.conf's names."""
+def moh_sound(queue: Queue, media: dict[int, str] | None = None) -> str:
+    """The queue's hold music: its playlist (`audio_playback.playlist`, played in order, then again), else
+    its `moh_id` file, else the music that ships with switchdesk. mod_callcenter plays `moh-sound` over and
+    over while the caller waits, so one file or one `file_string://` list loops. A media id that has no
+    file (`media` lacks it) falls back to the default: a source that cannot be opened makes mod_callcenter
+    log ~1,000 errors a second per caller (DESIGN.md)."""
+    media = media or {}
+    playlist = [media[i] for i in playlist_ids(queue) if i in media]
+    if playlist:
+        return playlist[0] if len(playlist) == 1 else "file_string://" + "!".join(playlist)
+    if queue.moh_id and queue.moh_id in media:
+        return media[queue.moh_id]
+    return DEFAULT_MOH
+
+
+def playlist_ids(queue: Queue) -> list[int]:
+    """`audio_playback: {"playlist": [media ids]}`: the queue's hold-music playlist."""
+    value = queue.audio_playback if isinstance(queue.audio_playback, dict) else {}
+    ids = value.get("playlist")
+    return [i for i in ids if isinstance(i, int) and not isinstance(i, bool)] if isinstance(ids, list) else []
+
+
+def media_ids(queue: Queue) -> set[int]:
+    """Every media id the queue's callcenter.conf entry and dialplan may play."""
+    ids = {queue.moh_id, queue.announce_id, queue.join_announce, queue.pre_bridge_announce, *playlist_ids(queue)}
+    return {i for i in ids if i}
+
+
+def queue_params(queue: Queue, media: dict[int, str] | None = None) -> list[tuple[str, str]]:
+    """mod_callcenter queue parameters, in callcenter.conf's names; `media` maps the queue's media ids to
+    their files (engine.media.library.paths_of)."""
+    media = media or {}
     params = [
         ("strategy", STRATEGIES.get(queue.strategy, "longest-idle-agent")),
-        ("moh-sound", DEFAULT_MOH),
+        ("moh-sound", moh_sound(queue, media)),
         ("time-base-score", queue.time_base_score if queue.time_base_score in ("system", "queue") else "system"),
         ("max-wait-time", str(queue.max_wait_time)),
         ("max-wait-time-with-no-agent", str(queue.max_wait_time_with_no_agent)),
@@ -65,6 +95,9 @@ def queue_params(queue: Queue) -> list[tuple[str, str]]:
         ("discard-abandoned-after", str(queue.discard_abandoned_after)),
         ("abandoned-resume-allowed", _bool(queue.abandoned_resume_allowed)),
     ]
+    if queue.announce_id and queue.announce_id in media and queue.announce_frequency > 0:
+        # mod_callcenter plays it to the waiting caller every announce-frequency seconds
+        params += [("announce-sound", media[queue.announce_id]), ("announce-frequency", str(queue.announce_frequency))]
     if queue.record:
         params.append((
             "record-template",

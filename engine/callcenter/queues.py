@@ -13,8 +13,10 @@ from typing import Any
 
 import peewee
 
+from engine.callcenter import exits
 from engine.directory import extensions
 from engine.errors import ServiceError
+from engine.media import library
 from engine.store import fastq
 from engine.store.changes import Pending
 from engine.store.db import db
@@ -291,11 +293,28 @@ def _save(queue: Queue, *, insert: bool) -> None:
         raise ServiceError(409, f"name: a queue named {queue.name!r} already exists") from None
 
 
+def _check_references(account_id: int, fields: dict[str, Any], queue_id: int | None = None) -> None:
+    """Media ids and exits name what the account has (inside the writing transaction)."""
+    named = {f: fields[f] for f in library.QUEUE_MEDIA_FIELDS if f in fields}
+    if "audio_playback" in fields:
+        playback = fields["audio_playback"] or {}
+        playlist = playback.get("playlist") if isinstance(playback, dict) else None
+        if playlist is not None:
+            if (not isinstance(playlist, list) or len(playlist) > library.PLAYLIST_MAX
+                    or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in playlist)):
+                raise ServiceError(400, f"audio_playback.playlist: a list of up to {library.PLAYLIST_MAX} media ids")
+            named["audio_playback.playlist"] = playlist
+    library.check_ids(account_id, named)
+    if "exits" in fields:
+        fields["exits"] = exits.validate(account_id, fields["exits"], queue_id)
+
+
 def create_queue(account_id: int, fields: dict[str, Any], members: list[Membership] | None = None) -> Queue:
     """A new queue; `members` (when given) become its agents."""
     pending = Pending()
     with db.atomic():
         _check_name(account_id, fields["name"])
+        _check_references(account_id, fields)
         queue = Queue(account=account_id, **fields)
         _save(queue, insert=True)
         pending.add("queue", account_id, [queue.id])
@@ -313,6 +332,7 @@ def update_queue(account_id: int, queue_id: int, fields: dict[str, Any],
         queue = get_queue(account_id, queue_id)
         if "name" in fields and fields["name"] != queue.name:
             _check_name(account_id, fields["name"], exclude_id=queue.id)
+        _check_references(account_id, fields, queue.id)
         changed = {k: v for k, v in fields.items() if getattr(queue, k) != v}
         if changed:
             for name, value in changed.items():

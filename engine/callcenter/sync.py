@@ -13,12 +13,14 @@ The planner (`plan`) is pure; `Syncer` runs it over an ESL connection.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine.callcenter import fsconfig, timegroups
+from engine.media import library
 from engine.store.models import Account, Queue, Tier, TimeGroup, User
 
 log = logging.getLogger("switchdesk.sync")
@@ -29,7 +31,7 @@ AGENT_FIELDS = ("contact", "status", "max_no_answer", "wrap_up_time", "reject_de
 IDLE_CONTACT = "error/user_not_registered"
 # seconds of clock skew and command latency allowed between us and mod_callcenter on ready_time
 READY_SLACK = 5
-QUEUE_COMPARED = ("strategy", "time_base_score", "tier_rules_apply", "tier_rule_wait_second",
+QUEUE_COMPARED = ("strategy", "moh_sound", "time_base_score", "tier_rules_apply", "tier_rule_wait_second",
                   "tier_rule_wait_multiply_level", "tier_rule_no_agent_no_wait", "discard_abandoned_after",
                   "abandoned_resume_allowed", "max_wait_time", "max_wait_time_with_no_agent",
                   "max_wait_time_with_no_agent_time_reached")
@@ -95,9 +97,17 @@ def _ours(name: str, domains: set[str]) -> bool:
     return parsed is not None and parsed[1] in domains
 
 
-def queue_row(queue: Queue) -> dict[str, str]:
-    params = dict(fsconfig.queue_params(queue))
-    return {key: params[key.replace("_", "-")] for key in QUEUE_COMPARED}
+DIGEST = "_digest"  # a desired queue row's key: every parameter, including those `queue list` does not show
+
+
+def queue_row(queue: Queue, media: dict[int, str] | None = None) -> dict[str, str]:
+    """What `queue list` shows of the queue's parameters, plus (under DIGEST) all of them: `queue list`
+    has no column for announce-sound and announce-frequency, so a change there is seen by the digest."""
+    items = fsconfig.queue_params(queue, media)
+    params = dict(items)
+    row = {key: params[key.replace("_", "-")] for key in QUEUE_COMPARED}
+    row[DIGEST] = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()[:16]
+    return row
 
 
 def _int(value: str | None) -> int:
@@ -123,15 +133,23 @@ def ready_time_command(name: str, want: dict[str, str], have: dict[str, str], at
     return None
 
 
-def plan(desired: State, actual: State, domains: set[str], at: int | None = None) -> list[str]:
-    """The callcenter_config commands that turn `actual` into `desired`, in a safe order."""
+def plan(desired: State, actual: State, domains: set[str], at: int | None = None,
+         loaded: dict[str, str] | None = None) -> list[str]:
+    """The callcenter_config commands that turn `actual` into `desired`, in a safe order.
+
+    `loaded`: the DIGEST of each queue as last loaded; a queue whose parameters changed since is
+    reloaded (`queue reload` of that one queue re-reads all its parameters) even when `queue list`
+    shows no difference. A queue with no digest known is judged by what `queue list` shows.
+    """
     at = int(time.time()) if at is None else at
+    loaded = loaded or {}
     cmds: list[str] = []
     for name, row in desired.queues.items():
         have = actual.queues.get(name)
         if have is None:
             cmds.append(f"queue load {name}")
-        elif any(have.get(k) != v for k, v in row.items()):
+        elif any(have.get(k) != v for k, v in row.items() if k != DIGEST) or (
+                loaded.get(name, row.get(DIGEST)) != row.get(DIGEST)):
             cmds.append(f"queue reload {name}")
     for name, agent in desired.agents.items():
         have = actual.agents.get(name)
@@ -188,8 +206,14 @@ def desired_state(account_ids: Iterable[int] | None = None, at: dt.datetime | No
     state = State()
     only = None if user_ids is None else list(user_ids)
     if only is None:
-        for queue in Queue.select().where(Queue.account.in_(list(accounts))):
-            state.queues[fsconfig.queue_name(queue.id, accounts[queue.account_id].domain)] = queue_row(queue)
+        queues = list(Queue.select().where(Queue.account.in_(list(accounts))))
+        media: dict[int, dict[int, str]] = {}
+        for queue in queues:
+            media.setdefault(queue.account_id, set()).update(fsconfig.media_ids(queue))  # type: ignore[arg-type]
+        paths = {account_id: library.paths_of(account_id, ids) for account_id, ids in media.items() if ids}
+        for queue in queues:
+            state.queues[fsconfig.queue_name(queue.id, accounts[queue.account_id].domain)] = queue_row(
+                queue, paths.get(queue.account_id))
     agents_q = User.select().where(User.account.in_(list(accounts)) & User.is_agent & (User.active == 1))
     if only is not None:
         agents_q = agents_q.where(User.id.in_(only))
@@ -261,6 +285,7 @@ class Syncer:
         self.bgapi_many = bgapi_many
         self.account_ids = list(account_ids) if account_ids is not None else None
         self.tiers: dict[tuple[str, str], tuple[int, int]] | None = None  # the switch's tiers, as last known
+        self.loaded: dict[str, str] = {}  # queue name -> DIGEST of the parameters it was last loaded with
 
     def read(self) -> State:
         queue_list, agent_list, tier_list = self.api_many([
@@ -304,10 +329,14 @@ class Syncer:
         desired, domains = desired_state(self.account_ids)
         if self._adopt_on_break(desired, actual):
             desired, domains = desired_state(self.account_ids)
-        commands = plan(desired, actual, domains)
+        commands = plan(desired, actual, domains, loaded=self.loaded)
         errors = self._send(commands) if commands else []
         # our tiers as the switch now has them (agent syncs only look at our agents' tiers)
         self.tiers = None if errors else dict(desired.tiers)
+        failed = {c.split()[-1] for c, _ in errors if _is_config_fetch(c)}
+        # a failed load or reload is tried again by the next sync
+        self.loaded = {name: "" if name in failed else row[DIGEST] for name, row in desired.queues.items()
+                       if DIGEST in row}
         elapsed = time.perf_counter() - start
         log.info("sync: %d commands, %d errors, %.3f s", len(commands), len(errors), elapsed)
         return SyncResult(len(commands), errors, elapsed)

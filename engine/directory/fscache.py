@@ -8,7 +8,8 @@ so the answer marks the user `cacheable` and FreeSWITCH keeps it
 domain, for `cacheable` milliseconds). What keeps that cache from going stale
 is here:
 
-* a change notice of a device or an account (engine.store.changes; on
+* a change notice of a device, an account, a user, a voicemail box, ... (the
+  kinds the in-memory views drop on; engine.store.changes; on
   PostgreSQL other boxes' too, through pgnotify) flushes it with
   `xml_flush_cache`, at once and again once FreeSWITCH's xml_curl timeout has
   passed, so an answer built before the commit and still in flight cannot
@@ -41,7 +42,9 @@ log = logging.getLogger("switchdesk.fscache")
 
 ENV = "SWITCHDESK_FS_USER_CACHE_MS"
 DEFAULT_MS = 600_000
-KINDS = frozenset({"device", "account"})  # what a directory answer is built from
+# whatever the views drop on (a directory answer is built from the device, its account, its user's caller-ID
+# overrides and routing, a voicemail box and its PIN): a flush costs FreeSWITCH one lookup per user after it
+KINDS = views.KINDS
 XML_CURL_TIMEOUT = 5.0  # freeswitch-conf's xml_curl timeout: no answer is in flight longer than this
 EVENTS: tuple[str, ...] = ()
 

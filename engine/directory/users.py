@@ -32,7 +32,7 @@ DEVICE_OVERRIDE_FIELDS = (
 # The complete list of permission modules (DESIGN.md).
 MODULES = (
     "call_center_api", "users", "phone_lists", "queues", "agents", "devices",
-    "pauses", "timegroups", "settings", "events", "reports",
+    "pauses", "timegroups", "settings", "events", "reports", "media", "voicemail",
 )
 # Limits on a user that a non-admin may not lift from itself (someone with more rights set them).
 SELF_LOCKED_FIELDS = ("api_ip_ranges", "geo_limit")
@@ -193,6 +193,25 @@ def _apply(user: User, account_id: int, fields: dict[str, Any]) -> None:
                 setattr(user, f"{name}_key", value.lower())
 
 
+# What calls to and from a user do (api.freeswitch: user_actions, caller_id_variables): a change drops the
+# kept directory and dialplan answers of the account.
+ROUTING_FIELDS = ("follow_me", "call_timeout", "vm_id", "override_device", "ecnam", "ecnum", "ocnam", "ocnum",
+                  "intercept_groups", "intercept_other_groups")
+
+
+def _routing_value(user: User, name: str) -> Any:
+    if name in DEVICE_OVERRIDE_FIELDS:
+        return (user.device_overrides or {}).get(name)
+    return getattr(user, name)
+
+
+def _check_routing(account_id: int, fields: dict[str, Any]) -> None:
+    if fields.get("vm_id"):
+        from engine.voicemail import boxes
+
+        boxes.check_id(account_id, fields["vm_id"])
+
+
 def create_user(account_id: int, fields: dict[str, Any], actor: Actor) -> User:
     """A new user of the account; its rights must be within the actor's (403)."""
     _may_grant(actor, rights_of(User(account=account_id, is_admin=False, pgroup=None, permissions={}), fields))
@@ -205,6 +224,7 @@ def create_user(account_id: int, fields: dict[str, Any], actor: Actor) -> User:
             _may_grant(actor, rights_of(User(account=account_id, is_admin=False, pgroup=None, permissions={}),
                                         fields))  # again: the group may have changed meanwhile
             _check_unique(fields)
+            _check_routing(account_id, fields)
             user = User(account=account_id, password_hash=password_hash)
             _apply(user, account_id, fields)
             user.save(force_insert=True)
@@ -233,10 +253,14 @@ def update_user(account_id: int, user_id: int, fields: dict[str, Any], actor: Ac
                 _keep_an_admin(account_id, user, "deactivated" if "active" in fields and not fields["active"]
                                else "demoted")
             _check_unique(fields, exclude_id=user.id)
+            _check_routing(account_id, fields)
+            routing = any(name in fields and fields[name] != _routing_value(user, name) for name in ROUTING_FIELDS)
             _apply(user, account_id, fields)
             if password_hash:
                 user.password_hash = password_hash
             user.save()
+            if routing:  # the directory and dialplan answers are built from these (engine.directory.views)
+                pending.add("routing", account_id, [user.id])
             if queue_perms is not None:
                 queues.write_user_queues(account_id, user, queue_perms, replace=True, pending=pending)
             if password_hash or fields.get("active") == 0:

@@ -8,7 +8,7 @@ here; the change notices (engine.store.changes) that every service already
 sends after its commit drop what they may have changed:
 
 * `account` (settings, domain, outbound gateway; a new account): everything;
-* `device`, `extension`, `did`, `queue`, `user`: what the account holds, and
+* `device`, `extension`, `did`, `queue`, `user`, `routing`, `media`, `voicemail`: what the account holds, and
   every answer that said "nothing there" without knowing an account.
 
 Agent and tier notices (runtime state, frequent during a call storm) drop
@@ -45,13 +45,13 @@ import peewee
 
 from engine.store import changes, fastq
 from engine.store.db import db
-from engine.store.models import Account, Device, Did, Extension, Queue
+from engine.store.models import Account, Device, Did, Extension, Media, Queue, User, VoicemailBox
 
 T = TypeVar("T")
 
 ENV = "SWITCHDESK_DIRECTORY_CACHE"
 # the kinds of change notice that can change what is kept here; `agent`, `tier`, `pause`, `timegroup` cannot
-KINDS = frozenset({"account", "device", "extension", "did", "queue", "user"})
+KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media", "voicemail", "routing"})
 MAX_ENTRIES = 200_000  # beyond this the oldest go first (a flood of unknown numbers must not grow memory)
 MISS_TTL = 5.0  # seconds an answer that knows no account is kept (see the module docstring)
 ANY = "*"  # tag of an answer that depends on every account (callcenter.conf with all queues)
@@ -264,3 +264,135 @@ def queue(account_id: int, queue_id: int) -> QueueView | None:
             "views.queue", lambda a, q: Queue.select(Queue.id, Queue.account, Queue.site_id).where(
                 (Queue.account == a) & (Queue.id == q)), account_id, queue_id), QueueView)
     return cached(("queue", account_id, queue_id), load)
+
+
+# --- what a queue call plays and where it exits (api.freeswitch.queue_actions) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCallView:
+    """The parts of a queue the dialplan of a queue call is built from; media as file names in the
+    account's media folder (None when the queue names none, or the media is gone)."""
+    id: int
+    account_id: int
+    auto_answer: bool
+    ring_timeout: int
+    join_file: str | None
+    pre_bridge_file: str | None
+    exits: dict
+
+
+def _media_file(account_id: int, media_id: int | None) -> str | None:
+    if not media_id:
+        return None
+    rows = fastq.select("views.media_file", lambda a, m: Media.select(Media.file).where(
+        (Media.account == a) & (Media.id == m)), account_id, media_id)
+    return rows[0][0] if rows else None
+
+
+def queue_call(account_id: int, queue_id: int) -> QueueCallView | None:
+    """Kept like the other views; dropped by `queue` (and `media`) notices of the account."""
+    def load() -> tuple[Any, QueueCallView | None]:
+        rows = fastq.select("views.queue_call", lambda a, q: Queue.select(
+            Queue.id, Queue.auto_answer, Queue.ring_timeout, Queue.join_announce, Queue.pre_bridge_announce,
+            Queue.exits).where((Queue.account == a) & (Queue.id == q)), account_id, queue_id)
+        if not rows:
+            return account_id, None
+        qid, auto_answer, ring_timeout, join_id, pre_bridge_id, exits = rows[0]
+        if isinstance(exits, str):  # a raw JSON column as the compiled statement returns it
+            import json
+
+            exits = json.loads(exits or "{}")
+        return account_id, QueueCallView(qid, account_id, bool(auto_answer), int(ring_timeout or 0),
+                                         _media_file(account_id, join_id), _media_file(account_id, pre_bridge_id),
+                                         exits or {})
+    return cached(("queue_call", account_id, queue_id), load)
+
+
+# --- what a call to a user does (api.freeswitch.user_actions) and its voicemail box -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserCallView:
+    id: int
+    account_id: int
+    follow_me: int
+    call_timeout: int | None
+    vm_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailBoxView:
+    id: int
+    account_id: int
+    pin_a1_hash: str
+    greeting_file: str | None
+
+
+def user_call(account_id: int, user_id: int) -> UserCallView | None:
+    """Dropped by `user` notices (users.ROUTING_FIELDS changes, deletes) and `voicemail` ones."""
+    def load() -> tuple[Any, UserCallView | None]:
+        return account_id, _one(fastq.select("views.user_call", lambda a, u: User.select(
+            User.id, User.account, User.follow_me, User.call_timeout, User.vm_id).where(
+            (User.account == a) & (User.id == u)), account_id, user_id), UserCallView)
+    return cached(("user_call", account_id, user_id), load)
+
+
+def voicemail_box(account_id: int, box_id: int) -> VoicemailBoxView | None:
+    def load() -> tuple[Any, VoicemailBoxView | None]:
+        rows = fastq.select("views.voicemail_box", lambda a, b: VoicemailBox.select(
+            VoicemailBox.id, VoicemailBox.account, VoicemailBox.pin_a1_hash, VoicemailBox.greeting_id).where(
+            (VoicemailBox.account == a) & (VoicemailBox.id == b)), account_id, box_id)
+        if not rows:
+            return account_id, None
+        box_id_, account, a1, greeting = rows[0]
+        return account_id, VoicemailBoxView(box_id_, account, a1, _media_file(account_id, greeting))
+    return cached(("voicemail_box", account_id, box_id), load)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdView:
+    """A user's caller-ID overrides of its devices (`override_device` with ecnam/ecnum/ocnam/ocnum)."""
+    ecnam: str | None
+    ecnum: str | None
+    ocnam: str | None
+    ocnum: str | None
+
+
+def caller_id(account_id: int, user_id: int) -> CallerIdView | None:
+    """None unless the user overrides its devices' caller id. Dropped by `user` notices."""
+    def load() -> tuple[Any, CallerIdView | None]:
+        rows = fastq.select("views.caller_id", lambda a, u: User.select(User.override_device, User.device_overrides)
+                            .where((User.account == a) & (User.id == u)), account_id, user_id)
+        if not rows or not rows[0][0]:
+            return account_id, None
+        overrides = rows[0][1]
+        if isinstance(overrides, str):
+            import json
+
+            overrides = json.loads(overrides or "{}")
+        overrides = overrides if isinstance(overrides, dict) else {}
+        values = [overrides.get(k) if isinstance(overrides.get(k), str) and overrides.get(k) else None
+                  for k in ("ecnam", "ecnum", "ocnam", "ocnum")]
+        return account_id, CallerIdView(*values) if any(values) else None
+    return cached(("caller_id", account_id, user_id), load)
+
+
+def intercept_groups(account_id: int, user_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The user's `intercept_groups` (its calls can be picked up there) and `intercept_other_groups` (it may
+    pick up calls of those groups too). Dropped by `user` notices."""
+    def load() -> tuple[Any, tuple[tuple[int, ...], tuple[int, ...]]]:
+        rows = fastq.select("views.intercept_groups", lambda a, u: User.select(
+            User.intercept_groups, User.intercept_other_groups).where((User.account == a) & (User.id == u)),
+            account_id, user_id)
+        if not rows:
+            return account_id, ((), ())
+
+        def ids(value: Any) -> tuple[int, ...]:
+            if isinstance(value, str):
+                import json
+
+                value = json.loads(value or "[]")
+            return tuple(i for i in value or () if isinstance(i, int) and not isinstance(i, bool) and i > 0)
+        return account_id, (ids(rows[0][0]), ids(rows[0][1]))
+    return cached(("intercept_groups", account_id, user_id), load)

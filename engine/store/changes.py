@@ -13,7 +13,10 @@ Kinds and their ids:
 * `agent`   — user ids whose runtime state changed (engine.callcenter.agents: check-in, pause, wrap-up,
   joined tiers): push the agent (contact, status, ready_time, wrap_up_time) and its tiers;
 * `device`, `extension`, `did` — ids created, updated or deleted (engine.directory); `user` — user ids
-  deleted (their devices lose their user, their numbers go).
+  deleted (their devices lose their user, their numbers go); `routing` — user ids whose call routing
+  changed (follow-me, voicemail box, caller-ID overrides, intercept groups);
+* `media`, `voicemail` — media and voicemail box ids created, changed or deleted (engine.media,
+  engine.voicemail). `routing`, `media` and `voicemail` concern only the xml_curl answers.
 
 Besides the engine, the in-memory views of the call path (engine.directory.views) listen: they may
 only keep anything while this process hears every box's changes, which `hearing_epoch` tells.

@@ -18,10 +18,21 @@ FULL = {
     "tier_rule_no_agent_no_wait": True, "discard_abandoned_after": 90, "abandoned_resume_allowed": True,
     "tier_rule_wait_multiply_level": False, "announce_id": 11, "announce_frequency": 45, "moh_id": 12,
     "sla_strategy": 2, "sla_answer_time": 20, "auto_answer": True, "pre_bridge_announce": 13,
-    "join_announce": 14, "exits": {"timeout": {"type": "vm", "id": 4}}, "ring_timeout": 25,
+    "join_announce": 14,
+    "exits": {"max_wait": {"type": "extension", "target": "200"}, "keys": {"0": {"type": "hangup"}}},
+    "ring_timeout": 25,
     "background_color": "#FF00aa", "font_color": "#000000", "labels": [7, 8], "avg_wait_range": 300,
-    "audio_playback": {"position": True, "wait_time": False}, "music_advanced": True,
+    "audio_playback": {"playlist": [12, 13]}, "music_advanced": True,
 }
+
+
+def media(account_id: int, *ids: int) -> None:
+    """Media rows with these ids (queues may only name media the account has)."""
+    from engine.store.models import Media
+
+    for media_id in ids:
+        Media.create(id=media_id, account=account_id, name=f"m{media_id}", file=f"{media_id}.wav", host="h",
+                     rate=8000, duration_ms=1000, size=100)
 
 
 def create(api, **over):
@@ -52,6 +63,7 @@ def heard():
 
 
 def test_every_documented_property_round_trips(api, tenant):
+    media(tenant.account_id, 11, 12, 13, 14)
     data = create(api, **FULL)
     for key, value in FULL.items():
         assert data[key] == value, key
@@ -68,11 +80,12 @@ def test_defaults(api):
 
 
 def test_form_encoded_create_with_json_text_and_comma_lists(api):
-    r = api.post("/api/cc_queue", data={**QUEUE, "labels": "1, 2,3", "exits": '{"a": [1, 2]}',
+    r = api.post("/api/cc_queue", data={**QUEUE, "labels": "1, 2,3", "exits": '{"no_agent": {"type": "hangup"}}',
                                         "audio_playback": '{"x": "y"}', "auto_answer": "true", "record": "1"})
     assert r.status_code == 200, r.get_json()
     data = r.get_json()["data"]
-    assert data["labels"] == [1, 2, 3] and data["exits"] == {"a": [1, 2]} and data["audio_playback"] == {"x": "y"}
+    assert data["labels"] == [1, 2, 3] and data["exits"] == {"no_agent": {"type": "hangup"}}
+    assert data["audio_playback"] == {"x": "y"}
     assert data["auto_answer"] is True and data["record"] == 1
 
 
@@ -119,7 +132,8 @@ def test_deeply_nested_json_text_is_400_not_500(api):
     assert r.status_code == 400 and r.get_json()["msg"] == "Malformed JSON body"
 
 
-def test_partial_put_changes_only_submitted_fields(api):
+def test_partial_put_changes_only_submitted_fields(api, tenant):
+    media(tenant.account_id, 11, 12, 13, 14)
     data = create(api, **FULL)
     r = api.put(f"/api/cc_queue/{data['id']}", json={"ring_timeout": 5, "tv_name": None, "labels": None,
                                                      "user_ids": [99], "extensions": "123"})

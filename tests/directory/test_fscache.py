@@ -44,7 +44,7 @@ def test_a_connection_flushes_and_a_device_change_flushes_twice(engine, switch, 
 def test_runtime_notices_flush_nothing(engine, switch):
     wait_until(lambda: flushes(switch) >= 1)
     base = flushes(switch)
-    for kind in ("agent", "tier", "queue", "pause"):
+    for kind in ("agent", "tier", "pause", "timegroup"):
         changes.notify(kind, 1, [3])
     import gevent
 

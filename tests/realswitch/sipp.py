@@ -279,6 +279,9 @@ class Phone:
         path.write_text(scenario)
         command = [SIPP, f"{HOST}:{self.fs_sip_port}", "-sf", str(path), "-i", HOST, "-p", str(self.sip_port),
                    "-mp", str(self.media_port), "-m", str(calls), "-l", "1", "-nostdin", "-timeout", f"{timeout_s}s",
+                   # 200 OK to in-dialog NOTIFY/INFO/UPDATE/OPTIONS, as a phone does (FreeSWITCH NOTIFYs `talk`
+                   # to a phone asked to answer by itself)
+                   "-aa",
                    "-timeout_error", "-au", self.username, "-ap", password or self.password,
                    "-trace_msg", "-message_file", f"{stem}.messages.log",
                    "-trace_err", "-error_file", f"{stem}.errors.log"]

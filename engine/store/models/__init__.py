@@ -12,8 +12,10 @@ from engine.store.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.store.models.base import AccountScoped, BaseModel, now
 from engine.store.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.store.models.calls import ActiveCall
+from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
+from engine.store.models.voicemail import VoicemailBox
 
 ALL_MODELS: list[type[BaseModel]] = [
     Account,
@@ -38,6 +40,8 @@ ALL_MODELS: list[type[BaseModel]] = [
     CheckinCode,
     CheckinFailure,
     ActiveCall,
+    Media,
+    VoicemailBox,
 ]
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "Lead",
     "LeadImport",
     "LoginFailure",
+    "Media",
     "OutboxEvent",
     "PauseReason",
     "PermissionGroup",
@@ -67,6 +72,7 @@ __all__ = [
     "TimeGroup",
     "User",
     "UserSession",
+    "VoicemailBox",
     "WebhookLease",
     "now",
 ]
