@@ -26,6 +26,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api import (
         account,
         agents,
+        calls,
+        cdr,
         checkin,
         devices,
         dids,
@@ -38,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pgroups,
         phone_lists,
         queues,
+        recordings,
         system,
         timegroups,
         users,
@@ -47,7 +50,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api.envelope import BODY_REFUSED, APIError, install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
-                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents):
+                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents,
+                   calls, cdr, recordings):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)

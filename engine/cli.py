@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DEBUG, INFO (default), WARNING or ERROR (env SWITCHDESK_LOG_LEVEL)")
     p.add_argument("--metrics-public", action="store_true",
                    help="serve GET /metrics to every client, not only to loopback ones")
+    p.add_argument("--recordings-dir", default=os.environ.get("SWITCHDESK_RECORDINGS_DIR"),
+                   help="folder FreeSWITCH records calls into and switchdesk serves them from (FreeSWITCH must be "
+                        "able to write it; default: `recordings` beside a SQLite database, else ./recordings)")
+    p.add_argument("--recordings-min-free-mb", type=int, default=500,
+                   help="refuse new recordings while the recordings' file system has less free space (MiB)")
+    p.add_argument("--recording-days", type=_positive_int, default=90,
+                   help="days recordings are kept unless the account says otherwise")
+    p.add_argument("--cdr-days", type=_positive_int, default=90,
+                   help="days call records are kept unless the account says otherwise")
     return parser
 
 
@@ -250,7 +259,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  webhook_concurrency=args.webhook_concurrency,
                  esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password,
                  domains=args.domains, log_format=args.log_format, log_level=args.log_level,
-                 metrics_public=args.metrics_public, outbound=outbound)
+                 metrics_public=args.metrics_public, outbound=outbound,
+                 recordings=(args.recordings_dir, args.recordings_min_free_mb, args.recording_days, args.cdr_days))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,11 +65,8 @@ def queue_params(queue: Queue) -> list[tuple[str, str]]:
         ("discard-abandoned-after", str(queue.discard_abandoned_after)),
         ("abandoned-resume-allowed", _bool(queue.abandoned_resume_allowed)),
     ]
-    if queue.record:
-        params.append((
-            "record-template",
-            "$${recordings_dir}/${strftime(%Y-%m-%d)}/${uuid}.wav",
-        ))
+    # `record` is not mod_callcenter's record-template: switchdesk starts every recording itself, into its
+    # own folder, after applying the README's precedence (engine.calls.recordings)
     return params
 
 

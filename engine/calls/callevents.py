@@ -37,6 +37,7 @@ from typing import Any
 import gevent.lock
 import peewee
 
+from engine.calls import recordings, records
 from engine.calls.call_fields import account_of, end_fields, event_ts, header, leg_fields, payload, queue_end_fields
 from engine.calls.reconcile import RECONCILE_GRACE, end_vanished_legs, purge_ended, reconcile_when_connected
 from engine.directory import views
@@ -123,12 +124,14 @@ class CallEvents:
             if kind == "end":
                 data.update(end_fields(event, data))
             ts = event_ts(event)
+            if kind == "answer" and not data.get("answer_ts"):
+                data["answer_ts"] = ts  # for the active calls (engine.calls.supervision); not an event field
             with db.atomic():
                 if row is None:
                     row = self._create(event, uid, account.id, data)
                 elif data != prior or data["call_id"] != row.call_id:
                     _update_data(uid, data)
-                self._emit_due(row, kind, data, ts)
+                self._emit_due(row, kind, data, ts, event)
             if kind == "end":
                 self._ended += 1
                 if self._ended % PURGE_EVERY == 0:
@@ -150,7 +153,7 @@ class CallEvents:
         return ActiveCall(uuid=uid, account=account_id, call_id=data["call_id"], fs_host=fs_host, seen_ms=seen_ms,
                           data=data)
 
-    def _emit_due(self, row: ActiveCall, kind: str, data: dict[str, Any], ts: int) -> None:
+    def _emit_due(self, row: ActiveCall, kind: str, data: dict[str, Any], ts: int, event: Any = None) -> None:
         """Emit what `kind` calls for, each at most once per leg (conditional updates decide)."""
         uid, account_id = row.uuid, row.account_id
         if kind == "ring" and _once(uid, "rang", unanswered=True):
@@ -160,12 +163,16 @@ class CallEvents:
                 emit(account_id, "call:ring", payload(data, ts), ts=ts)
             if _once(uid, "answered"):
                 emit(account_id, "call:answer", payload(data, ts), ts=ts)
+                if uid != data.get("call_id"):  # a further leg answered: the call is connected
+                    recordings.call_connected(self.engine, account_id, data, ts)
         elif kind == "start" and _once(uid, "started"):
             emit(account_id, "call:start", payload(data, ts), ts=ts)
         elif kind == "end" and fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
                 {ActiveCall.ended_at: t}).where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
                 uid, now()) == 1:
-            emit(account_id, "call:end", payload(data, ts, end=True), ts=ts)
+            body = payload(data, ts, end=True)
+            emit(account_id, "call:end", body, ts=ts)
+            records.leg_ended(account_id, uid, body, event, row.seen_ms, ts)
 
     # -- after a (re)connect --
 

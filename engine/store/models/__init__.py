@@ -14,6 +14,7 @@ from engine.store.models.callcenter import Device, Did, Extension, PauseReason, 
 from engine.store.models.calls import ActiveCall
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
+from engine.store.models.records import CallRecord, CallRecordLeg, Recording, RetentionSetting
 
 ALL_MODELS: list[type[BaseModel]] = [
     Account,
@@ -38,6 +39,10 @@ ALL_MODELS: list[type[BaseModel]] = [
     CheckinCode,
     CheckinFailure,
     ActiveCall,
+    CallRecord,
+    CallRecordLeg,
+    Recording,
+    RetentionSetting,
 ]
 
 __all__ = [
@@ -50,6 +55,8 @@ __all__ = [
     "AgentState",
     "ApiKey",
     "BaseModel",
+    "CallRecord",
+    "CallRecordLeg",
     "CheckinCode",
     "CheckinFailure",
     "Device",
@@ -63,6 +70,8 @@ __all__ = [
     "PermissionGroup",
     "PhoneList",
     "Queue",
+    "Recording",
+    "RetentionSetting",
     "Tier",
     "TimeGroup",
     "User",
