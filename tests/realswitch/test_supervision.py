@@ -11,7 +11,8 @@ Two calls, one test (the scenarios share their setup; README, "Tests"):
    supervisor's extension: no recording; a call record with the three legs;
 2. a recorded queue call: listed live; a protected agent cannot be listened to; listen (the supervisor
    hears the agent, nobody hears the supervisor), whisper (the agent hears it, the caller does not) and
-   barge (the caller hears it) switched by the API on one session; the recording paused and resumed;
+   barge (the caller hears it) switched by the API on one session, then back to listening by the
+   supervisor's keypad (DTMF 0, RFC 2833); the recording paused and resumed;
    hung up by the API. The WAV is offered only once complete, lasts as long as the connected call, has
    both voices and a silent stretch where it was paused, and a Range download returns exactly those bytes.
 """
@@ -79,6 +80,7 @@ class TalkingMedia:
         self.payload = tone_payload(hz)
         self.received: list[tuple[float, bytes]] = []
         self.peer: tuple[str, int] | None = None
+        self._digits: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._receive, daemon=True),
                          threading.Thread(target=self._talk, daemon=True)]
@@ -100,11 +102,27 @@ class TalkingMedia:
             if data[1] & 0x7F == 0:
                 self.received.append((time.monotonic(), data[12 + 4 * (data[0] & 0x0F):]))
 
+    def press(self, digit: str) -> None:
+        """Send `digit` as RFC 2833 telephone-events (payload type 101, as the phones' SDP offers)."""
+        self._digits.append(digit)
+
     def _talk(self) -> None:
         seq, stamp, ssrc = 1, 0, 0x5D5D0000 + self.port
         next_at = time.monotonic()
         while not self._stop.is_set():
-            if self.peer is not None:
+            if self.peer is not None and self._digits:
+                event = "0123456789*#".index(self._digits.pop(0))
+                for n in range(8):  # 7 updates, then the end bit (sent three times as RFC 4733 asks)
+                    end = n >= 5
+                    body = struct.pack("!BBH", event, (0x80 if end else 0) | 10, 160 * (n + 1))
+                    header = struct.pack("!BBHII", 0x80, 101 | (0x80 if n == 0 else 0), seq & 0xFFFF,
+                                         stamp & 0xFFFFFFFF, ssrc)
+                    self.sock.sendto(header + body, self.peer)
+                    seq += 1
+                    time.sleep(0.02)
+                stamp += 160 * 8
+                next_at = time.monotonic()
+            elif self.peer is not None:
                 header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, stamp & 0xFFFFFFFF, ssrc)
                 try:
                     self.sock.sendto(header + self.payload, self.peer)
@@ -263,6 +281,12 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
     time.sleep(2.0)
     assert cl.heard(SUPERVISOR_HZ, start) > PRESENT, "barge: the caller hears the supervisor"
     assert ag.heard(SUPERVISOR_HZ, start) > PRESENT, "barge: the agent hears the supervisor"
+
+    sup.press("0")  # from the phone's keypad (eavesdrop_enable_dtmf): back to listening
+    start = time.monotonic() + 0.7
+    time.sleep(2.0)
+    assert cl.heard(SUPERVISOR_HZ, start) < ABSENT and ag.heard(SUPERVISOR_HZ, start) < ABSENT, "DTMF 0: listen"
+    assert sup.heard(AGENT_HZ, start) > PRESENT
 
     assert http.post(f"/api/call/{call_id}/recording/pause")["paused"] is True
     paused_at = time.monotonic()
