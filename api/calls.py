@@ -21,12 +21,12 @@ def _text(value: object) -> object:
 
 
 _LEG = {"type": "object", "properties": {
-    "id": {"type": "string"}, "state": {"type": "string", "enum": ["ringing", "talking"]},
+    "id": {"type": "string"}, "state": {"type": "string", "enum": ["ringing", "talking", "held"]},
     "start_ts": {"type": "integer"}, "answer_ts": {"type": ["integer", "null"]}}}
 _CALL = {"type": "object", "description": "a live call", "properties": {
     "call_id": {"type": "string", "description": "the Unique-ID of its first leg (as in the call events)"},
     "direction": {"type": ["string", "null"], "description": "the call events' `type`"},
-    "state": {"type": "string", "enum": ["ringing", "in_queue", "talking"]},
+    "state": {"type": "string", "enum": ["ringing", "in_queue", "talking", "held"]},
     "src_num": {"type": ["string", "null"]}, "dst_num": {"type": ["string", "null"]},
     "queue_id": {"type": ["integer", "null"]}, "agent_user_id": {"type": ["integer", "null"]},
     "start_ts": {"type": "integer"}, "answer_ts": {"type": ["integer", "null"]},
@@ -46,7 +46,8 @@ def _list(principal: Principal, query: ActiveQuery):
           permission="supervision", query=ActiveQuery, response={"type": "array", "items": _CALL})
 def active_calls(principal: Principal, query: ActiveQuery):
     """From the call state the engine keeps (the call events): direction, numbers, queue, agent, state
-    (`ringing`, `in_queue`, `talking`), start and answer times, and each leg. Held calls show as talking."""
+    (`ringing`, `in_queue`, `talking`, `held`: a leg put on hold, FreeSWITCH's CHANNEL_HOLD), start and
+    answer times, and each leg."""
     return _list(principal, query)
 
 

@@ -55,6 +55,8 @@ EVENTS = (
     "CHANNEL_ANSWER",
     "CHANNEL_BRIDGE",
     "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_HOLD",
+    "CHANNEL_UNHOLD",
 )
 
 # Feature codes (check-in `***<code>`) are not calls anyone wants reported, and the code is a secret.
@@ -86,6 +88,9 @@ class CallEvents:
             kind = "end"
         elif name == "CHANNEL_BRIDGE":
             kind = "update"
+        elif name in ("CHANNEL_HOLD", "CHANNEL_UNHOLD"):  # the live calls' `held` state, no call event
+            self.handle(event, "update", held=name == "CHANNEL_HOLD")
+            return
         else:
             return
         self.handle(event, kind)
@@ -97,7 +102,7 @@ class CallEvents:
         elif action == "member-queue-end":
             self.handle(event, "update", queue_end=True)
 
-    def handle(self, event: Any, kind: str, *, queue_end: bool = False) -> None:
+    def handle(self, event: Any, kind: str, *, queue_end: bool = False, held: bool | None = None) -> None:
         """Record what `event` says about its leg and emit the call events that are due."""
         uid = header(event, "Unique-ID")
         if not uid:
@@ -124,6 +129,8 @@ class CallEvents:
             if kind == "end":
                 data.update(end_fields(event, data))
             ts = event_ts(event)
+            if held is not None:
+                data["held"] = held
             if kind == "answer" and not data.get("answer_ts"):
                 data["answer_ts"] = ts  # for the active calls (engine.calls.supervision); not an event field
             with db.atomic():

@@ -50,7 +50,7 @@ RESULT_MARGIN = 15.0
 def _leg(row: ActiveCall) -> dict[str, Any]:
     data = row.data or {}
     return {
-        "id": row.uuid, "state": "talking" if row.answered else "ringing",
+        "id": row.uuid, "state": ("held" if data.get("held") else "talking") if row.answered else "ringing",
         "start_ts": row.seen_ms // 1000, "answer_ts": data.get("answer_ts"),
         "src_device_id": data.get("src_device_id"), "dst_device_id": data.get("dst_device_id"),
         "src_user_id": data.get("src_user_id"), "dst_user_id": data.get("dst_user_id"),
@@ -64,7 +64,9 @@ def _call(call_id: str, rows: list[ActiveCall]) -> dict[str, Any]:
     others = [r for r in rows if r.uuid != call_id]
     connected = [r for r in others if r.answered]
     agent = next((r.data or {} for r in connected if (r.data or {}).get("dst_user_id") is not None), None)
-    if connected:
+    if any((r.data or {}).get("held") for r in rows if r.answered) and connected:
+        state = "held"
+    elif connected:
         state = "talking"
     elif first.started or (first.answered and data.get("type") == "queue"):
         state = "in_queue"

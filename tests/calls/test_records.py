@@ -9,10 +9,10 @@ from pathlib import Path
 import gevent
 import pytest
 
-from engine.calls import recordings, records
+from engine.calls import recordings, records, supervision
 from engine.store.db import db
 from engine.store.models import CallRecord, CallRecordLeg, Queue, Recording, User
-from tests.calls.test_callevents import MEMBER, replay, settle, start_engine, world  # noqa: F401 - fixtures
+from tests.calls.test_callevents import MEMBER, _start_of, replay, settle, start_engine, world  # noqa: F401
 from tests.support import wait_until
 
 
@@ -162,3 +162,25 @@ def test_the_folder_must_be_usable_on_a_command_line(tmp_path):
     with pytest.raises(ValueError):
         recordings.configure(tmp_path / "two words")
     assert recordings.settings.root is None or " " not in str(recordings.settings.root)
+
+
+def test_live_calls_follow_the_call_and_its_hold(switch, engine, world):  # noqa: F811
+    member, (agent,) = MEMBER["queue-call-answered"]
+    for headers in _start_of("queue-call-answered", world, "bridge-agent-start"):
+        switch.push_event(headers)
+    settle(5)
+    account = world["account"].id
+
+    def live() -> list[dict]:
+        with db.connection_context():
+            return supervision.active_calls(account)
+    wait_until(lambda: live() and live()[0]["state"] == "talking")
+    (call,) = live()
+    assert call["call_id"] == member and [leg["id"] for leg in call["legs"]] == [member, agent]
+    assert call["agent_user_id"] == world["users"]["alice"].id and call["queue_id"] == world["queue"].id
+    assert call["answer_ts"] == 1795856828 and call["direction"] == "queue" and call["src_num"] == "1000"
+    base = dict(_start_of("queue-call-answered", world, "CHANNEL_ANSWER")[-1])
+    for name, state in (("CHANNEL_HOLD", "held"), ("CHANNEL_UNHOLD", "talking")):
+        switch.push_event(list({**base, "Event-Name": name}.items()))
+        wait_until(lambda state=state: live()[0]["state"] == state)
+    assert len(call_events := settle(5)) == 5 and call_events  # hold emits no call event
