@@ -54,6 +54,7 @@ _RECORD = {"type": "object", "description": "a finished call", "properties": {
     "src_user_id": {"type": ["integer", "null"]}, "dst_user_id": {"type": ["integer", "null"]},
     "durationms": {"type": ["integer", "null"]}, "billms": {"type": ["integer", "null"]},
     "hangup_cause": {"type": ["string", "null"]},
+    "recording": {"type": ["object", "null"], "description": "the call's recording: `id` and `state`"},
     "legs": {"type": "array", "items": {"type": "object", "description": "the leg's call:end fields"}}}}
 
 

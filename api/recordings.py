@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, Field
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import MAX_INT, Id, Schema, endpoint
-from engine.calls import recordings
+from engine.calls import recordings, records
 from engine.store.models import Recording
 
 bp = Blueprint("recordings", __name__, url_prefix="/api/recording")
@@ -45,12 +45,15 @@ class RecordingQuery(Schema):
     before_id: Annotated[int, Field(ge=1, le=MAX_INT)] | None = None
 
 
-def record(row: Recording) -> dict[str, Any]:
+def record(row: Recording, call: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recording with its call record's id and legs (null / [] while the call has no record)."""
+    call = call or {}
     return {
         "id": row.id, "call_id": row.call_id, "leg": row.leg_uuid, "state": row.state, "paused": row.paused,
         "queue_id": row.queue_id, "user_id": row.user_id, "src_num": row.src_num, "dst_num": row.dst_num,
         "started_at": row.started_at, "ended_at": row.ended_at, "duration_ms": row.duration_ms, "size": row.size,
         "host": row.fs_host, "content_type": "audio/wav",
+        "call_record_id": call.get("call_record_id"), "legs": call.get("legs", []),
     }
 
 
@@ -60,7 +63,9 @@ _RECORDING = {"type": "object", "properties": {
     "queue_id": {"type": ["integer", "null"]}, "user_id": {"type": ["integer", "null"]},
     "src_num": {"type": ["string", "null"]}, "dst_num": {"type": ["string", "null"]},
     "started_at": {"type": "integer"}, "ended_at": {"type": ["integer", "null"]},
-    "duration_ms": {"type": ["integer", "null"]}, "size": {"type": ["integer", "null"]}}}
+    "duration_ms": {"type": ["integer", "null"]}, "size": {"type": ["integer", "null"]},
+    "call_record_id": {"type": ["integer", "null"], "description": "its call record (`GET /api/cdr/{call_id}`)"},
+    "legs": {"type": "array", "items": {"type": "string"}, "description": "the call's legs"}}}
 
 
 @endpoint(bp, "", ["GET"], summary="Recordings, newest first", tag="recordings", permission="recordings",
@@ -90,13 +95,16 @@ def list_recordings(principal: Principal, query: RecordingQuery):
     elif query.offset:
         rows = rows.offset(query.offset)
     page = list(rows.order_by(Recording.id.desc()).limit(query.limit))
-    return ok([record(r) for r in page], next_before_id=page[-1].id if len(page) == query.limit else None)
+    calls = records.by_call_ids(principal.account_id, [r.call_id for r in page])
+    return ok([record(r, calls.get(r.call_id)) for r in page],
+              next_before_id=page[-1].id if len(page) == query.limit else None)
 
 
 @endpoint(bp, "/<int:recording_id>", ["GET"], summary="One recording", tag="recordings", permission="recordings",
           response=_RECORDING)
 def get_recording(principal: Principal, recording_id: int):
-    return ok(record(Recording.owned(principal.account_id, recording_id)))
+    row = Recording.owned(principal.account_id, recording_id)
+    return ok(record(row, records.by_call_ids(principal.account_id, [row.call_id]).get(row.call_id)))
 
 
 @endpoint(bp, "/<int:recording_id>", ["DELETE"], summary="Delete a recording (row and file)", tag="recordings",

@@ -28,7 +28,7 @@ import peewee
 
 from engine.leads.csvformat import defuse
 from engine.store import fastq
-from engine.store.models import CallRecord, CallRecordLeg, RetentionSetting, now
+from engine.store.models import CallRecord, CallRecordLeg, Recording, RetentionSetting, now
 
 DEFAULT_DAYS = 90  # server default retention of call records (`--cdr-days`)
 MAX_PAGE = 1000
@@ -170,12 +170,32 @@ def page(account_id: int, flt: RecordFilter, *, limit: int, offset: int = 0,
 
 def _with_legs(account_id: int, rows: list[CallRecord]) -> list[dict[str, Any]]:
     legs: dict[str, list[dict[str, Any]]] = {}
+    recorded: dict[str, dict[str, Any]] = {}
     if rows:
+        call_ids = [r.call_id for r in rows]
         for leg in (CallRecordLeg.select().where((CallRecordLeg.account == account_id)
-                                                 & CallRecordLeg.call_id.in_([r.call_id for r in rows]))
+                                                 & CallRecordLeg.call_id.in_(call_ids))
                     .order_by(CallRecordLeg.end_ts, CallRecordLeg.uuid)):
             legs.setdefault(leg.call_id, []).append(leg.data or {})
-    return [record_dict(r, legs.get(r.call_id, [])) for r in rows]
+        for rec_id, call_id, state in (Recording.select(Recording.id, Recording.call_id, Recording.state)
+                                       .where((Recording.account == account_id) & Recording.call_id.in_(call_ids))
+                                       .tuples()):
+            recorded[call_id] = {"id": rec_id, "state": state}
+    return [dict(record_dict(r, legs.get(r.call_id, [])), recording=recorded.get(r.call_id)) for r in rows]
+
+
+def by_call_ids(account_id: int, call_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The call record id and leg uuids of each of these calls that has a record (recordings' listing)."""
+    if not call_ids:
+        return {}
+    out = {c: {"call_record_id": i, "legs": []} for i, c in CallRecord.select(CallRecord.id, CallRecord.call_id)
+           .where((CallRecord.account == account_id) & CallRecord.call_id.in_(call_ids)).tuples()}
+    for uid, call_id in (CallRecordLeg.select(CallRecordLeg.uuid, CallRecordLeg.call_id)
+                         .where((CallRecordLeg.account == account_id) & CallRecordLeg.call_id.in_(call_ids))
+                         .order_by(CallRecordLeg.end_ts, CallRecordLeg.uuid).tuples()):
+        if call_id in out:
+            out[call_id]["legs"].append(uid)
+    return out
 
 
 def get(account_id: int, call_id: str) -> dict[str, Any] | None:
@@ -199,7 +219,8 @@ def record_dict(row: CallRecord, legs: list[dict[str, Any]]) -> dict[str, Any]:
 
 CSV_COLUMNS = ("id", "call_id", "start_ts", "answer_ts", "end_ts", "direction", "src_num", "dst_num", "cid_name",
                "src_user_id", "dst_user_id", "src_device_id", "dst_device_id", "queue_id", "durationms", "billms",
-               "waitms", "cc_wait", "canceled", "hangup_cause", "lead_id", "campaign_id", "tags", "legs")
+               "waitms", "cc_wait", "canceled", "hangup_cause", "lead_id", "campaign_id", "tags", "legs",
+               "recording_id")
 
 
 def iter_csv(account_id: int, flt: RecordFilter, *, limit: int | None = None) -> Iterator[str]:
@@ -217,7 +238,8 @@ def iter_csv(account_id: int, flt: RecordFilter, *, limit: int | None = None) ->
         buffer.seek(0)
         buffer.truncate()
         for record in records:
-            record = dict(record, legs=len(record["legs"]))
+            record = dict(record, legs=len(record["legs"]),
+                          recording_id=(record["recording"] or {}).get("id"))
             writer.writerow([_cell(record[c]) for c in CSV_COLUMNS])
         yield buffer.getvalue()
         if left is not None:

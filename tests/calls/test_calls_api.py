@@ -128,8 +128,13 @@ def test_recordings_list_download_and_delete(api, other_api, tenant, folder):
     content = b"RIFF" + bytes(range(256)) * 40
     done = _recording(folder, tenant.account_id, "call-a", content=content)
     writing = _recording(folder, tenant.account_id, "call-b", state="recording")
+    call(tenant.account_id, "call-a", end_ts=int(time.time()))
     listed = api.get("/api/recording").get_json()["data"]
     assert [r["id"] for r in listed] == [done.id]  # offered only when complete
+    record = api.get("/api/cdr/call-a").get_json()["data"]
+    assert listed[0]["call_record_id"] == record["id"] and sorted(listed[0]["legs"]) == ["call-a", "call-a-b"]
+    assert record["recording"] == {"id": done.id, "state": "complete"}
+    assert api.get(f"/api/recording/{writing.id}").get_json()["data"]["call_record_id"] is None
     assert [r["id"] for r in api.get("/api/recording?state=recording").get_json()["data"]] == [writing.id]
     assert [r["id"] for r in api.get("/api/recording?queue_id=3&number=4000").get_json()["data"]] == [done.id]
     assert api.get("/api/recording?queue_id=4").get_json()["data"] == []

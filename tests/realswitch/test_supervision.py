@@ -263,30 +263,37 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
     session = http.post(f"/api/call/{call_id}/listen", {"device_id": sup_dev["id"]})
     assert session["mode"] == "listen" and session["target"] != call_id  # the agent's leg
     sup, ag, cl = medias["supervisor"], medias["agent"], medias["caller"]
-    start = time.monotonic() + 0.5
-    time.sleep(2.0)
-    assert sup.heard(AGENT_HZ, start) > PRESENT, "listen: the supervisor hears the agent"
-    assert sup.heard(CALLER_HZ, start) > PRESENT, "listen: the supervisor hears the caller"
-    assert ag.heard(SUPERVISOR_HZ, start) < ABSENT and cl.heard(SUPERVISOR_HZ, start) < ABSENT
+
+    def hears(media: TalkingMedia, hz: int, what: str) -> None:
+        """Until `media` heard `hz` over the last 0.6 s (a mode switch takes effect within a few packets)."""
+        eventually(lambda: media.heard(hz, time.monotonic() - 0.6), lambda heard: heard > PRESENT, what, timeout=5)
+
+    def deaf(media: TalkingMedia, hz: int, since: float, what: str) -> None:
+        assert media.heard(hz, since) < ABSENT, what
+
+    hears(sup, AGENT_HZ, "listen: the supervisor hears the agent")
+    hears(sup, CALLER_HZ, "listen: the supervisor hears the caller")
+    start = time.monotonic()
+    time.sleep(1.0)
+    deaf(ag, SUPERVISOR_HZ, start, "listen: the agent does not hear the supervisor")
+    deaf(cl, SUPERVISOR_HZ, start, "listen: the caller does not hear the supervisor")
 
     http.post(f"/api/call/{call_id}/whisper", {"session": session["uuid"]})
-    start = time.monotonic() + 0.5
-    time.sleep(2.0)
-    assert ag.heard(SUPERVISOR_HZ, start) > PRESENT, "whisper: the agent hears the supervisor"
-    assert cl.heard(SUPERVISOR_HZ, start) < ABSENT, "whisper: the caller does not"
+    hears(ag, SUPERVISOR_HZ, "whisper: the agent hears the supervisor")
+    start = time.monotonic()
+    time.sleep(1.0)
+    deaf(cl, SUPERVISOR_HZ, start, "whisper: the caller does not")
     assert cl.heard(AGENT_HZ, start) > PRESENT  # the call itself goes on
 
     http.post(f"/api/call/{call_id}/barge", {"session": session["uuid"]})
-    start = time.monotonic() + 0.5
-    time.sleep(2.0)
-    assert cl.heard(SUPERVISOR_HZ, start) > PRESENT, "barge: the caller hears the supervisor"
-    assert ag.heard(SUPERVISOR_HZ, start) > PRESENT, "barge: the agent hears the supervisor"
+    hears(cl, SUPERVISOR_HZ, "barge: the caller hears the supervisor")
+    hears(ag, SUPERVISOR_HZ, "barge: the agent hears the supervisor")
 
     sup.press("0")  # from the phone's keypad (eavesdrop_enable_dtmf): back to listening
-    start = time.monotonic() + 0.7
-    time.sleep(2.0)
-    assert cl.heard(SUPERVISOR_HZ, start) < ABSENT and ag.heard(SUPERVISOR_HZ, start) < ABSENT, "DTMF 0: listen"
-    assert sup.heard(AGENT_HZ, start) > PRESENT
+    eventually(lambda: max(cl.heard(SUPERVISOR_HZ, time.monotonic() - 0.6),
+                           ag.heard(SUPERVISOR_HZ, time.monotonic() - 0.6)),
+               lambda heard: heard < ABSENT, "DTMF 0: nobody hears the supervisor", timeout=5)
+    hears(sup, AGENT_HZ, "DTMF 0: the supervisor still listens")
 
     assert http.post(f"/api/call/{call_id}/recording/pause")["paused"] is True
     paused_at = time.monotonic()
@@ -294,7 +301,7 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
     assert http.post(f"/api/call/{call_id}/recording/resume")["paused"] is False
     resumed_at = time.monotonic()
     time.sleep(1.0)
-    assert http.post(f"/api/call/{call_id}/hangup")["legs"] >= 2
+    assert http.post(f"/api/call/{call_id}/hangup")["legs"] >= 1  # the others may go with the first
     for run in (call, answering, ringing):
         run.wait(30)
     eventually(lambda: _live(http), lambda calls: calls == [], "no live call")
@@ -305,9 +312,11 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
                         lambda r: r is not None and len(r["legs"]) >= 2, "the recorded call's record")
     agent_leg = next(leg for leg in record["legs"] if leg["id"] != call_id and leg["dst_user_id"] == alice["id"])
     assert done["queue_id"] == recorded["id"] and done["user_id"] == alice["id"]
+    assert done["call_record_id"] == record["id"] and set(done["legs"]) == {leg["id"] for leg in record["legs"]}
+    assert record["recording"] == {"id": recording_id, "state": "complete"}
     # the recording runs from the agent's answer to the hang-up: the agent leg's billed time
     assert abs(done["duration_ms"] - agent_leg["billms"]) < 1500, (done, agent_leg["billms"])
-    assert done["duration_ms"] > 8000
+    assert done["duration_ms"] > 4000  # at least the pause (2 s) and what followed (1 s)
     files = list(real_switch.sd.recordings.rglob("*.wav"))
     (path,) = [p for p in files if p.stat().st_size == done["size"]]
     rate, samples = wav_samples(path)
