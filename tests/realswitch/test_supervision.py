@@ -14,7 +14,9 @@ Two calls, one test (the scenarios share their setup; README, "Tests"):
    barge (the caller hears it) switched by the API on one session, then back to listening by the
    supervisor's keypad (DTMF 0, RFC 2833); the recording paused and resumed;
    hung up by the API. The WAV is offered only once complete, lasts as long as the connected call, has
-   both voices and a silent stretch where it was paused, and a Range download returns exactly those bytes.
+   both voices and a silent stretch where it was paused, and a Range download returns exactly those bytes;
+3. a recorded call that ends while switchdesk is down (its RECORD_STOP and hang-ups unheard): after the
+   restart the recording is finished from its file and the call record is reconstructed.
 """
 from __future__ import annotations
 
@@ -192,6 +194,7 @@ def test_recorded_and_supervised_queue_calls(real_switch, account):
         _unrecorded_call_transferred(real_switch, account, agent, caller, supervisor, medias, plain,
                                      (agent_dev["id"], sup_dev["id"]))
         _recorded_supervised_call(real_switch, account, alice, agent, caller, supervisor, sup_dev, medias, recorded)
+        _recording_across_a_restart(real_switch, account, agent, caller, medias)
     finally:
         for media in medias.values():
             media.close()
@@ -351,3 +354,30 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
     assert "switchdesk_recordings_bytes" in metrics and "switchdesk_recordings_disk_free_bytes" in metrics
     csv_status, _, csv_body = download(account, f"/api/cdr.csv?queue_id={recorded['id']}", {})
     assert csv_status == 200 and call_id in csv_body.decode()
+
+
+def _recording_across_a_restart(real_switch, account, agent, caller, medias):
+    http = account.http
+    answering = agent.answer(stay_seconds=30, rtp_port=medias["agent"].port)
+    agent.wait_listening()
+    call = caller.call("7000", hold_seconds=30, rtp_port=medias["caller"].port)
+    live = eventually(lambda: _live(http), lambda calls: calls and calls[0]["state"] == "talking", "call 3 talking")
+    call_id = live[0]["call_id"]
+    eventually(lambda: http.get(f"/api/recording?state=recording&call_id={call_id}"),
+               lambda r: r and r[0]["state"] == "recording", "call 3 being recorded")
+    time.sleep(1.5)
+    real_switch.sd.stop()
+    try:
+        assert real_switch.api(f"uuid_kill {call_id}").startswith("+OK")
+        call.wait(20)
+        answering.wait(20)
+    finally:
+        real_switch.sd.start()
+    real_switch.sd.wait_connected(real_switch.http)
+    done = eventually(lambda: http.get(f"/api/recording?call_id={call_id}"),
+                      lambda r: r and r[0]["state"] == "complete", "the recording finished after the restart",
+                      timeout=20)[0]
+    assert 1000 < done["duration_ms"] < 10000 and done["size"] > 8000
+    record = eventually(lambda: http("GET", f"/api/cdr/{call_id}")[1].get("data"),
+                        lambda r: r is not None and len(r["legs"]) == 2, "the reconstructed call record", timeout=20)
+    assert all(leg.get("reconstructed") for leg in record["legs"]) and record["recording"]["state"] == "complete"
