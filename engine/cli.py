@@ -97,11 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recordings-dir", default=os.environ.get("SWITCHDESK_RECORDINGS_DIR"),
                    help="folder FreeSWITCH records calls into and switchdesk serves them from (FreeSWITCH must be "
                         "able to write it; default: `recordings` beside a SQLite database, else ./recordings)")
-    p.add_argument("--recordings-min-free-mb", type=int, default=500,
+    p.add_argument("--recordings-min-free-mb", type=int,
+                   default=os.environ.get("SWITCHDESK_RECORDINGS_MIN_FREE_MB", "500"),
                    help="refuse new recordings while the recordings' file system has less free space (MiB)")
-    p.add_argument("--recording-days", type=_positive_int, default=90,
+    p.add_argument("--recording-days", type=_positive_int, default=os.environ.get("SWITCHDESK_RECORDING_DAYS", "90"),
                    help="days recordings are kept unless the account says otherwise")
-    p.add_argument("--cdr-days", type=_positive_int, default=90,
+    p.add_argument("--cdr-days", type=_positive_int, default=os.environ.get("SWITCHDESK_CDR_DAYS", "90"),
                    help="days call records are kept unless the account says otherwise")
     return parser
 

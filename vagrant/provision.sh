@@ -85,6 +85,8 @@ command -v fs_cli >/dev/null || die "fs_cli is missing after installing FreeSWIT
 step "switchdesk into $PREFIX/venv"
 id switchdesk >/dev/null 2>&1 || useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin switchdesk
 install -d -o switchdesk -g switchdesk -m 0750 "$STATE"
+# recordings: FreeSWITCH writes them, switchdesk serves and deletes them (setgid: files keep the group)
+install -d -o freeswitch -g switchdesk -m 2770 /var/lib/switchdesk-recordings
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install -q --upgrade pip

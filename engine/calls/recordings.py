@@ -199,7 +199,22 @@ def _insert(a, c, leg, p, ts, q, u, sn, dn) -> peewee.Query:
     }).on_conflict_ignore()
 
 
+def _make_folder(path: Path) -> None:
+    """The day's folder, made by us (setgid, group-writable) so that both FreeSWITCH's user and ours can
+    write and delete in it when they differ (README, Recordings); FreeSWITCH would make it 0755, its own."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.chmod(0o2770)
+        except OSError:
+            pass
+
+
 def _start(engine: Any, leg_uuid: str, path: str, rel: str) -> None:
+    try:
+        gevent.get_hub().threadpool.spawn(_make_folder, Path(path).parent).get()
+    except OSError as exc:
+        log.warning("recordings: cannot make the folder of %s: %s", rel, exc)
     try:
         client = engine.commands.require_client()
         host = (client.api("hostname", timeout=10, check=False) or "").strip()[:255]
