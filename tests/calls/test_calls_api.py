@@ -242,3 +242,54 @@ def test_a_protected_agent_is_never_listened_to(api, client, tenant):
     reply = own.put(f"/api/user/{agent['id']}", json={"listen_protected": False})
     assert reply.status_code == 403 and User.get_by_id(agent["id"]).listen_protected is True
     assert accounts is not None
+
+
+class _Client:
+    def __init__(self, replies: dict[str, str] | None = None):
+        self.sent: list[str] = []
+        self.replies = replies or {}
+
+    def api(self, command: str, timeout: float = 10, check: bool = True) -> str:
+        self.sent.append(command)
+        return next((reply for prefix, reply in self.replies.items() if command.startswith(prefix)), "+OK\n")
+
+
+class _Engine:
+    def __init__(self, client: _Client):
+        self.commands = self
+        self.client = client
+
+    def require_client(self) -> _Client:
+        return self.client
+
+
+def test_transfer_and_hangup_commands(api, tenant):
+    from engine.store.models import Extension, Queue
+
+    queue = Queue.create(account=tenant.account_id, name="Sales")
+    Extension.create(account=tenant.account_id, number="2001", target_type="device", target_id=1)
+    _leg(tenant.account_id, "leg0000t-1", "leg0000t-1", answered=True, seen=1, type="queue")
+    _leg(tenant.account_id, "leg0000t-2", "leg0000t-1", answered=True, seen=2, type="queue")
+    client = _Client({"uuid_kill leg0000t-2": "-ERR No such channel!\n"})
+    engine = _Engine(client)
+    moved = [supervision.transfer(engine, tenant.account_id, "leg0000t-1", target) for target in (
+        supervision.TransferTarget(extension="2001"), supervision.TransferTarget(queue_id=queue.id),
+        supervision.TransferTarget(number="+15551234567"))]
+    assert moved == ["leg0000t-1"] * 3  # the caller moves
+    assert client.sent == [
+        "uuid_transfer leg0000t-1 2001 XML acme.test",
+        f"uuid_transfer leg0000t-1 'set:switchdesk_queue_id={queue.id},set:hangup_after_bridge=true,answer,"
+        f"callcenter:{queue.id}@acme.test,hangup' inline",
+        "uuid_transfer leg0000t-1 +15551234567 XML acme.test",
+    ]
+    with pytest.raises(supervision.ServiceError) as missing:
+        supervision.transfer(engine, tenant.account_id, "leg0000t-1", supervision.TransferTarget(queue_id=queue.id + 9))
+    assert missing.value.status == 404
+    client.sent.clear()
+    assert supervision.hangup(engine, tenant.account_id, "leg0000t-1") == 1  # the second leg went with the first
+    assert client.sent == ["uuid_kill leg0000t-1 NORMAL_CLEARING", "uuid_kill leg0000t-2 NORMAL_CLEARING"]
+    # an outbound call moves the called party, not our agent
+    _leg(tenant.account_id, "leg0000o-1", "leg0000o-1", answered=True, seen=1, type="outbound")
+    _leg(tenant.account_id, "leg0000o-2", "leg0000o-1", answered=True, seen=2, type="outbound")
+    assert supervision.transfer(engine, tenant.account_id, "leg0000o-1",
+                                supervision.TransferTarget(extension="2001")) == "leg0000o-2"
