@@ -72,7 +72,7 @@ def test_a_recorded_queue_call_is_recorded_into_our_folder(switch, engine, world
     assert (row.call_id, row.queue_id, row.user_id) == (member, world["queue"].id, world["users"]["alice"].id)
     # FreeSWITCH writes the file, then says RECORD_STOP: only then is it complete, with size and duration
     path = folder / row.path
-    path.parent.mkdir(parents=True)
+    assert path.parent.is_dir() and path.parent.stat().st_mode & 0o7777 == 0o2770  # made by us, shareable
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
@@ -100,7 +100,7 @@ def test_a_recording_whose_stop_was_missed_is_finished_after_a_reconnect(switch,
     wait_until(lambda: engine.record_commands)
     with db.connection_context():
         row = Recording.get()
-    (folder / row.path).parent.mkdir(parents=True)
+    (folder / row.path).parent.mkdir(parents=True, exist_ok=True)
     (folder / row.path).write_bytes(b"RIFF" + b"\x00" * 100)  # a header FreeSWITCH never finished: no duration
     assert engine.recordings.reconcile() == 1  # the emulator lists no channel: the leg is gone
     with db.connection_context():
