@@ -385,8 +385,11 @@ def _unlink(path: Path) -> None:
     gevent.get_hub().threadpool.spawn(run).get()
 
 
-def purge(batch: int = 500) -> int:
-    """Delete finished recordings older than their account's retention (rows, then files); how many."""
+def purge(batch: int = 500, host: str | None = None) -> int:
+    """Delete finished recordings older than their account's retention (rows, then files); how many.
+
+    With `host`, only the recordings that box holds (DESIGN.md: each box keeps its own files; several
+    boxes on one database each delete their own)."""
     stamp = now()
     custom = dict(RetentionSetting.select(RetentionSetting.account, RetentionSetting.recording_days)
                   .where(RetentionSetting.recording_days.is_null(False)).tuples())
@@ -395,6 +398,8 @@ def purge(batch: int = 500) -> int:
     total = 0
     for condition, days in groups:
         cutoff = stamp - days * 86400
+        if host is not None:
+            condition = condition & Recording.fs_host.in_([host, ""])
         while True:
             rows = list(Recording.select().where(condition & (Recording.started_at < cutoff)
                                                  & Recording.state.in_(["complete", "failed"])).limit(batch))
@@ -410,10 +415,15 @@ def purge(batch: int = 500) -> int:
     return total
 
 
-def cleanup() -> tuple[int, int]:
-    """The daily clean-up: old call records and old recordings."""
+def cleanup(host: str | None = None) -> tuple[int, int]:
+    """The daily clean-up: old call records and old recordings (those of FreeSWITCH box `host`)."""
     with connection():
-        return records.purge(), purge()
+        return records.purge(), purge(host=host)
+
+
+def records_only() -> tuple[int, int]:
+    with connection():
+        return records.purge(), 0
 
 
 # -- reports ----------------------------------------------------------------------------------------------
@@ -447,11 +457,22 @@ def usage(account_ids: list[int] | None = None) -> dict[str, int]:
 # -- the plugin -------------------------------------------------------------------------------------------
 
 
-def _cleanup_loop() -> None:
+def _host(engine: Any) -> str | None:
+    try:
+        return engine.commands.require_client().api("hostname", timeout=10).strip()[:255] or None
+    except Exception:
+        return None
+
+
+def _cleanup_loop(engine: Any) -> None:
     gevent.sleep(CLEANUP_FIRST)
     while True:
         try:
-            calls, files = cleanup()
+            host = _host(engine)
+            if host is None:  # whose files are ours is not known without FreeSWITCH: call records only
+                calls, files = records_only()
+            else:
+                calls, files = cleanup(host)
             if calls or files:
                 log.info("clean-up: %d call record(s) and %d recording(s) past their retention deleted", calls, files)
         except Exception:
@@ -479,6 +500,6 @@ def attach(engine: Any) -> RecordEvents:
         engine.group.spawn(run)
 
     engine.events.on_connect(after_connect)
-    cleaner = engine.group.spawn(_cleanup_loop)
+    cleaner = engine.group.spawn(_cleanup_loop, engine)
     engine.on_stop(cleaner.kill)
     return plugin

@@ -105,11 +105,13 @@ def test_retention_and_the_daily_clean_up(api, other_api, tenant, other_tenant, 
     call(other_tenant.account_id, "other-young", end_ts=now - 11 * 86400)  # the default (90 days) applies
     old = _recording(folder, tenant.account_id, "old", started=now - 31 * 86400)
     young = _recording(folder, tenant.account_id, "young", started=now - 29 * 86400)
-    assert recordings.cleanup() == (1, 1)
+    elsewhere = _recording(folder, tenant.account_id, "elsewhere", started=now - 31 * 86400)
+    Recording.update(fs_host="other-box").where(Recording.id == elsewhere.id).execute()  # another box's file
+    assert recordings.cleanup("this-box") == (1, 1)
     assert sorted(c for (c,) in CallRecord.select(CallRecord.call_id).tuples()) == ["other-young", "young"]
     assert CallRecordLeg.select().where(CallRecordLeg.call_id == "old").count() == 0
     assert not (folder / old.path).exists() and (folder / young.path).exists()
-    assert [r.call_id for r in Recording.select()] == ["young"]
+    assert sorted(r.call_id for r in Recording.select()) == ["elsewhere", "young"]
     assert RetentionSetting.select().count() == 1
 
 
