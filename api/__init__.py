@@ -26,6 +26,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api import (
         account,
         agents,
+        calls,
+        cdr,
         checkin,
         devices,
         dids,
@@ -39,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pgroups,
         phone_lists,
         queues,
+        recordings,
         system,
         timegroups,
         users,
@@ -50,7 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
-                   voicemail):
+                   voicemail, calls, cdr, recordings):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)

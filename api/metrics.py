@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from api.envelope import APIError
 from api.spec import endpoint
+from engine.calls import recordings
 from engine.store.db import db
 from engine.store.models import AgentState, OutboxEvent
 
@@ -136,10 +137,19 @@ class SwitchdeskCollector(Collector):
                 states = states.where(AgentState.account.in_(account_ids))
             backlog, oldest = pending.tuples().get()
             by_status = list(states.tuples())
+            recorded = recordings.usage(account_ids)
         yield GaugeMetricFamily("switchdesk_outbox_backlog", "Push events not yet delivered", value=backlog or 0)
         yield GaugeMetricFamily("switchdesk_outbox_oldest_age_seconds",
                                 "Age of the oldest undelivered push event (0 when none)",
                                 value=max(0.0, time.time() - oldest) if oldest else 0.0)
+        yield GaugeMetricFamily("switchdesk_recordings_bytes", "Bytes held by complete recordings",
+                                value=recorded["bytes"])
+        yield GaugeMetricFamily("switchdesk_recordings", "Complete recordings", value=recorded["count"])
+        yield GaugeMetricFamily("switchdesk_recordings_disk_free_bytes",
+                                "Free bytes on the recordings folder's file system (-1: unknown)",
+                                value=recorded["free"])
+        yield CounterMetricFamily("switchdesk_recordings_refused", "Recordings refused for want of disk space",
+                                  value=recorded["refused"])
         agents = GaugeMetricFamily("switchdesk_agents", "Agents by their mod_callcenter status", labels=["status"])
         for status, count in by_status:
             agents.add_metric([status or "unknown"], count)

@@ -6,6 +6,7 @@ from peewee import fn
 
 from api.envelope import ok
 from api.spec import endpoint, openapi_document
+from engine.calls import recordings
 from engine.store.models import OutboxEvent
 
 bp = Blueprint("system", __name__, url_prefix="/api")
@@ -23,12 +24,15 @@ def openapi():
 def status(principal):
     """`freeswitch.connected` is false while the engine is reconnecting (or not running: `engine` false).
 
-    The outbox figures are the caller's account's only: accounts never learn of each other.
+    The outbox and recordings figures are the caller's account's only: accounts never learn of each other.
+    `recordings.recordings_without_call_record` counts complete recordings whose call has no call record,
+    `recordings.call_records_without_recording` call records whose recording never completed.
     """
     engine = current_app.config.get("ENGINE")
     body = {"engine": False, "freeswitch": {"connected": False}} if engine is None else {"engine": True,
                                                                                          **engine.status()}
     body["outbox"] = _outbox(principal.account_id)
+    body["recordings"] = recordings.orphans(principal.account_id)
     return ok(body)
 
 

@@ -105,6 +105,8 @@ class UserFields(Schema):
     pgroup_id: Annotated[int, Field(ge=0)] | None = None
     permissions: Permissions | None = None
     override_device: bool | None = None
+    listen_protected: bool | None = Field(None, description="1: nobody may listen to, whisper to or barge into "
+                                                          "this user's calls; not settable on oneself (403)")
     ecnam: ShortText | None = None
     ecnum: Annotated[str, Field(pattern=r"^\+?[0-9*#]{0,32}$")] | None = None
     ocnam: ShortText | None = None
@@ -199,6 +201,7 @@ def user_record(user: User, group: PermissionGroup | None, extras: dict[str, Any
         "permissions": user.permissions or {},
         "queue_perms": extras.get("queue_perms", []),
         "override_device": user.override_device,
+        "listen_protected": user.listen_protected,
         "pause_id": extras.get("pause_id"),
         "online": extras.get("online", 0),
         "queues": extras.get("queues", []),

@@ -8,8 +8,12 @@ parser: what one event costs in the plugin (field derivation, lookups,
 ActiveCall rows, the outbox write). Temp SQLite file.
 
 Prints one JSON line: CPU µs per event and per call (a call = one
-scenario's events), and how many call events went to the outbox. Set
-SWITCHDESK_DIRECTORY_CACHE=0 to measure without the directory cache.
+scenario's events), and how many call events went to the outbox, for the
+plugin without issue 17's call records and recording decision (`baseline`),
+with them (`records`), and with every call recorded (`recorded`); baseline
+and records twice, interleaved, in the same process, the best of each
+compared. Set SWITCHDESK_DIRECTORY_CACHE=0 to measure without the directory
+cache.
 Run: ``.venv/bin/python bench/call_events.py [rounds]``.
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from engine.calls.callevents import CallEvents  # noqa: E402
 from engine.esl.protocol import Event  # noqa: E402
 from engine.store import db, schema  # noqa: E402
-from engine.store.models import OutboxEvent  # noqa: E402
+from engine.store.models import OutboxEvent, Queue, Recording  # noqa: E402
 from tests.calls.test_callevents import MEMBER, recorded, rewrite, world  # noqa: E402
 
 SCENARIOS = tuple(MEMBER)
@@ -52,43 +56,70 @@ def renamed(events: list[list[tuple[str, object]]]) -> list[Event]:
     return out
 
 
+def measure(rounds: int, mode: str) -> dict[str, object]:
+    """One pass on its own temp database. `mode`: `baseline` (the plugin without what issue 17 added: no
+    call records, no recording decision), `records` (call records written, the recording decision taken,
+    nothing recorded), `recorded` (the queue records every call: a Recording row per call too; no
+    FreeSWITCH here, so no uuid_record goes out)."""
+    from engine.calls import callevents, recordings, records
+
+    saved = (callevents.records.leg_ended, callevents.recordings.call_connected)
+    with tempfile.TemporaryDirectory() as tmp:
+        recordings.configure(f"{tmp}/recordings", min_free=0)
+        if mode == "baseline":
+            callevents.records.leg_ended = lambda *a, **k: None  # type: ignore[assignment]
+            callevents.recordings.call_connected = lambda *a, **k: None  # type: ignore[assignment]
+        try:
+            database = db.bind(f"sqlite:///{tmp}/bench.db")
+            database.connect()
+            schema.init_schema(database)
+            tenant = getattr(world, "__wrapped__", world)(database)  # the test's fixture, called as a function
+            if mode == "recorded":
+                Queue.update(record=1).where(Queue.id == tenant["queue"].id).execute()
+            database.close()
+            plugin = CallEvents(engine=None)
+            sources = streams(tenant)
+            batches = [[renamed(events) for events in sources] for _ in range(rounds + 1)]
+
+            def play(batch: list[list[Event]]) -> int:
+                count = 0
+                for events in batch:
+                    for event in events:
+                        count += 1
+                        if event.name == "CUSTOM":
+                            if event.subclass == "callcenter::info":
+                                plugin.on_callcenter(event)
+                        else:
+                            plugin.on_channel(event)
+                return count
+
+            play(batches[0])  # warm: compiled SQL, caches
+            cpu, wall, events = time.process_time(), time.perf_counter(), 0
+            for batch in batches[1:]:
+                events += play(batch)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            with database.connection_context():
+                emitted = OutboxEvent.select().where(OutboxEvent.event.startswith("call:")).count()
+                kept = (records.CallRecord.select().count(), Recording.select().count())
+        finally:
+            callevents.records.leg_ended, callevents.recordings.call_connected = saved
+            recordings.configure(None)
+    calls = rounds * len(SCENARIOS)
+    return {"mode": mode, "calls": calls, "events": events, "outbox_call_events": emitted,
+            "call_records": kept[0], "recordings": kept[1],
+            "cpu_us_per_event": round(cpu / events * 1e6, 1), "cpu_ms_per_call": round(cpu / calls * 1e3, 3),
+            "wall_us_per_event": round(wall / events * 1e6, 1)}
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    with tempfile.TemporaryDirectory() as tmp:
-        database = db.bind(f"sqlite:///{tmp}/bench.db")
-        database.connect()
-        schema.init_schema(database)
-        tenant = getattr(world, "__wrapped__", world)(database)  # the test's fixture, called as a function
-        database.close()
-        plugin = CallEvents(engine=None)
-        recordings = streams(tenant)
-        batches = [[renamed(events) for events in recordings] for _ in range(rounds + 1)]
-
-        def play(batch: list[list[Event]]) -> int:
-            count = 0
-            for events in batch:
-                for event in events:
-                    count += 1
-                    if event.name == "CUSTOM":
-                        if event.subclass == "callcenter::info":
-                            plugin.on_callcenter(event)
-                    else:
-                        plugin.on_channel(event)
-            return count
-
-        play(batches[0])  # warm: compiled SQL, caches
-        cpu, wall, events = time.process_time(), time.perf_counter(), 0
-        for batch in batches[1:]:
-            events += play(batch)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        with database.connection_context():
-            emitted = OutboxEvent.select().where(OutboxEvent.event.startswith("call:")).count()
-    calls = rounds * len(SCENARIOS)
+    modes = [measure(rounds, mode) for mode in ("baseline", "records", "recorded", "baseline", "records")]
+    best = {m: min(r["cpu_ms_per_call"] for r in modes if r["mode"] == m) for m in ("baseline", "records")}
+    recorded = next(r for r in modes if r["mode"] == "recorded")["cpu_ms_per_call"]
     print(json.dumps({
-        "bench": "call_events", "rounds": rounds, "calls": calls, "events": events, "outbox_call_events": emitted,
-        "python": platform.python_version(),
-        "cpu_us_per_event": round(cpu / events * 1e6, 1), "cpu_ms_per_call": round(cpu / calls * 1e3, 2),
-        "wall_us_per_event": round(wall / events * 1e6, 1),
+        "bench": "call_events", "rounds": rounds, "python": platform.python_version(), "runs": modes,
+        "added_ms_per_call_records": round(best["records"] - best["baseline"], 3),
+        "added_ms_per_call_recorded": round(recorded - best["baseline"], 3),
     }))
 
 

@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media-max-seconds", type=_positive_int,
                    default=os.environ.get("SWITCHDESK_MEDIA_MAX_SECONDS", "1200"),
                    help="longest media upload in seconds of audio (env SWITCHDESK_MEDIA_MAX_SECONDS; default 1200)")
+    p.add_argument("--recordings-dir", default=os.environ.get("SWITCHDESK_RECORDINGS_DIR"),
+                   help="folder FreeSWITCH records calls into and switchdesk serves them from (FreeSWITCH must be "
+                        "able to write it; default: `recordings` beside a SQLite database, else ./recordings)")
+    p.add_argument("--recordings-min-free-mb", type=int,
+                   default=os.environ.get("SWITCHDESK_RECORDINGS_MIN_FREE_MB", "500"),
+                   help="refuse new recordings while the recordings' file system has less free space (MiB)")
+    p.add_argument("--recording-days", type=_positive_int, default=os.environ.get("SWITCHDESK_RECORDING_DAYS", "90"),
+                   help="days recordings are kept unless the account says otherwise")
+    p.add_argument("--cdr-days", type=_positive_int, default=os.environ.get("SWITCHDESK_CDR_DAYS", "90"),
+                   help="days call records are kept unless the account says otherwise")
     return parser
 
 
@@ -261,7 +271,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  esl=esl, esl_password=args.esl_password, xmlcurl_password=args.xml_curl_password,
                  domains=args.domains, log_format=args.log_format, log_level=args.log_level,
                  metrics_public=args.metrics_public, outbound=outbound, media_dir=args.media_dir,
-                 media_max_bytes=args.media_max_bytes, media_max_seconds=args.media_max_seconds)
+                 media_max_bytes=args.media_max_bytes, media_max_seconds=args.media_max_seconds,
+                 recordings=(args.recordings_dir, args.recordings_min_free_mb, args.recording_days, args.cdr_days))
 
 
 def main(argv: list[str] | None = None) -> int:

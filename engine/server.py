@@ -88,13 +88,32 @@ def default_media_dir(db_url: str) -> str:
     return DEFAULT_DIR
 
 
+def _configure_recordings(db_url: str, recordings: tuple[str | None, int, int, int] | None) -> None:
+    """The recordings folder (default: `recordings` beside a SQLite database, else ./recordings) and the
+    retention defaults (engine.calls.recordings, engine.calls.records)."""
+    from engine.calls import recordings as recording_files
+    from engine.calls import records
+
+    folder, min_free_mb, recording_days, cdr_days = recordings or (None, 500, 90, 90)
+    if not folder:
+        if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+            folder = os.path.join(os.path.dirname(os.path.abspath(db_url[len("sqlite:///"):].split("?", 1)[0])),
+                                  "recordings")
+        else:
+            folder = os.path.abspath("recordings")
+    recording_files.configure(folder, min_free=min_free_mb * 2**20, days=recording_days)
+    records.configure(cdr_days=cdr_days)
+    log.info("recordings go to %s", recording_files.settings.root)
+
+
 def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
           webhook_allow_private: bool = False, webhook_concurrency: int | None = None,
           esl: tuple[str, int] | None = None, esl_password: str = "",
           xmlcurl_password: str | None = None, domains: list[str] | None = None, log_format: str = "text",
           log_level: str = "INFO", metrics_public: bool = False, outbound: tuple[str, int] | None = None,
           media_dir: str | None = None, media_max_bytes: int | None = None,
-          media_max_seconds: int | None = None) -> int:
+          media_max_seconds: int | None = None,
+          recordings: tuple[str | None, int, int, int] | None = None) -> int:
     """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
 
     `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
@@ -126,6 +145,11 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         except ValueError as exc:
             print(f"switchdesk: --domains: {exc}", file=sys.stderr)
             return 2
+    try:
+        _configure_recordings(db_url, recordings)
+    except (OSError, ValueError) as exc:
+        print(f"switchdesk: --recordings-dir: {exc}", file=sys.stderr)
+        return 2
     config = {"MAX_CONTENT_LENGTH": max_body} if max_body else {}
     from engine.media import library as media_library
 

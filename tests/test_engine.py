@@ -134,7 +134,8 @@ def test_device_registration_status(world, switch, engine):
 def test_status_without_engine(client, tenant):
     data = client.get("/api/status", headers=tenant.auth()).get_json()["data"]
     assert data == {"engine": False, "freeswitch": {"connected": False},
-                    "outbox": {"backlog": 0, "oldest_ts": None, "failed": 0}}
+                    "outbox": {"backlog": 0, "oldest_ts": None, "failed": 0},
+                    "recordings": {"recordings_without_call_record": 0, "call_records_without_recording": 0}}
 
 
 def test_status_outbox_is_the_callers_account_only(client, tenant, other_tenant):

@@ -87,6 +87,8 @@ id switchdesk >/dev/null 2>&1 || useradd --system --home-dir "$STATE" --shell /u
 install -d -o switchdesk -g switchdesk -m 0750 "$STATE"
 # uploaded media (hold music, announcements): written by switchdesk, read by FreeSWITCH
 install -d -o switchdesk -g switchdesk -m 0755 /var/lib/switchdesk-media
+# recordings: FreeSWITCH writes them, switchdesk serves and deletes them (setgid: files keep the group)
+install -d -o freeswitch -g switchdesk -m 2770 /var/lib/switchdesk-recordings
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install -q --upgrade pip

@@ -98,11 +98,8 @@ def queue_params(queue: Queue, media: dict[int, str] | None = None) -> list[tupl
     if queue.announce_id and queue.announce_id in media and queue.announce_frequency > 0:
         # mod_callcenter plays it to the waiting caller every announce-frequency seconds
         params += [("announce-sound", media[queue.announce_id]), ("announce-frequency", str(queue.announce_frequency))]
-    if queue.record:
-        params.append((
-            "record-template",
-            "$${recordings_dir}/${strftime(%Y-%m-%d)}/${uuid}.wav",
-        ))
+    # `record` is not mod_callcenter's record-template: switchdesk starts every recording itself, into its
+    # own folder, after applying the README's precedence (engine.calls.recordings)
     return params
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import gevent.lock
 import peewee
 
+from engine.calls import recordings, records
 from engine.calls.call_fields import account_of, end_fields, event_ts, header, leg_fields, payload, queue_end_fields
 from engine.calls.reconcile import RECONCILE_GRACE, end_vanished_legs, purge_ended, reconcile_when_connected
 from engine.directory import views
@@ -54,6 +55,8 @@ EVENTS = (
     "CHANNEL_ANSWER",
     "CHANNEL_BRIDGE",
     "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_HOLD",
+    "CHANNEL_UNHOLD",
 )
 
 # Feature codes (check-in `***<code>`) are not calls anyone wants reported, and the code is a secret.
@@ -85,6 +88,9 @@ class CallEvents:
             kind = "end"
         elif name == "CHANNEL_BRIDGE":
             kind = "update"
+        elif name in ("CHANNEL_HOLD", "CHANNEL_UNHOLD"):  # the live calls' `held` state, no call event
+            self.handle(event, "update", held=name == "CHANNEL_HOLD")
+            return
         else:
             return
         self.handle(event, kind)
@@ -96,7 +102,7 @@ class CallEvents:
         elif action == "member-queue-end":
             self.handle(event, "update", queue_end=True)
 
-    def handle(self, event: Any, kind: str, *, queue_end: bool = False) -> None:
+    def handle(self, event: Any, kind: str, *, queue_end: bool = False, held: bool | None = None) -> None:
         """Record what `event` says about its leg and emit the call events that are due."""
         uid = header(event, "Unique-ID")
         if not uid:
@@ -123,12 +129,16 @@ class CallEvents:
             if kind == "end":
                 data.update(end_fields(event, data))
             ts = event_ts(event)
+            if held is not None:
+                data["held"] = held
+            if kind == "answer" and not data.get("answer_ts"):
+                data["answer_ts"] = ts  # for the active calls (engine.calls.supervision); not an event field
             with db.atomic():
                 if row is None:
                     row = self._create(event, uid, account.id, data)
                 elif data != prior or data["call_id"] != row.call_id:
                     _update_data(uid, data)
-                self._emit_due(row, kind, data, ts)
+                self._emit_due(row, kind, data, ts, event)
             if kind == "end":
                 self._ended += 1
                 if self._ended % PURGE_EVERY == 0:
@@ -150,7 +160,7 @@ class CallEvents:
         return ActiveCall(uuid=uid, account=account_id, call_id=data["call_id"], fs_host=fs_host, seen_ms=seen_ms,
                           data=data)
 
-    def _emit_due(self, row: ActiveCall, kind: str, data: dict[str, Any], ts: int) -> None:
+    def _emit_due(self, row: ActiveCall, kind: str, data: dict[str, Any], ts: int, event: Any = None) -> None:
         """Emit what `kind` calls for, each at most once per leg (conditional updates decide)."""
         uid, account_id = row.uuid, row.account_id
         if kind == "ring" and _once(uid, "rang", unanswered=True):
@@ -160,12 +170,16 @@ class CallEvents:
                 emit(account_id, "call:ring", payload(data, ts), ts=ts)
             if _once(uid, "answered"):
                 emit(account_id, "call:answer", payload(data, ts), ts=ts)
+                if uid != data.get("call_id"):  # a further leg answered: the call is connected
+                    recordings.call_connected(self.engine, account_id, data, ts)
         elif kind == "start" and _once(uid, "started"):
             emit(account_id, "call:start", payload(data, ts), ts=ts)
         elif kind == "end" and fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
                 {ActiveCall.ended_at: t}).where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
                 uid, now()) == 1:
-            emit(account_id, "call:end", payload(data, ts, end=True), ts=ts)
+            body = payload(data, ts, end=True)
+            emit(account_id, "call:end", body, ts=ts)
+            records.leg_ended(account_id, uid, body, event, row.seen_ms, ts)
 
     # -- after a (re)connect --
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import gevent
 
+from engine.calls import records
 from engine.calls.call_fields import payload
 from engine.esl.errors import ESLError
 from engine.events.outbox import emit
@@ -87,6 +88,7 @@ def end_vanished_legs(client: Any, grace: float) -> int | None:
                     data = payload(row.data or {}, stamp, end=True)
                     data["reconstructed"] = True
                     emit(row.account_id, "call:end", data, ts=stamp)
+                    records.leg_ended(row.account_id, row.uuid, data, None, row.seen_ms, stamp)
                     ended += done
         purge_ended()
     return ended

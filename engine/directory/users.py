@@ -32,10 +32,11 @@ DEVICE_OVERRIDE_FIELDS = (
 # The complete list of permission modules (DESIGN.md).
 MODULES = (
     "call_center_api", "users", "phone_lists", "queues", "agents", "devices",
-    "pauses", "timegroups", "settings", "events", "reports", "media", "voicemail",
+    "pauses", "timegroups", "settings", "events", "reports", "media", "voicemail", "supervision", "recordings",
 )
 # Limits on a user that a non-admin may not lift from itself (someone with more rights set them).
-SELF_LOCKED_FIELDS = ("api_ip_ranges", "geo_limit")
+# `listen_protected` too: an agent may not shield itself from its supervisors (engine.calls.supervision).
+SELF_LOCKED_FIELDS = ("api_ip_ranges", "geo_limit", "listen_protected")
 # Usernames and e-mails are unique across the installation (the username is the login name), so the
 # user that holds one may be another account's: the messages say nothing about it.
 TAKEN = {"username": "username: already taken", "email": "email: already taken"}

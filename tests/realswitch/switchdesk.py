@@ -99,6 +99,7 @@ class Switchdesk:
                                "SWITCHDESK_XMLCURL_PASSWORD": xmlcurl_password})
         self.command = switchdesk_command()
         self.log_file = root / "switchdesk.log"
+        self.recordings = root / "recordings"  # FreeSWITCH (same machine, same user) writes here too
         self.process: subprocess.Popen | None = None
         self.base = f"http://{HOST}:{http_port}"
         self.start_seconds = 0.0
@@ -131,7 +132,7 @@ class Switchdesk:
         started = time.monotonic()
         command = [*self.command, "serve", "--db", self.db, "--listen", f"{HOST}:{self.http_port}",
                    "--esl", f"{HOST}:{self.esl_port}", "--outbound-listen", f"{HOST}:{self.outbound_port}",
-                   "--log-level", "INFO"]
+                   "--log-level", "INFO", "--recordings-dir", str(self.recordings)]
         if self.webhook_allow_private:
             command.append("--webhook-allow-private")
         with open(self.log_file, "ab") as log:

@@ -15,6 +15,7 @@ from engine.store.models.calls import ActiveCall
 from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
+from engine.store.models.records import CallRecord, CallRecordLeg, Recording, RetentionSetting
 from engine.store.models.voicemail import VoicemailBox
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -42,6 +43,10 @@ ALL_MODELS: list[type[BaseModel]] = [
     ActiveCall,
     Media,
     VoicemailBox,
+    CallRecord,
+    CallRecordLeg,
+    Recording,
+    RetentionSetting,
 ]
 
 __all__ = [
@@ -54,6 +59,8 @@ __all__ = [
     "AgentState",
     "ApiKey",
     "BaseModel",
+    "CallRecord",
+    "CallRecordLeg",
     "CheckinCode",
     "CheckinFailure",
     "Device",
@@ -68,6 +75,8 @@ __all__ = [
     "PermissionGroup",
     "PhoneList",
     "Queue",
+    "Recording",
+    "RetentionSetting",
     "Tier",
     "TimeGroup",
     "User",

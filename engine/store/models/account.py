@@ -79,6 +79,8 @@ class User(AccountScoped):
     pgroup = peewee.ForeignKeyField(PermissionGroup, null=True, backref="users", on_delete="SET NULL")
     permissions = JSONField(default=dict)
     override_device = peewee.BooleanField(default=False)
+    # supervision (engine.calls.supervision): nobody may listen to, whisper to or barge into this user's calls
+    listen_protected = peewee.BooleanField(default=False)
     device_overrides = JSONField(default=dict)
     api_ip_ranges = JSONField(default=list)
     session_ttl = peewee.IntegerField(null=True)
