@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api import (
         account,
         agents,
+        campaigns,
         checkin,
         devices,
         dids,
@@ -47,7 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api.envelope import BODY_REFUSED, APIError, install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
-                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents):
+                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, campaigns):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)

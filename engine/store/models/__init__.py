@@ -12,6 +12,7 @@ from engine.store.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.store.models.base import AccountScoped, BaseModel, now
 from engine.store.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.store.models.calls import ActiveCall
+from engine.store.models.dialer import Attempt, Campaign, CampaignLead, CampaignList, LeadSkip
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 
@@ -38,6 +39,11 @@ ALL_MODELS: list[type[BaseModel]] = [
     CheckinCode,
     CheckinFailure,
     ActiveCall,
+    Campaign,
+    CampaignList,
+    CampaignLead,
+    Attempt,
+    LeadSkip,
 ]
 
 __all__ = [
@@ -49,6 +55,10 @@ __all__ = [
     "ActiveCall",
     "AgentState",
     "ApiKey",
+    "Attempt",
+    "Campaign",
+    "CampaignLead",
+    "CampaignList",
     "BaseModel",
     "CheckinCode",
     "CheckinFailure",
@@ -57,6 +67,7 @@ __all__ = [
     "Extension",
     "Lead",
     "LeadImport",
+    "LeadSkip",
     "LoginFailure",
     "OutboxEvent",
     "PauseReason",

@@ -1,0 +1,289 @@
+"""The dialer on the emulator: campaigns through the API, a progressive campaign dialled end to end (leads
+answering at random, agents taking the calls in mod_callcenter's queue), DNC and calling windows, claims
+that never hand out a lead twice, and the reconciliation after a restart."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from api import create_app
+from engine.dialer import leads as leadsvc
+from engine.dialer import pacing, runner, window
+from engine.engine import Engine
+from engine.store.db import db
+from engine.store.models import (
+    Account,
+    AgentState,
+    Attempt,
+    Campaign,
+    CampaignLead,
+    Device,
+    Lead,
+    OutboxEvent,
+    PhoneList,
+    Queue,
+    Tier,
+)
+from tests.fakeswitch.dialer_floor import DialerFloor, LeadBehaviour
+from tests.support import make_agent, wait_until
+
+NY_NOON = dt.datetime(2026, 6, 1, 16, 0, tzinfo=dt.UTC)  # 12:00 in New York
+
+
+def add_leads(account_id: int, name: str, phones: list[str], list_type: str = "leads") -> PhoneList:
+    from engine.leads.numbers import phone_key
+    plist = PhoneList.create(account=account_id, name=name, name_key=name.lower(), type=list_type,
+                             list_rows=len(phones))
+    for i, phone in enumerate(phones):
+        Lead.create(phone_list=plist.id, phone=phone, phone_key=phone_key(phone, "US"), name=f"Lead {i}",
+                    lead_id=f"L{i}", priority=i % 3)
+    return plist
+
+
+def floor_setup(account_id: int, agents: int) -> Queue:
+    queue = Queue.create(account=account_id, name="Outbound", strategy="longest-idle-agent")
+    for n in range(agents):
+        user = make_agent(account_id, f"agent{account_id}x{n}")
+        device = Device.create(account=account_id, name=f"d{n}", sip_username=f"70{n:02d}", sip_a1_hash="0" * 32,
+                               user=user)
+        Tier.create(account=account_id, queue=queue.id, user=user.id, joined=True)
+        AgentState.create(user=user.id, account=account_id, device=device.id, checked_in_at=1,
+                          fs_status="Available", fs_state="Waiting")
+    return queue
+
+
+# -- the API --
+
+
+def test_campaign_api_validates_isolates_and_records(api, other_api, tenant):
+    plist = add_leads(tenant.account_id, "Leads", ["2125550100"])
+    dnc = add_leads(tenant.account_id, "No", ["2125550199"], "dnc")
+    queue = Queue.create(account=tenant.account_id, name="Q1")
+    body = {"name": "Spring", "queue_id": queue.id, "list_ids": [plist.id], "dnc_list_ids": str(dnc.id),
+            "mode": "predictive", "local_start": "09:00", "retry": {"busy": 60}, "call_script": "S1"}
+    r = api.post("/api/campaign", json=body)
+    assert r.status_code == 200, r.get_json()
+    data = r.get_json()["data"]
+    assert data["list_ids"] == [plist.id] and data["dnc_list_ids"] == [dnc.id]
+    assert data["local_start"] == "09:00" and data["local_end"] == "21:00" and data["retry"]["busy"] == 60
+    assert data["status"] == "stopped"
+    cid = data["id"]
+    # bad input: clear 400s, nothing written
+    for bad in ({**body, "name": "X", "mode": "robot"}, {**body, "name": "X", "local_end": "25:00"},
+                {**body, "name": "X", "list_ids": []}, {**body, "name": "X", "max_attempts": 10 ** 12},
+                {**body, "name": "X", "cid_name": "a\nb"}):
+        r = api.post("/api/campaign", json=bad)
+        assert r.status_code == 400, (bad, r.get_json())
+    assert api.post("/api/campaign", json=body).status_code == 409
+    assert Campaign.select().count() == 1
+    # another account's ids are 404, its campaign invisible
+    other_queue = Queue.create(account=other_api.tenant.account_id, name="Theirs")
+    r = api.post("/api/campaign", json={**body, "name": "Y", "queue_id": other_queue.id})
+    assert r.status_code == 404
+    assert other_api.get(f"/api/campaign/{cid}").status_code == 404
+    assert other_api.post(f"/api/campaign/{cid}/start").status_code == 404
+    # start populates; stats count the leads
+    assert api.post(f"/api/campaign/{cid}/start").get_json()["data"]["status"] == "running"
+    stats = api.get(f"/api/campaign/{cid}/stats").get_json()["data"]
+    assert stats["leads_left"] == 1 and stats["dialled"] == 0
+    assert api.put(f"/api/campaign/{cid}", json={"mode": "progressive"}).get_json()["data"]["mode"] == "progressive"
+    assert api.get(f"/api/campaign/{cid}/attempts").get_json()["data"] == []
+
+
+# -- claiming --
+
+
+def test_claims_never_hand_out_a_lead_twice_even_from_threads(tenant):
+    plist = add_leads(tenant.account_id, "Many", [f"212555{n:04d}" for n in range(200)])
+    queue = Queue.create(account=tenant.account_id, name="Q")
+    campaign = Campaign.create(account=tenant.account_id, name="C", queue=queue.id, status="running")
+    from engine.store.models import CampaignList
+    CampaignList.create(campaign=campaign.id, phone_list=plist.id, role="leads")
+    runner.clock = lambda: NY_NOON.timestamp()
+    try:
+        assert leadsvc.populate(campaign.id) == 200
+        assert leadsvc.populate(campaign.id) == 0
+        got: list[int] = []
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                with db.connection_context():
+                    while True:
+                        claimed = leadsvc.claim(campaign, 7, f"box-{threading.get_ident()}", zone="UTC",
+                                                mode="progressive")
+                        if not claimed:
+                            return
+                        got.extend(c.campaign_lead_id for c in claimed)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(got) == 200 and len(set(got)) == 200
+        # by priority, then age
+        first = CampaignLead.get_by_id(got[0])
+        assert first.priority == 2
+    finally:
+        runner.clock = __import__("time").time
+
+
+def test_dnc_and_window_skips_are_recorded(tenant):
+    plist = add_leads(tenant.account_id, "Leads", ["2125550100", "+1 212 555 0101", "4155550102", "2125550103"])
+    add_leads(tenant.account_id, "Account DNC", ["+12125550101"], "dnc")
+    own_dnc = add_leads(tenant.account_id, "Own DNC", ["1-212-555-0103"], "special")
+    queue = Queue.create(account=tenant.account_id, name="Q")
+    campaign = Campaign.create(account=tenant.account_id, name="C", queue=queue.id, status="running",
+                               local_start=9 * 60 + 30)
+    from engine.store.models import CampaignList, LeadSkip
+    CampaignList.create(campaign=campaign.id, phone_list=plist.id, role="leads")
+    CampaignList.create(campaign=campaign.id, phone_list=own_dnc.id, role="dnc")
+    # 16:00 UTC: 12:00 in New York, 09:00 in San Francisco (before 09:30 there)
+    runner.clock = lambda: NY_NOON.timestamp()
+    try:
+        leadsvc.populate(campaign.id)
+        claimed = leadsvc.claim(campaign, 10, "box", zone="UTC", mode="progressive")
+    finally:
+        runner.clock = __import__("time").time
+    assert [c.phone for c in claimed] == ["2125550100"]
+    reasons = {r.campaign_lead.phone_key: r.reason for r in LeadSkip.select()}
+    assert "Account DNC" in reasons["+12125550101"] and "Own DNC" in reasons["+12125550103"]
+    assert reasons["+14155550102"].startswith("outside the calling window: 09:00 in America/Los_Angeles")
+    sf = CampaignLead.get(CampaignLead.phone_key == "+14155550102")
+    assert sf.state == "new" and sf.next_at == int(dt.datetime(2026, 6, 1, 16, 30, tzinfo=dt.UTC).timestamp() * 1000)
+    assert CampaignLead.get(CampaignLead.phone_key == "+12125550101").state == "skipped"
+
+
+def test_window_of_numbers_in_several_zones():
+    # +1 800 has no single zone: judged in the fallback; a Sydney number by its own zone
+    assert window.zones_of("+61291234567", "UTC") == ("Australia/Sydney",)
+    assert window.lead_window_reason("+61291234567", "UTC", 8 * 60, 21 * 60, NY_NOON)  # 02:00 in Sydney
+    assert window.lead_window_reason("+12125550100", "UTC", 8 * 60, 21 * 60, NY_NOON) is None
+
+
+def test_predictive_pacing_falls_back_and_dials_ahead():
+    p = pacing.Predictive(3.0, 3.0)
+    floor = pacing.Floor(free=2, busy=18, ringing=0, waiting=0)
+    assert p.lines(floor, pacing.Stats().summary(0)) == 2 and p.fallback
+    stats = pacing.Stats(900)
+    for i in range(100):
+        stats.add(pacing.Sample(end=i, answered=i % 3 == 0, abandoned=False, ring=10.0 if i % 3 == 0 else None,
+                                handle=120.0 if i % 3 == 0 else None))
+    summary = stats.summary(100)
+    assert p.lines(floor, summary) > 2 and not p.fallback
+    # far over the cap: no dialling ahead
+    for i in range(100, 140):
+        stats.add(pacing.Sample(end=i, answered=True, abandoned=True, ring=10.0, handle=None))
+    assert p.lines(floor, stats.summary(140)) == 2
+
+
+# -- end to end on the emulator --
+
+
+@pytest.fixture
+def engine(switch) -> Iterator[Engine]:
+    eng = Engine("127.0.0.1", switch.port, "ClueCon", resync_every=3600)
+    eng.start()
+    assert eng.commands.wait_connected(10)
+    yield eng
+    eng.stop()
+
+
+def test_progressive_campaign_end_to_end(switch, engine, tenant, client):
+    Account.update(outbound_gateway="carrier", timezone="America/New_York").where(
+        Account.id == tenant.account_id).execute()
+    floor = DialerFloor(switch, LeadBehaviour(answer_rate=0.6, busy_rate=0.1, ring=(0.5, 1.5), talk=(1.0, 3.0),
+                                              patience=(20.0, 30.0)), scale=10.0, agent_answer=0.5)
+    runner.clock = floor.now
+    try:
+        phones = [f"212555{n:04d}" for n in range(24)]
+        plist = add_leads(tenant.account_id, "Leads", phones)
+        add_leads(tenant.account_id, "DNC", ["+1 (212) 555-0007"], "dnc")
+        queue = floor_setup(tenant.account_id, 3)
+        engine.request_sync()
+        assert engine.wait_synced(10)
+        app = create_app({"TESTING": True, "ENGINE": engine})
+        api = app.test_client()
+        key = {"Authorization": f"Bearer {tenant.key}"}
+        r = api.post("/api/campaign", headers=key, json={
+            "name": "E2E", "queue_id": queue.id, "list_ids": [plist.id], "mode": "progressive",
+            "max_attempts": 2, "retry": {"no_answer": 0, "busy": 0}, "call_script": "script-9",
+            "ring_timeout": 8, "local_start": "00:00", "local_end": "24:00"})
+        assert r.status_code == 200, r.get_json()
+        cid = r.get_json()["data"]["id"]
+        assert api.post(f"/api/campaign/{cid}/start", headers=key).status_code == 200
+
+        def settled() -> bool:
+            with db.connection_context():
+                return not CampaignLead.select().where(
+                    (CampaignLead.campaign == cid) & CampaignLead.state.in_(("new", "retry", "dialing"))).exists()
+        wait_until(settled, timeout=60)
+        with db.connection_context():
+            attempts = list(Attempt.select().where(Attempt.campaign == cid).order_by(Attempt.id))
+            outcomes = {a.outcome for a in attempts}
+            events = [e for e in OutboxEvent.select().where(OutboxEvent.event.startswith("call:"))]
+        # the DNC number (written otherwise) never reached the switch
+        dialled = [o.exten_number for o in switch.calls.originates]
+        assert "2125550007" not in dialled and len(dialled) == len(attempts)
+        assert outcomes <= {"answered", "no_answer", "busy", "abandoned", "hangup"} and "answered" in outcomes
+        # never two calls to one lead at once, and never more calls up than agents (progressive)
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for a in attempts:
+            spans.setdefault(a.phone, []).append((a.started_ms, a.ended_ms))
+        for phone, items in spans.items():
+            items.sort()
+            assert all(b[0] >= a[1] for a, b in zip(items, items[1:], strict=False)), phone
+        # the call events of a dialler call carry the dialer's fields
+        answered = next(a for a in attempts if a.outcome == "answered")
+        mine = [e.data for e in events if e.data.get("id") == answered.uuid]
+        assert mine, "no call events for the lead's leg"
+        for data in mine:
+            assert data["campaign_id"] == str(cid) and data["dialer_id"] == answered.id
+            assert data["lead_id"] == answered.lead_ref and data["lead_name"].startswith("Lead ")
+            assert data["call_script"] == "script-9"
+        assert answered.user_id is not None and answered.agent_ms is not None
+        # the bgapi carried our Job-UUID and queued the lead through mod_callcenter
+        sent = switch.wait_for_command("bgapi originate")
+        assert "Job-UUID" in sent.headers and f"&callcenter({queue.id}@{tenant.domain})" in sent.args
+        stats = api.get(f"/api/campaign/{cid}/stats", headers=key).get_json()["data"]
+        assert stats["leads_left"] == 0 and stats["dialled"] == len(attempts) and stats["leads"]["skipped"] == 1
+        r = api.post(f"/api/campaign/{cid}/attempts/{answered.id}/disposition", headers=key,
+                     json={"disposition": "sale"})
+        assert r.get_json()["data"]["disposition"] == "sale"
+        page = api.get(f"/api/campaign/{cid}/attempts?limit=5", headers=key).get_json()["data"]
+        assert len(page) == 5 and page[0]["id"] == attempts[0].id
+    finally:
+        runner.clock = __import__("time").time
+        floor.stop()
+
+
+def test_restart_finishes_or_follows_open_attempts(switch, engine, tenant):
+    queue = Queue.create(account=tenant.account_id, name="Q")
+    plist = add_leads(tenant.account_id, "Leads", ["2125550100", "2125550101"])
+    campaign = Campaign.create(account=tenant.account_id, name="C", queue=queue.id, status="paused")
+    from engine.store.models import CampaignList
+    CampaignList.create(campaign=campaign.id, phone_list=plist.id, role="leads")
+    runner.clock = lambda: NY_NOON.timestamp()
+    try:
+        leadsvc.populate(campaign.id)
+        claimed = leadsvc.claim(campaign, 2, engine.dialer.owner, zone="UTC", mode="progressive")
+    finally:
+        runner.clock = __import__("time").time
+    up, gone = claimed
+    switch.commands["uuid_exists"] = lambda args: "true" if args.strip() == up.uuid else "false"
+    assert engine.dialer.reconcile() == 1
+    assert up.uuid in engine.dialer.live
+    lost = CampaignLead.get_by_id(gone.campaign_lead_id)
+    assert lost.state == "retry" and lost.attempts == 0 and lost.last_outcome == "lost"
+    assert CampaignLead.get_by_id(up.campaign_lead_id).state == "dialing"
+    # the leg followed again ends: its outcome is written once
+    switch.push_event(switch.make_event("CHANNEL_HANGUP_COMPLETE", {
+        "Unique-ID": up.uuid, "Hangup-Cause": "USER_BUSY"}))
+    wait_until(lambda: Attempt.get(Attempt.uuid == up.uuid).outcome == "busy")
