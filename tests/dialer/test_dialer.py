@@ -288,3 +288,17 @@ def test_restart_finishes_or_follows_open_attempts(switch, engine, tenant):
     switch.push_event(switch.make_event("CHANNEL_HANGUP_COMPLETE", {
         "Unique-ID": up.uuid, "Hangup-Cause": "USER_BUSY"}))
     wait_until(lambda: Attempt.get(Attempt.uuid == up.uuid).outcome == "busy")
+
+
+def test_click_to_call_for_a_lead_honours_dnc_and_window(api, tenant, switch):
+    from engine.dialer import campaigns
+    add_leads(tenant.account_id, "DNC", ["2125550111"], "dnc")
+    r = api.get("/api/cc_agent/originate", query_string={"destination": "+12125550111", "lead_id": "7",
+                                                          "user_id": tenant.admin_id})
+    assert r.status_code == 409 and "do-not-call list 'DNC'" in r.get_json()["msg"]
+    assert not switch.calls.originates
+    # 03:00 in New York: outside 08:00-21:00 at the number
+    night = dt.datetime(2026, 6, 1, 7, 0, tzinfo=dt.UTC)
+    reason = campaigns.call_check(tenant.account_id, "2125550112", lead_id="8", campaign_id=None, at=night)
+    assert reason.startswith("outside the calling window: 03:00 in America/New_York")
+    assert campaigns.call_check(tenant.account_id, "2125550112", lead_id="8", campaign_id=None, at=NY_NOON) is None
