@@ -49,7 +49,16 @@ def seed(url: str) -> dict:
     from engine.leads.numbers import phone_keys
     from engine.store import db, schema
     from engine.store.models import (
-        Account, AgentState, Campaign, CampaignList, Device, Lead, PhoneList, Queue, Tier, User,
+        Account,
+        AgentState,
+        Campaign,
+        CampaignList,
+        Device,
+        Lead,
+        PhoneList,
+        Queue,
+        Tier,
+        User,
     )
 
     database = db.bind(url)
