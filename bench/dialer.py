@@ -166,7 +166,8 @@ def main() -> None:
         for mode, c in setup["campaigns"].items():
             s = floor.stats.get(c["queue"])
             dialled = Attempt.select().where(Attempt.campaign == c["id"]).count()
-            answered = Attempt.select().where((Attempt.campaign == c["id"]) & Attempt.answered_ms.is_null(False)).count()
+            answered = Attempt.select().where((Attempt.campaign == c["id"])
+                                              & Attempt.answered_ms.is_null(False)).count()
             dialer_abandoned = Attempt.select().where((Attempt.campaign == c["id"])
                                                       & (Attempt.outcome == "abandoned")).count()
             out[mode] = {
