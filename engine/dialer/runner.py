@@ -178,9 +178,11 @@ class Dialer:
                 continue
             if state in ("Receiving", "In a queue call"):
                 busy += 1
-            elif state == "Waiting" and (wrapup_until or 0) <= now_s and (bridge_end or 0) + wrap < now_s + 1:
-                free += 1
-            elif state == "Waiting":
+            elif state not in (None, "", "Waiting"):
+                continue  # Idle: not taking calls
+            elif (wrapup_until or 0) <= now_s and (bridge_end or 0) + wrap < now_s + 1:
+                free += 1  # Waiting (an agent checked in and never offered a call has had no state change)
+            else:
                 busy += 1  # wrap-up
         ringing = waiting = 0
         for call in self.live.values():
