@@ -22,6 +22,7 @@ def attempts(account, campaign_id: int) -> list[dict]:
 
 def test_campaign_dials_leads_into_the_queue_skips_dnc_and_survives_a_restart(real_switch, account):
     floor = Floor(real_switch, account)
+    assert real_switch.api("module_exists mod_avmd").strip() == "true"  # freeswitch-conf loads it for amd=1
     account.http("PUT", "/api/account", {"wrap_up_time": 0})
     queue = floor.queue("Dialer", "6601")
     agent = floor.agent("2601")
@@ -51,7 +52,7 @@ def test_campaign_dials_leads_into_the_queue_skips_dnc_and_survives_a_restart(re
         phone.wait_listening()
     campaign = account.http.post("/api/campaign", {
         "name": "Real", "queue_id": queue.id, "list_ids": [plist["id"]], "mode": "progressive",
-        "max_attempts": 1, "ring_timeout": 8, "call_script": "SCRIPT-7", "cid_num": "5550100",
+        "max_attempts": 1, "ring_timeout": 8, "call_script": "SCRIPT-7", "cid_num": "5550100", "amd": 1,
         "local_start": "00:00", "local_end": "24:00"})
     cid = campaign["id"]
     account.http.post(f"/api/campaign/{cid}/start")
@@ -101,5 +102,9 @@ def test_campaign_dials_leads_into_the_queue_skips_dnc_and_survives_a_restart(re
     for e in events:
         assert e["campaign_id"] == str(cid) and e["dialer_id"] == by_phone["5611"]["id"], e
         assert e["lead_id"] == "A-1" and e["lead_name"] == "Answers" and e["call_script"] == "SCRIPT-7", e
+    # amd=1: mod_avmd listened on the answered lead (no beep: the call went on to the agent)
+    log = real_switch.fs.log_text()
+    assert "Invalid Application" not in log, real_switch.failure_context()
+    assert f"{by_phone['5611']['uuid']} EXECUTE" in log and "Avmd on channel [sofia/switchdesk/2611@" in log
     lead_answers.wait(30)
     assert lead_answers.ok, lead_answers.report()
