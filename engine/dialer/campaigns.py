@@ -26,6 +26,7 @@ from engine.store.models import (
     CampaignLead,
     CampaignList,
     Lead,
+    LeadSkip,
     PhoneList,
     Queue,
     Tier,
@@ -173,7 +174,6 @@ def set_disposition(account_id: int, campaign_id: int, attempt_id: int, disposit
 
 
 def skips(account_id: int, campaign_id: int, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
-    from engine.store.models import LeadSkip
     get(account_id, campaign_id)
     rows = (LeadSkip.select(LeadSkip, CampaignLead.phone_key).join(CampaignLead)
             .where((LeadSkip.campaign == campaign_id) & (LeadSkip.id > after_id)).order_by(LeadSkip.id).limit(limit))
@@ -255,8 +255,10 @@ def preview_skip(account_id: int, campaign_id: int, attempt_id: int, user_id: in
     _campaign, attempt = preview_attempt(account_id, campaign_id, attempt_id, user_id)
     with db.atomic():
         leadsvc.finish(attempt.id, "skipped", cause="SKIPPED_BY_AGENT")
-        CampaignLead.update(state="skipped", skip_reason=f"skipped by agent {user_id} in preview").where(
+        reason = f"skipped by agent {user_id} in preview"
+        CampaignLead.update(state="skipped", skip_reason=reason).where(
             CampaignLead.id == attempt.campaign_lead_id).execute()
+        LeadSkip.create(campaign=attempt.campaign_id, campaign_lead=attempt.campaign_lead_id, reason=reason)
     return attempt_record(Attempt.get_by_id(attempt.id))
 
 

@@ -302,3 +302,75 @@ def test_click_to_call_for_a_lead_honours_dnc_and_window(api, tenant, switch):
     reason = campaigns.call_check(tenant.account_id, "2125550112", lead_id="8", campaign_id=None, at=night)
     assert reason.startswith("outside the calling window: 03:00 in America/New_York")
     assert campaigns.call_check(tenant.account_id, "2125550112", lead_id="8", campaign_id=None, at=NY_NOON) is None
+
+
+def test_answering_machine_beep_hangs_up_as_machine(switch, engine, tenant):
+    """amd=1: the originate runs avmd_start on answer; mod_avmd's avmd::beep on the lead's leg ends the call
+    (uuid_kill) and the attempt is `machine`, retried after retry.machine."""
+    Account.update(outbound_gateway="carrier").where(Account.id == tenant.account_id).execute()
+    floor = DialerFloor(switch, LeadBehaviour(answer_rate=1.0, busy_rate=0.0, ring=(0.1, 0.2),
+                                              patience=(60.0, 60.0)), scale=1.0)
+    floor.cc = None  # the lead is answered but nobody runs the queue: it waits until the beep
+    try:
+        plist = add_leads(tenant.account_id, "Leads", ["2125550100"])
+        queue = floor_setup(tenant.account_id, 1)
+        campaign = Campaign.create(account=tenant.account_id, name="AMD", queue=queue.id, status="running",
+                                   mode="progressive", amd=True, local_start=0, local_end=24 * 60, retry_machine=600)
+        from engine.store.models import CampaignList
+        CampaignList.create(campaign=campaign.id, phone_list=plist.id, role="leads")
+        engine.dialer.wake()
+        wait_until(lambda: switch.calls.originates and switch.calls.originates[0].answered_at, timeout=10)
+        call = switch.calls.originates[0]
+        assert call.variables["execute_on_answer"] == "avmd_start"
+        wait_until(lambda: call.uuid in engine.dialer.live and engine.dialer.live[call.uuid].answered)
+        switch.push_event(switch.make_event("CUSTOM", {"Unique-ID": call.uuid, "Beep-Status": "DETECTED"},
+                                            subclass="avmd::beep"))
+        switch.wait_for_command(lambda c: c.args.startswith(f"uuid_kill {call.uuid}"))
+        wait_until(lambda: Attempt.get(Attempt.uuid == call.uuid).outcome == "machine")
+        row = CampaignLead.get(CampaignLead.campaign == campaign.id)
+        assert row.state == "retry" and row.last_outcome == "machine" and row.next_at >= (
+            Attempt.get(Attempt.uuid == call.uuid).ended_ms + 600_000)
+    finally:
+        floor.stop()
+
+
+def test_preview_holds_the_lead_for_the_agent_then_calls_or_skips(switch, engine, tenant):
+    agent_dev = Device.create(account=tenant.account_id, name="Admin desk", sip_username="2001",
+                              sip_a1_hash="0" * 32, user=tenant.admin_id, timeout=5)
+    switch.calls.register("2001", tenant.domain, answer_after=0.01)
+    plist = add_leads(tenant.account_id, "Leads", ["2125550100", "2125550101"])
+    queue = Queue.create(account=tenant.account_id, name="Q")
+    app = create_app({"TESTING": True, "ENGINE": engine})
+    api = app.test_client()
+    key = {"Authorization": f"Bearer {tenant.key}"}
+    cid = api.post("/api/campaign", headers=key, json={
+        "name": "Preview", "queue_id": queue.id, "list_ids": [plist.id], "mode": "preview", "call_script": "P1",
+        "local_start": "00:00", "local_end": "24:00"}).get_json()["data"]["id"]
+    assert api.get(f"/api/campaign/{cid}/preview", headers=key).status_code == 409  # not started
+    api.post(f"/api/campaign/{cid}/start", headers=key)
+    first = api.get(f"/api/campaign/{cid}/preview", headers=key).get_json()["data"]
+    assert first["name"] == "Lead 1" and first["call_script"] == "P1"  # priority 1 first and first["ext_api_vars"] == {}
+    # the same lead until the agent decides
+    assert api.get(f"/api/campaign/{cid}/preview", headers=key).get_json()["data"]["attempt_id"] == \
+        first["attempt_id"]
+    r = api.post(f"/api/campaign/{cid}/preview/{first['attempt_id']}/skip", headers=key)
+    assert r.get_json()["data"]["outcome"] == "skipped"
+    second = api.get(f"/api/campaign/{cid}/preview", headers=key).get_json()["data"]
+    assert second["phone"] == "2125550100"
+    r = api.post(f"/api/campaign/{cid}/preview/{second['attempt_id']}/call", headers=key, json={})
+    assert r.status_code == 200 and r.get_json()["success"], r.get_json()
+    call = switch.calls.originates[-1]
+    assert call.endpoint == f"user/2001@{tenant.domain}" and call.variables["switchdesk_dst_num"] == "2125550100"
+    assert call.variables["switchdesk_campaign_id"] == str(cid)
+    assert call.variables["switchdesk_dialer_id"] == str(second["attempt_id"])
+    assert call.variables["switchdesk_call_script"] == "P1" and call.variables["switchdesk_lead_name"] == "Lead 0"
+    # a second call of the same preview is refused while it is up
+    again = api.post(f"/api/campaign/{cid}/preview/{second['attempt_id']}/call", headers=key, json={})
+    assert again.status_code == 409
+    # the agent's leg ends after the bridge: answered
+    switch.push_event(switch.make_event("CHANNEL_HANGUP_COMPLETE", {
+        "Unique-ID": call.uuid, "Hangup-Cause": "NORMAL_CLEARING", "variable_bridge_epoch": "1700000000"}))
+    wait_until(lambda: Attempt.get_by_id(second["attempt_id"]).outcome == "answered")
+    skips = api.get(f"/api/campaign/{cid}/skips", headers=key).get_json()["data"]
+    assert [s["reason"] for s in skips] == [f"skipped by agent {tenant.admin_id} in preview"]
+    assert agent_dev.id
