@@ -98,16 +98,19 @@ def save(account_id: int, campaign_id: int | None, fields: dict[str, Any]) -> Ca
             campaign.save()
         except peewee.IntegrityError:
             raise ServiceError(409, f"name: a campaign named {campaign.name!r} exists") from None
+        both = set(fields.get("list_ids") or ()) & set(fields.get("dnc_list_ids") or ())
+        if both:
+            raise ServiceError(400, f"dnc_list_ids: phone list {min(both)} is also in list_ids")
         for role, key in (("leads", "list_ids"), ("dnc", "dnc_list_ids")):
             if key in fields:
                 chosen = _lists(account_id, fields[key] or [], role)
                 if role == "leads" and not chosen:
                     raise ServiceError(400, "list_ids: at least one phone list")
-                CampaignList.delete().where((CampaignList.campaign == campaign.id)
-                                            & (CampaignList.role == role)).execute()
+                # a list has one role in a campaign: given here, it leaves the other
+                CampaignList.delete().where((CampaignList.campaign == campaign.id) & (
+                    (CampaignList.role == role) | CampaignList.phone_list.in_([p.id for p in chosen]))).execute()
                 for plist in chosen:
-                    CampaignList.insert(campaign=campaign.id, phone_list=plist.id, role=role).on_conflict_replace() \
-                        .execute()
+                    CampaignList.insert(campaign=campaign.id, phone_list=plist.id, role=role).execute()
         if campaign_id is None and "list_ids" not in fields:
             raise ServiceError(400, "list_ids: required")
     return campaign

@@ -197,14 +197,15 @@ def engine(switch) -> Iterator[Engine]:
     eng.stop()
 
 
-def test_progressive_campaign_end_to_end(switch, engine, tenant, client):
+def test_progressive_campaign_end_to_end(switch, engine, tenant, client, monkeypatch):
+    monkeypatch.setattr(runner, "TICK", 0.05)
     Account.update(outbound_gateway="carrier", timezone="America/New_York").where(
         Account.id == tenant.account_id).execute()
     floor = DialerFloor(switch, LeadBehaviour(answer_rate=0.6, busy_rate=0.1, ring=(0.5, 1.5), talk=(1.0, 3.0),
-                                              patience=(20.0, 30.0)), scale=10.0, agent_answer=0.5)
+                                              patience=(20.0, 30.0)), scale=20.0, agent_answer=0.5)
     runner.clock = floor.now
     try:
-        phones = [f"212555{n:04d}" for n in range(24)]
+        phones = [f"212555{n:04d}" for n in range(16)]
         plist = add_leads(tenant.account_id, "Leads", phones)
         add_leads(tenant.account_id, "DNC", ["+1 (212) 555-0007"], "dnc")
         queue = floor_setup(tenant.account_id, 3)
@@ -349,7 +350,8 @@ def test_preview_holds_the_lead_for_the_agent_then_calls_or_skips(switch, engine
     assert api.get(f"/api/campaign/{cid}/preview", headers=key).status_code == 409  # not started
     api.post(f"/api/campaign/{cid}/start", headers=key)
     first = api.get(f"/api/campaign/{cid}/preview", headers=key).get_json()["data"]
-    assert first["name"] == "Lead 1" and first["call_script"] == "P1"  # priority 1 first and first["ext_api_vars"] == {}
+    # priority 1 first
+    assert first["name"] == "Lead 1" and first["call_script"] == "P1" and first["ext_api_vars"] == {}
     # the same lead until the agent decides
     assert api.get(f"/api/campaign/{cid}/preview", headers=key).get_json()["data"]["attempt_id"] == \
         first["attempt_id"]
