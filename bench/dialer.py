@@ -11,7 +11,7 @@ clock; the real time taken is DAY / SCALE): the default is a 2-hour shift at 60x
 Printed (one JSON line), per mode: agent talk-time utilisation (talk seconds / agents x shift), the
 abandon rate (answered leads that waited more than 2 s and hung up with no agent, per answered lead, as the
 emulator saw it, and as the dialer measured it), calls dialled and answered; and the API's p50/p99
-(`GET /api/campaign/{id}/stats`, authenticated, on one keep-alive connection) idle before the shift and while
+(`GET /api/campaign/{id}`, authenticated, on one keep-alive connection) idle before the shift and while
 dialling. Targets: predictive >= 1.3x progressive's utilisation with abandon <= 3%; API p99 within 2x idle.
 """
 from gevent import monkey
@@ -111,6 +111,23 @@ def probe(port: int, path: str, key: str, until: gevent.event.Event, interval: f
     return out
 
 
+def trace(engine, fs, setup) -> None:
+    """BENCH_TRACE=1: every few floor seconds, what the emulator and the dialer each see (stderr)."""
+    from collections import Counter
+
+    from engine.store.db import connection
+    from engine.store.models import Campaign
+    while True:
+        gevent.sleep(0.5)
+        c = setup["campaigns"]["predictive"]
+        members = Counter(m.state for m in fs.callcenter.members if m.queue == c["queue"])
+        agents = Counter((a.status, a.state) for a in fs.callcenter.agents if a.name.startswith(""))
+        with connection():
+            campaign = Campaign.get_by_id(c["id"])
+            floor = engine.dialer.floor(campaign, engine.dialer.floor.__globals__["clock"]())
+        print("members", dict(members), "agents", dict(agents), "dialer", floor, file=sys.stderr)
+
+
 def main() -> None:
     from api import create_app
     from engine.dialer import runner
@@ -139,7 +156,7 @@ def main() -> None:
     port = free_port()
     server = WSGIServer(("127.0.0.1", port), app, log=None)
     server.start()
-    stats_path = f"/api/campaign/{setup['campaigns']['predictive']['id']}/stats"
+    stats_path = f"/api/campaign/{setup['campaigns']['predictive']['id']}"
 
     stop = gevent.event.Event()
     idle = gevent.spawn(probe, port, stats_path, setup["key"], stop)
@@ -153,6 +170,8 @@ def main() -> None:
     stop = gevent.event.Event()
     busy = gevent.spawn(probe, port, stats_path, setup["key"], stop)
     engine.dialer.wake()
+    if os.environ.get("BENCH_TRACE"):
+        gevent.spawn(trace, engine, fs, setup)
     gevent.sleep(DAY / SCALE)
     with connection():
         Campaign.update(status="stopped").execute()

@@ -6,9 +6,11 @@ about and tested without a switch.
 Predictive: of the calls placed, a fraction `answer_rate` is answered after
 `ring` seconds on average; an answered lead needs an agent within the abandon
 threshold. The agents that will be free when the calls placed now are answered
-are the free ones plus the busy ones whose call (mean `handle` seconds, talk
-and wrap-up) ends within `ring` seconds: about `busy * (1 - exp(-ring/handle))`
-with exponential-ish handle times. Lines to have in flight = agents expected
+are the free ones plus the busy ones whose call (talk and wrap-up) ends within
+`ring` seconds. For the campaign's own calls with an agent that is read from the
+handle times of the window given how long each call has lasted already
+(P(H <= e + ring | H > e)); other busy agents (inbound calls) count
+`1 - exp(-ring/handle)` each. Lines to have in flight = agents expected
 free / answer rate, less what is already ringing or waiting. A gain multiplies
 the expected supply: it shrinks when the abandon rate of the rolling window
 nears the cap and grows slowly while it stays well under. With fewer than
@@ -17,13 +19,16 @@ and predictive dials like progressive.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
 
 MIN_SAMPLES = 30  # finished attempts in the window before predicting
 MIN_ANSWERED = 10
-GAIN_MIN, GAIN_MAX = 0.5, 2.0
+MIN_HANDLES = 20  # handle times before the conditional estimate of who frees up
+MIN_TAIL = 5
+GAIN_MIN, GAIN_MAX = 0.5, 1.5
 
 
 @dataclass
@@ -36,44 +41,71 @@ class Floor:
     waiting: int  # our calls answered, in the queue, no agent yet
 
 
-@dataclass
-class Sample:
-    """One finished attempt (times in seconds)."""
-
-    end: float
-    answered: bool
-    abandoned: bool
-    ring: float | None  # dial to answer, answered calls
-    handle: float | None  # agent bridged to hang-up, plus wrap-up
-
-
 class Stats:
-    """The rolling window of finished attempts the predictive pacing learns from."""
+    """The rolling window the predictive pacing learns from.
+
+    A dial counts for the answer rate when its ringing is decided: at the answer (answered) or at its end
+    (not answered). Counting at the end only would under-count answers early in the day (answered calls are
+    still talking while the failed ones have ended) and overdial. Handle times and abandons count when an
+    answered call ends."""
 
     def __init__(self, window: float = 900.0) -> None:
         self.window = window
-        self.samples: deque[Sample] = deque()
+        self.dials: deque[tuple[float, bool, float | None]] = deque()  # (when, answered, ring seconds)
+        self.ends: deque[tuple[float, bool, float | None]] = deque()  # answered calls: (when, abandoned, handle)
 
-    def add(self, sample: Sample) -> None:
-        self.samples.append(sample)
+    def dialled(self, at: float, answered: bool, ring: float | None = None) -> None:
+        self.dials.append((at, answered, ring))
+
+    def ended(self, at: float, abandoned: bool, handle: float | None) -> None:
+        self.ends.append((at, abandoned, handle))
 
     def trim(self, now: float) -> None:
-        while self.samples and self.samples[0].end < now - self.window:
-            self.samples.popleft()
+        for queue in (self.dials, self.ends):
+            while queue and queue[0][0] < now - self.window:
+                queue.popleft()
+
+    @property
+    def handles(self) -> list[float]:
+        return [h for _, _, h in self.ends if h is not None]
+
+    def freeing(self, elapsed: list[float], horizon: float) -> float:
+        """Expected number of the calls that have lasted `elapsed` seconds that end within `horizon`.
+
+        From the window's handle times given the time already spent; where fewer than MIN_TAIL calls of
+        the window lasted that long (early in the day only the short calls have ended: a survivor bias),
+        the exponential estimate with the window's mean is used instead."""
+        handles = sorted(self.handles)
+        n = len(handles)
+        if n < MIN_HANDLES:
+            return len(elapsed) * (1.0 - math.exp(-horizon / (sum(handles) / n))) if n else 0.0
+        mean = sum(handles) / n
+        tail = 1.0 - math.exp(-horizon / mean)
+        total = 0.0
+        for e in elapsed:
+            longer = n - bisect.bisect_right(handles, e)
+            if longer < MIN_TAIL:
+                total += tail
+                continue
+            ending = bisect.bisect_right(handles, e + horizon) - bisect.bisect_right(handles, e)
+            total += ending / longer
+        return total
 
     def summary(self, now: float) -> dict[str, float | int | None]:
         self.trim(now)
-        total = len(self.samples)
-        answered = [s for s in self.samples if s.answered]
-        abandoned = sum(1 for s in answered if s.abandoned)
-        rings = [s.ring for s in answered if s.ring is not None]
-        handles = [s.handle for s in answered if s.handle is not None]
+        total = len(self.dials)
+        rings = [r for _, answered, r in self.dials if answered and r is not None]
+        answered = sum(1 for _, a, _ in self.dials if a)
+        ended = len(self.ends)
+        abandoned = sum(1 for _, a, _ in self.ends if a)
+        handles = self.handles
         return {
             "dialled": total,
-            "answered": len(answered),
+            "answered": answered,
             "abandoned": abandoned,
-            "answer_rate": len(answered) / total if total else None,
-            "abandon_rate": abandoned / len(answered) if answered else 0.0,
+            "ended": ended,
+            "answer_rate": answered / total if total else None,
+            "abandon_rate": abandoned / ended if ended else 0.0,
             "ring": sum(rings) / len(rings) if rings else None,
             "handle": sum(handles) / len(handles) if handles else None,
         }
@@ -100,22 +132,27 @@ class Predictive:
             return
         if rate > self.cap:
             self.gain = max(GAIN_MIN, self.gain * 0.9)
-        elif rate > 0.7 * self.cap:
-            self.gain = max(GAIN_MIN, self.gain * 0.98)
-        elif rate < 0.4 * self.cap:
-            self.gain = min(GAIN_MAX, self.gain * 1.01)
+        elif rate > 0.6 * self.cap:
+            self.gain = max(GAIN_MIN, self.gain * 0.97)
+        elif rate < 0.3 * self.cap and summary["ended"] >= MIN_ANSWERED:
+            self.gain = min(GAIN_MAX, self.gain * 1.005)
 
-    def lines(self, floor: Floor, summary: dict) -> int:
-        """Calls to start now."""
+    def lines(self, floor: Floor, summary: dict, stats: Stats | None = None,
+              elapsed: list[float] | None = None) -> int:
+        """Calls to start now. `elapsed`: how long each of the campaign's calls with an agent has lasted."""
         answer_rate, ring, handle = summary["answer_rate"], summary["ring"], summary["handle"]
         if (summary["dialled"] < MIN_SAMPLES or summary["answered"] < MIN_ANSWERED or not answer_rate
                 or ring is None or not handle):
             self.fallback = True
             return progressive(floor)
         self.fallback = False
-        if (summary["abandon_rate"] or 0.0) > self.cap * 1.5:
+        if (summary["abandon_rate"] or 0.0) > self.cap * 3 and summary["ended"] >= MIN_SAMPLES:
             return progressive(floor)  # far over the cap: stop dialling ahead until it recovers
-        freeing = floor.busy * (1.0 - math.exp(-ring / handle))
+        elapsed = elapsed or []
+        others = max(0, floor.busy - len(elapsed))
+        freeing = others * (1.0 - math.exp(-ring / handle))
+        if stats is not None and elapsed:
+            freeing += stats.freeing(elapsed[:floor.busy], ring)
         supply = (floor.free + freeing) * self.gain - floor.waiting
         if supply <= 0:
             return 0

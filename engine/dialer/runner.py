@@ -50,6 +50,7 @@ from engine.dialer import leads as leadsvc
 from engine.dialer import pacing, window
 from engine.esl import quoting
 from engine.esl.errors import ESLError
+from engine.store import fastq
 from engine.store.db import connection
 from engine.store.models import Account, AgentState, Attempt, Campaign, Device, Extension, Tier, TimeGroup
 
@@ -57,7 +58,7 @@ log = logging.getLogger("switchdesk.dialer")
 
 EVENTS = ("CUSTOM avmd::beep",)
 TICK = 0.25  # seconds between pacing passes (a finished call or an agent change wakes it sooner)
-POPULATE_EVERY = 30.0  # seconds between looks for leads added to the campaign's lists
+POPULATE_EVERY = 30.0  # wall-clock seconds between looks for leads added to the campaign's lists
 ABANDON_AFTER = 2.0  # an answered lead left without an agent after this long is abandoned
 ACK_TIMEOUT = 10.0
 WINDOW = 900.0  # seconds of finished calls the predictive pacing learns from
@@ -148,8 +149,9 @@ class Dialer:
         self.ticks += 1
         at = clock()
         for campaign in self.running():
-            if at - self.populated.get(campaign.id, 0.0) > POPULATE_EVERY:
-                self.populated[campaign.id] = at
+            wall = time.monotonic()
+            if wall - self.populated.get(campaign.id, -POPULATE_EVERY) >= POPULATE_EVERY:
+                self.populated[campaign.id] = wall
                 leadsvc.populate(campaign.id)
             account = Account.get_by_id(campaign.account_id)
             self.wraps[campaign.id] = account.wrap_up_time or 0
@@ -203,7 +205,10 @@ class Dialer:
         if campaign.mode == "progressive":
             return pacing.progressive(floor)
         pacer = self.pacer(campaign)
-        return pacer.lines(floor, self.stats_of(campaign.id).summary(at))
+        stats = self.stats_of(campaign.id)
+        elapsed = [at - c.agent for c in self.live.values() if c.campaign_id == campaign.id and c.agent is not None
+                   and not c.preview]
+        return pacer.lines(floor, stats.summary(at), stats, elapsed)
 
     def pacer(self, campaign: Campaign) -> pacing.Predictive:
         pacer = self.pacers.get(campaign.id)
@@ -320,7 +325,10 @@ class Dialer:
         if call is None or call.answered is not None:
             return
         call.answered = at
-        Attempt.update(answered_ms=int(at * 1000)).where(Attempt.id == call.attempt_id).execute()
+        if not call.preview:
+            self.stats_of(call.campaign_id).dialled(at, True, at - call.started)
+        fastq.execute("dialer.answered", lambda t, i: Attempt.update({Attempt.answered_ms: t}).where(
+            Attempt.id == i), int(at * 1000), call.attempt_id)
 
     def on_channel(self, event: Any) -> None:
         uid = event.get("Unique-ID")
@@ -362,8 +370,13 @@ class Dialer:
         parsed = fsconfig.parse_name(event.get("CC-Agent") or "")
         call.user_id = parsed[0] if parsed else None
         with connection():
-            Attempt.update(agent_ms=int(call.agent * 1000), user=call.user_id).where(
-                Attempt.id == call.attempt_id).execute()
+            if call.user_id is None:
+                fastq.execute("dialer.agent_ms", lambda t, i: Attempt.update({Attempt.agent_ms: t}).where(
+                    Attempt.id == i), int(call.agent * 1000), call.attempt_id)
+            else:
+                fastq.execute("dialer.agent", lambda t, u, i: Attempt.update(
+                    {Attempt.agent_ms: t, Attempt.user: u}).where(Attempt.id == i),
+                    int(call.agent * 1000), call.user_id, call.attempt_id)
 
     def on_beep(self, event: Any) -> None:
         uid = event.get("Unique-ID")
@@ -382,13 +395,11 @@ class Dialer:
         at = clock()
         if leadsvc.finish(call.attempt_id, outcome, cause=cause, at_ms=int(at * 1000)):
             wrap = self.wraps.get(call.campaign_id, 0)
-            answered = call.answered is not None
-            sample = pacing.Sample(
-                end=at, answered=answered, abandoned=outcome == "abandoned",
-                ring=(call.answered - call.started) if answered else None,
-                handle=(at - call.agent + wrap) if call.agent is not None else None)
             stats = self.stats_of(call.campaign_id)
-            stats.add(sample)
+            if call.answered is None:
+                stats.dialled(at, False)
+            else:
+                stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
             pacer = self.pacers.get(call.campaign_id)
             if pacer is not None:
                 pacer.adapt(stats.summary(at))

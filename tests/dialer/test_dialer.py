@@ -175,14 +175,19 @@ def test_predictive_pacing_falls_back_and_dials_ahead():
     assert p.lines(floor, pacing.Stats().summary(0)) == 2 and p.fallback
     stats = pacing.Stats(900)
     for i in range(100):
-        stats.add(pacing.Sample(end=i, answered=i % 3 == 0, abandoned=False, ring=10.0 if i % 3 == 0 else None,
-                                handle=120.0 if i % 3 == 0 else None))
+        stats.dialled(i, i % 3 == 0, 10.0 if i % 3 == 0 else None)
+        if i % 3 == 0:
+            stats.ended(i, False, 60.0 + i)
     summary = stats.summary(100)
-    assert p.lines(floor, summary) > 2 and not p.fallback
+    assert summary["answer_rate"] == pytest.approx(34 / 100)
+    ahead = p.lines(floor, summary, stats, [5.0] * 18)
+    assert ahead > 2 and not p.fallback
+    # calls about to end free their agents: more lines than for calls that just began
+    assert p.lines(floor, summary, stats, [150.0] * 18) > ahead
     # far over the cap: no dialling ahead
     for i in range(100, 140):
-        stats.add(pacing.Sample(end=i, answered=True, abandoned=True, ring=10.0, handle=None))
-    assert p.lines(floor, stats.summary(140)) == 2
+        stats.ended(i, True, None)
+    assert p.lines(floor, stats.summary(140), stats, [5.0] * 18) == 2
 
 
 # -- end to end on the emulator --
