@@ -25,6 +25,7 @@ from engine.store.models import (
     Campaign,
     CampaignLead,
     CampaignList,
+    Extension,
     Lead,
     LeadSkip,
     PhoneList,
@@ -273,12 +274,14 @@ def call_check(account_id: int, destination: str, *, lead_id: str | None, campai
     """Why a click-to-call to `destination` for a lead or campaign may not be placed now, or None.
 
     The account's DNC lists always apply (and the campaign's, when one is named); the calling window is the
-    campaign's (its time group and local hours), else 08:00-21:00 at the number."""
+    campaign's (its time group and local hours), else 08:00-21:00 at the number. The account's own
+    extensions are not leads' numbers: neither applies to them."""
     at = at or dt.datetime.now(dt.UTC)
     campaign = get(account_id, campaign_id) if campaign_id is not None else None
     phone = normalize_phone(destination)
-    if phone is None:
-        return None  # an extension or feature code: not a lead's number
+    if phone is None or Extension.select().where((Extension.account == account_id)
+                                                 & (Extension.number == destination)).exists():
+        return None  # an extension of the account or a feature code: not a lead's number
     account = Account.get_by_id(account_id)
     key = phone_key(phone, account_country(account_id))
     lists = PhoneList.select(PhoneList.id).where((PhoneList.account == account_id) & (PhoneList.type == "dnc"))

@@ -51,7 +51,8 @@ class Stats:
 
     def __init__(self, window: float = 900.0) -> None:
         self.window = window
-        self.dials: deque[tuple[float, bool, float | None]] = deque()  # (when, answered, ring seconds)
+        # (when, answered, seconds it rang: to the answer, or to the failure)
+        self.dials: deque[tuple[float, bool, float | None]] = deque()
         self.ends: deque[tuple[float, bool, float | None]] = deque()  # answered calls: (when, abandoned, handle)
 
     def dialled(self, at: float, answered: bool, ring: float | None = None) -> None:
@@ -64,6 +65,23 @@ class Stats:
         for queue in (self.dials, self.ends):
             while queue and queue[0][0] < now - self.window:
                 queue.popleft()
+
+    def answering(self, ages: list[float]) -> float:
+        """Expected answers among calls still ringing after `ages` seconds: a call that has rung longer than
+        most answered calls do is unlikely to be answered (P(answer | rang a) from the window)."""
+        rang = sorted(r for _, _, r in self.dials if r is not None)
+        answered = sorted(r for _, a, r in self.dials if a and r is not None)
+        if len(answered) < MIN_ANSWERED or not rang:
+            total = len(self.dials)
+            rate = sum(1 for _, a, _ in self.dials if a) / total if total else 0.0
+            return rate * len(ages)
+        expected = 0.0
+        for age in ages:
+            still = len(rang) - bisect.bisect_right(rang, age)
+            if still <= 0:
+                continue
+            expected += (len(answered) - bisect.bisect_right(answered, age)) / still
+        return expected
 
     @property
     def handles(self) -> list[float]:
@@ -138,8 +156,9 @@ class Predictive:
             self.gain = min(GAIN_MAX, self.gain * 1.005)
 
     def lines(self, floor: Floor, summary: dict, stats: Stats | None = None,
-              elapsed: list[float] | None = None) -> int:
-        """Calls to start now. `elapsed`: how long each of the campaign's calls with an agent has lasted."""
+              elapsed: list[float] | None = None, ages: list[float] | None = None) -> int:
+        """Calls to start now. `elapsed`: how long each of the campaign's calls with an agent has lasted;
+        `ages`: how long each of its calls still ringing has rung."""
         answer_rate, ring, handle = summary["answer_rate"], summary["ring"], summary["handle"]
         if (summary["dialled"] < MIN_SAMPLES or summary["answered"] < MIN_ANSWERED or not answer_rate
                 or ring is None or not handle):
@@ -156,7 +175,8 @@ class Predictive:
         supply = (floor.free + freeing) * self.gain - floor.waiting
         if supply <= 0:
             return 0
-        wanted = supply / max(answer_rate, 0.02)
+        coming = stats.answering(ages) if stats is not None and ages is not None else answer_rate * floor.ringing
+        wanted = max(0.0, supply - coming) / max(answer_rate, 0.02)
         agents = floor.free + floor.busy
-        wanted = min(wanted, self.max_ratio * max(agents, 1))
-        return max(0, int(wanted) - floor.ringing)
+        room = self.max_ratio * max(agents, 1) - floor.ringing
+        return max(0, int(min(wanted, room)))

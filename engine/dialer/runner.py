@@ -208,7 +208,9 @@ class Dialer:
         stats = self.stats_of(campaign.id)
         elapsed = [at - c.agent for c in self.live.values() if c.campaign_id == campaign.id and c.agent is not None
                    and not c.preview]
-        return pacer.lines(floor, stats.summary(at), stats, elapsed)
+        ages = [at - c.started for c in self.live.values() if c.campaign_id == campaign.id and c.answered is None
+                and not c.preview]
+        return pacer.lines(floor, stats.summary(at), stats, elapsed, ages)
 
     def pacer(self, campaign: Campaign) -> pacing.Predictive:
         pacer = self.pacers.get(campaign.id)
@@ -397,7 +399,7 @@ class Dialer:
             wrap = self.wraps.get(call.campaign_id, 0)
             stats = self.stats_of(call.campaign_id)
             if call.answered is None:
-                stats.dialled(at, False)
+                stats.dialled(at, False, at - call.started)
             else:
                 stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
             pacer = self.pacers.get(call.campaign_id)

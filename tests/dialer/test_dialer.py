@@ -381,3 +381,12 @@ def test_preview_holds_the_lead_for_the_agent_then_calls_or_skips(switch, engine
     skips = api.get(f"/api/campaign/{cid}/skips", headers=key).get_json()["data"]
     assert [s["reason"] for s in skips] == [f"skipped by agent {tenant.admin_id} in preview"]
     assert agent_dev.id
+
+
+def test_click_to_call_to_an_extension_is_not_a_leads_number(tenant):
+    from engine.dialer import campaigns
+    from engine.store.models import Extension
+    Extension.create(account=tenant.account_id, number="302", target_type="queue", target_id=1)
+    night = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)
+    assert campaigns.call_check(tenant.account_id, "302", lead_id="L-77", campaign_id=None, at=night) is None
+    assert campaigns.call_check(tenant.account_id, "303", lead_id="L-77", campaign_id=None, at=night)
