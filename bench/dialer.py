@@ -125,7 +125,9 @@ def trace(engine, fs, setup) -> None:
         with connection():
             campaign = Campaign.get_by_id(c["id"])
             floor = engine.dialer.floor(campaign, engine.dialer.floor.__globals__["clock"]())
-        print("members", dict(members), "agents", dict(agents), "dialer", floor, file=sys.stderr)
+        pacer = engine.dialer.pacers.get(c["id"])
+        print("members", dict(members), "dialer", floor, "gain", pacer and round(pacer.gain, 3),
+              "fallback", pacer and pacer.fallback, file=sys.stderr)
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ MIN_SAMPLES = 30  # finished attempts in the window before predicting
 MIN_ANSWERED = 10
 MIN_HANDLES = 20  # handle times before the conditional estimate of who frees up
 MIN_TAIL = 5
-GAIN_MIN, GAIN_MAX = 0.5, 1.5
+GAIN_MIN, GAIN_MAX = 0.3, 1.5
+Z = 1.0  # standard deviations of answers kept in hand
+PRIOR = 30  # calls at the cap the abandon rate is smoothed with
 
 
 @dataclass
@@ -87,18 +89,17 @@ class Stats:
     def handles(self) -> list[float]:
         return [h for _, _, h in self.ends if h is not None]
 
-    def freeing(self, elapsed: list[float], horizon: float) -> float:
+    def freeing(self, elapsed: list[float], horizon: float, mean: float) -> float:
         """Expected number of the calls that have lasted `elapsed` seconds that end within `horizon`.
 
         From the window's handle times given the time already spent; where fewer than MIN_TAIL calls of
         the window lasted that long (early in the day only the short calls have ended: a survivor bias),
-        the exponential estimate with the window's mean is used instead."""
+        the exponential estimate with `mean` is used instead."""
         handles = sorted(self.handles)
         n = len(handles)
-        if n < MIN_HANDLES:
-            return len(elapsed) * (1.0 - math.exp(-horizon / (sum(handles) / n))) if n else 0.0
-        mean = sum(handles) / n
         tail = 1.0 - math.exp(-horizon / mean)
+        if n < MIN_HANDLES:
+            return len(elapsed) * tail
         total = 0.0
         for e in elapsed:
             longer = n - bisect.bisect_right(handles, e)
@@ -144,16 +145,19 @@ class Predictive:
         self.fallback = True  # too little data: progressive
 
     def adapt(self, summary: dict) -> None:
-        """Called once per finished attempt: steer the gain by the window's abandon rate."""
-        rate = summary["abandon_rate"] or 0.0
-        if summary["answered"] < MIN_ANSWERED:
+        """Called when an answered call ends: steer the gain by the window's abandon rate.
+
+        The rate is smoothed towards the cap (as if PRIOR calls at the cap had been seen), so two abandons
+        among the first twenty calls do not throw the pacing back to the floor."""
+        if self.fallback or summary["ended"] < MIN_ANSWERED:
             return
+        rate = ((summary["abandoned"] or 0) + self.cap * PRIOR) / (summary["ended"] + PRIOR)
         if rate > self.cap:
-            self.gain = max(GAIN_MIN, self.gain * 0.9)
-        elif rate > 0.6 * self.cap:
-            self.gain = max(GAIN_MIN, self.gain * 0.97)
-        elif rate < 0.3 * self.cap and summary["ended"] >= MIN_ANSWERED:
-            self.gain = min(GAIN_MAX, self.gain * 1.005)
+            self.gain = max(GAIN_MIN, self.gain * 0.95)
+        elif rate > 0.8 * self.cap:
+            self.gain = max(GAIN_MIN, self.gain * 0.99)
+        elif rate < 0.6 * self.cap:
+            self.gain = min(GAIN_MAX, self.gain * 1.02)
 
     def lines(self, floor: Floor, summary: dict, stats: Stats | None = None,
               elapsed: list[float] | None = None, ages: list[float] | None = None) -> int:
@@ -161,22 +165,36 @@ class Predictive:
         `ages`: how long each of its calls still ringing has rung."""
         answer_rate, ring, handle = summary["answer_rate"], summary["ring"], summary["handle"]
         if (summary["dialled"] < MIN_SAMPLES or summary["answered"] < MIN_ANSWERED or not answer_rate
-                or ring is None or not handle):
+                or ring is None or not handle or summary["ended"] < MIN_HANDLES):
             self.fallback = True
             return progressive(floor)
         self.fallback = False
         if (summary["abandon_rate"] or 0.0) > self.cap * 3 and summary["ended"] >= MIN_SAMPLES:
             return progressive(floor)  # far over the cap: stop dialling ahead until it recovers
         elapsed = elapsed or []
+        # the mean handle time with the calls still up counted (censored): early in the day only the short
+        # calls have ended, and their mean alone would free agents far too soon
+        handles = stats.handles if stats is not None else []
+        mean = (sum(handles) + sum(elapsed)) / len(handles) if handles else handle
         others = max(0, floor.busy - len(elapsed))
-        freeing = others * (1.0 - math.exp(-ring / handle))
+        freeing = others * (1.0 - math.exp(-ring / mean))
         if stats is not None and elapsed:
-            freeing += stats.freeing(elapsed[:floor.busy], ring)
+            freeing += stats.freeing(elapsed[:floor.busy], ring, mean)
         supply = (floor.free + freeing) * self.gain - floor.waiting
         if supply <= 0:
-            return 0
+            return progressive(floor)
         coming = stats.answering(ages) if stats is not None and ages is not None else answer_rate * floor.ringing
-        wanted = max(0.0, supply - coming) / max(answer_rate, 0.02)
+        room_for = supply - coming  # answers the agents can take
+        if room_for <= 0:
+            return progressive(floor)
+        # n lines bring n*p answers give or take sqrt(n*p*q): take the n whose answers stay within the
+        # agents one standard deviation above the mean (n*p + Z*sqrt(n*p*q) = room_for), so a lucky streak of
+        # answers does not leave leads waiting
+        p = max(answer_rate, 0.02)
+        spread = Z * math.sqrt(p * (1 - p))
+        root = (-spread + math.sqrt(spread * spread + 4 * p * room_for)) / (2 * p)
+        wanted = root * root
         agents = floor.free + floor.busy
         room = self.max_ratio * max(agents, 1) - floor.ringing
-        return max(0, int(min(wanted, room)))
+        # never fewer than progressive would dial: a free agent always gets a line
+        return max(progressive(floor), int(min(wanted, room)))

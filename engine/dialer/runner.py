@@ -403,7 +403,7 @@ class Dialer:
             else:
                 stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
             pacer = self.pacers.get(call.campaign_id)
-            if pacer is not None:
+            if pacer is not None and call.answered is not None:
                 pacer.adapt(stats.summary(at))
         self.wake()
 
