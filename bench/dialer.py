@@ -121,7 +121,6 @@ def trace(engine, fs, setup) -> None:
         gevent.sleep(0.5)
         c = setup["campaigns"]["predictive"]
         members = Counter(m.state for m in fs.callcenter.members if m.queue == c["queue"])
-        agents = Counter((a.status, a.state) for a in fs.callcenter.agents if a.name.startswith(""))
         with connection():
             campaign = Campaign.get_by_id(c["id"])
             floor = engine.dialer.floor(campaign, engine.dialer.floor.__globals__["clock"]())
