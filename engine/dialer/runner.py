@@ -61,6 +61,7 @@ TICK = 0.25  # seconds between pacing passes (a finished call or an agent change
 POPULATE_EVERY = 30.0  # wall-clock seconds between looks for leads added to the campaign's lists
 ABANDON_AFTER = 2.0  # an answered lead left without an agent after this long is abandoned
 ACK_TIMEOUT = 10.0
+FRESH = 10.0  # seconds: a call this young missing from FreeSWITCH may still be in the making
 WINDOW = 900.0  # seconds of finished calls the predictive pacing learns from
 PHONE = re.compile(r"^\+?[0-9]{3,20}$")
 
@@ -417,21 +418,25 @@ class Dialer:
                                                         & (Attempt.mode != "preview")))
         finished = 0
         for attempt in open_attempts:
-            if attempt.uuid in self.live:
-                continue
             try:
                 exists = client.api(f"uuid_exists {attempt.uuid}", check=False).strip() == "true"
             except ESLError:
                 return finished
+            known = self.live.get(attempt.uuid)
+            if known is not None and known.answered is None and clock() - known.started < FRESH:
+                continue  # placed a moment ago: FreeSWITCH may not have made the leg yet
+            if exists:
+                if known is None:  # after a restart: follow it again
+                    self.live[attempt.uuid] = Live(
+                        attempt.id, attempt.campaign_id, attempt.uuid, attempt.started_ms / 1000,
+                        answered=attempt.answered_ms / 1000 if attempt.answered_ms else None,
+                        agent=attempt.agent_ms / 1000 if attempt.agent_ms else None, user_id=attempt.user_id)
+                continue
+            # gone while we could not hear its end (a restart, or a lost connection): what we knew decides
+            answered = (known.answered if known is not None else None) or attempt.answered_ms
+            self.live.pop(attempt.uuid, None)
             with connection():
-                call = Live(attempt.id, attempt.campaign_id, attempt.uuid, attempt.started_ms / 1000,
-                            answered=attempt.answered_ms / 1000 if attempt.answered_ms else None,
-                            agent=attempt.agent_ms / 1000 if attempt.agent_ms else None, user_id=attempt.user_id)
-                if exists:
-                    self.live[attempt.uuid] = call
-                    continue
-                outcome = "answered" if call.answered is not None else "lost"
-                if leadsvc.finish(attempt.id, outcome, cause="ENDED_WHILE_NOT_FOLLOWED"):
+                if leadsvc.finish(attempt.id, "answered" if answered else "lost", cause="ENDED_WHILE_NOT_FOLLOWED"):
                     finished += 1
         if finished:
             log.info("dialer: %d attempt(s) ended while we could not hear", finished)

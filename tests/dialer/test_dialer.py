@@ -273,20 +273,25 @@ def test_progressive_campaign_end_to_end(switch, engine, tenant, client, monkeyp
 
 def test_restart_finishes_or_follows_open_attempts(switch, engine, tenant):
     queue = Queue.create(account=tenant.account_id, name="Q")
-    plist = add_leads(tenant.account_id, "Leads", ["2125550100", "2125550101"])
+    plist = add_leads(tenant.account_id, "Leads", ["2125550100", "2125550101", "2125550102"])
     campaign = Campaign.create(account=tenant.account_id, name="C", queue=queue.id, status="paused")
     from engine.store.models import CampaignList
     CampaignList.create(campaign=campaign.id, phone_list=plist.id, role="leads")
     runner.clock = lambda: NY_NOON.timestamp()
     try:
         leadsvc.populate(campaign.id)
-        claimed = leadsvc.claim(campaign, 2, engine.dialer.owner, zone="UTC", mode="progressive")
+        claimed = leadsvc.claim(campaign, 3, engine.dialer.owner, zone="UTC", mode="progressive")
     finally:
         runner.clock = __import__("time").time
-    up, gone = claimed
+    up, gone, talked = sorted(claimed, key=lambda c: c.phone)
+    # a call followed before a lost connection, answered, whose end we did not hear
+    engine.dialer.live[talked.uuid] = runner.Live(talked.attempt_id, campaign.id, talked.uuid,
+                                                  runner.clock() - 60, answered=runner.clock() - 50)
     switch.commands["uuid_exists"] = lambda args: "true" if args.strip() == up.uuid else "false"
-    assert engine.dialer.reconcile() == 1
-    assert up.uuid in engine.dialer.live
+    assert engine.dialer.reconcile() == 2
+    assert up.uuid in engine.dialer.live and talked.uuid not in engine.dialer.live
+    assert Attempt.get_by_id(talked.attempt_id).outcome == "answered"
+    assert CampaignLead.get_by_id(talked.campaign_lead_id).state == "done"
     lost = CampaignLead.get_by_id(gone.campaign_lead_id)
     assert lost.state == "retry" and lost.attempts == 0 and lost.last_outcome == "lost"
     assert CampaignLead.get_by_id(up.campaign_lead_id).state == "dialing"
