@@ -18,7 +18,6 @@ set to the next local opening). Both reasons are recorded (`skip_reason`, and a
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +211,3 @@ def finish(attempt_id: int, outcome: str, *, cause: str | None = None, at_ms: in
         CampaignLead.update(update).where(CampaignLead.id == row.id).execute()
     return True
 
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
