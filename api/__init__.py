@@ -27,6 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         account,
         agents,
         calls,
+        campaigns,
         cdr,
         checkin,
         devices,
@@ -53,7 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
-                   voicemail, calls, cdr, recordings):
+                   voicemail, calls, cdr, recordings, campaigns):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)

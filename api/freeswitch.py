@@ -481,7 +481,8 @@ def voicemail_directory_section(account: AccountView, box: views.VoicemailBoxVie
 
 
 # Set by click-to-call (engine.calls.originate) on its first leg; re-exported so bridged legs carry them too.
-CALL_VARIABLES = ("switchdesk_src_device_id", "switchdesk_src_user_id", "switchdesk_lead_id", "switchdesk_tags")
+CALL_VARIABLES = ("switchdesk_src_device_id", "switchdesk_src_user_id", "switchdesk_lead_id", "switchdesk_tags",
+                  "switchdesk_lead_name", "switchdesk_campaign_id", "switchdesk_dialer_id", "switchdesk_call_script")
 
 
 def call_exports(account: AccountView, call_type: str) -> list[tuple[str, str]]:

@@ -7,9 +7,10 @@ from flask import Blueprint, current_app
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.auth import Principal
-from api.envelope import fail, ok
+from api.envelope import APIError, fail, ok
 from api.spec import Flag, Id, Schema, endpoint, split_list
 from engine.calls import originate as calls
+from engine.dialer import campaigns
 
 # Shares /api/cc_agent with the agent-state blueprint (api/agents.py); blueprint names differ.
 bp = Blueprint("originate", __name__, url_prefix="/api/cc_agent")
@@ -60,6 +61,11 @@ class OriginateQuery(Schema):
         None, description="array or comma separated list; passed to the call events")
     sip_auto_answer: Annotated[Flag, BeforeValidator(_flag)] = Field(
         0, description="1: ask the agent's phone to answer by itself (Call-Info answer-after=0)")
+    campaign_id: Id | None = Field(None, description="the dialer campaign the call belongs to; passed to the "
+                                                     "call events; its DNC lists and calling window apply")
+    force: Annotated[Flag, BeforeValidator(_flag)] = Field(
+        0, description="1: place the call although the number is on a DNC list or outside its calling window "
+                       "(needs the `campaigns` permission)")
 
 
 _RESPONSE = {"type": "object", "properties": {"uuid": {"type": "string", "description": "the agent's call leg"}}}
@@ -89,11 +95,21 @@ def originate_post(principal: Principal, body: OriginateQuery):
 
 def _originate(principal: Principal, params: OriginateQuery):
     engine = current_app.config.get("ENGINE")
+    variables: tuple[tuple[str, str], ...] = ()
+    if params.lead_id is not None or params.campaign_id is not None:
+        # a lead's call: the DNC lists and the calling window apply (engine/dialer/campaigns.py)
+        reason = campaigns.call_check(principal.account_id, params.destination, lead_id=params.lead_id,
+                                      campaign_id=params.campaign_id)
+        if reason and not (params.force and principal.can("campaigns")):
+            raise APIError(409, f"refused: {reason}" + ("" if params.force else
+                                                        "; force=1 with the campaigns permission overrides"))
+        if params.campaign_id is not None:
+            variables = (("switchdesk_campaign_id", str(params.campaign_id)),)
     request = calls.CallRequest(
         destination=params.destination, device_id=params.device_id, user_id=params.user_id,
         extension=params.extension, cid=params.cid, cnam=params.cnam, display_cid=params.display_cid,
         display_cnam=params.display_cnam, lead_id=params.lead_id, tags=tuple(params.tags or ()),
-        sip_auto_answer=bool(params.sip_auto_answer),
+        sip_auto_answer=bool(params.sip_auto_answer), variables=variables,
     )
     result = calls.originate(
         principal.account_id, request, acting_user_id=principal.user.id,

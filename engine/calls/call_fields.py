@@ -232,7 +232,10 @@ def leg_fields(event: Any, account: AccountView, prior: dict[str, Any]) -> dict[
 
     old_lead = data.get("lead_id")
     sticky("lead_id", _v(event, "switchdesk_lead_id"), first)
-    if data.get("lead_id") != old_lead or "lead_name" not in data:
+    named = _v(event, "switchdesk_lead_name")  # the dialer names its lead
+    if named is not None:
+        data["lead_name"] = named
+    elif data.get("lead_id") != old_lead or "lead_name" not in data:
         data["lead_name"] = _lead_name(account.id, data.get("lead_id"))
     sticky("tags", _v(event, "switchdesk_tags"), first)
     sticky("campaign_id", _v(event, "switchdesk_campaign_id"), first)

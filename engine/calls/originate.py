@@ -62,6 +62,8 @@ class CallRequest:
     lead_id: str | None = None
     tags: Sequence[str] = ()
     sip_auto_answer: bool = False
+    # more switchdesk_* call-event variables (the dialer's campaign_id, dialer_id, call_script, lead_name)
+    variables: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ def channel_variables(account: Account, device: Device, request: CallRequest, ca
         variables["switchdesk_lead_id"] = request.lead_id
     if request.tags:
         variables["switchdesk_tags"] = ",".join(request.tags)
+    for name, value in request.variables:
+        if name.startswith("switchdesk_") and name not in variables:
+            variables[name] = value
     # What the agent's phone shows: who is being called, unless the client says otherwise.
     variables["origination_caller_id_number"] = request.display_cid or request.destination
     variables["origination_caller_id_name"] = request.display_cnam or request.display_cid or request.destination
@@ -186,6 +191,7 @@ def originate(
     acting_user_id: int,
     commands: CommandConnection | None,
     may_act_for_others: bool = True,
+    call_uuid: str | None = None,
 ) -> OriginateResult:
     """Place the click-to-call and wait until the agent answered or the leg failed.
 
@@ -200,7 +206,7 @@ def originate(
     device = resolve_device(account_id, request, acting_user_id)
     if not may_act_for_others and not callers_phone(device, acting_user_id):
         raise ServiceError(403, "Permission denied: agents")
-    call_uuid = str(uuid.uuid4())
+    call_uuid = call_uuid or str(uuid.uuid4())
     command = originate_command(account, device, request, call_uuid)
     if commands is None:
         raise ServiceError(503, NOT_CONNECTED)

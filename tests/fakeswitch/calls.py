@@ -62,6 +62,7 @@ class Originate:
     result: str = ""
     started: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
+    exten_number: str = ""  # the number dialled (user part or gateway number)
 
 
 def split_args(text: str) -> list[str]:
@@ -142,6 +143,11 @@ class Calls:
         self.directory: set[str] | None = None
         self.originates: list[Originate] = []
         self.live: dict[str, Originate] = {}  # answered legs by uuid, until uuid_kill
+        # dialer_floor.py: how a number with no registered phone (or behind a gateway) behaves, and what
+        # runs the originate's application (``&callcenter(q)``) once answered; None: not emulated
+        self.lead: Any = None
+        self.time_scale = 1.0  # dialer_floor.py compresses time: originate_timeout is in its seconds
+        self.on_app: Any = None
         fs.commands["originate"] = self.originate
         self._next_kill = fs.commands.get("uuid_kill")
         self._next_exists = fs.commands.get("uuid_exists")
@@ -189,14 +195,22 @@ class Calls:
 
     def _place(self, call: Originate) -> str:
         kind, _, target = call.endpoint.partition("/")
-        if kind != "user":
+        phone: Phone | None
+        if kind == "sofia" and target.startswith("gateway/") and self.lead is not None:
+            call.exten_number = target.rsplit("/", 1)[-1]
+            phone = self.lead(call.exten_number)
+        elif kind != "user":
             return "-ERR CHAN_NOT_IMPLEMENTED\n"
-        target = target.lower()
-        if self.directory is not None and target not in self.directory:
-            return "-ERR SUBSCRIBER_ABSENT\n"
-        phone = self.phones.get(target)
-        if phone is None:
-            return "-ERR USER_NOT_REGISTERED\n"
+        else:
+            target = target.lower()
+            call.exten_number = target.partition("@")[0]
+            if self.directory is not None and target not in self.directory:
+                return "-ERR SUBSCRIBER_ABSENT\n"
+            phone = self.phones.get(target)
+            if phone is None and self.lead is not None:
+                phone = self.lead(call.exten_number)
+            if phone is None:
+                return "-ERR USER_NOT_REGISTERED\n"
         phone.rung += 1
         self._event(call, "CHANNEL_OUTGOING", "RINGING")
         self._event(call, "CHANNEL_CREATE", "RINGING")
@@ -204,7 +218,7 @@ class Calls:
         if phone.busy or phone.reject_cause:
             return self._fail(call, "USER_BUSY" if phone.busy else phone.reject_cause or "CALL_REJECTED")
         self._event(call, "CHANNEL_PROGRESS", "RINGING")
-        limit = float(call.variables.get("originate_timeout") or DEFAULT_ORIGINATE_TIMEOUT)
+        limit = float(call.variables.get("originate_timeout") or DEFAULT_ORIGINATE_TIMEOUT) / self.time_scale
         if phone.answer_after is None or phone.answer_after >= limit:
             gevent.sleep(limit)
             return self._fail(call, "NO_ANSWER")
@@ -218,6 +232,8 @@ class Calls:
             name, _, data = app[1:].partition("(")
             gevent.spawn_later(0.005, self._event, call, "CHANNEL_EXECUTE", "ACTIVE",
                                {"Application": name, "Application-Data": data.rstrip(")")})
+            if self.on_app is not None:
+                gevent.spawn_later(0.006, self.on_app, call, name, data.rstrip(")"))
         return f"+OK {call.uuid}\n"
 
     def _fail(self, call: Originate, cause: str) -> str:
@@ -243,6 +259,8 @@ class Calls:
 
     def _event(self, call: Originate, name: str, call_state: str, extra: dict[str, str] | None = None) -> None:
         user, _, domain = call.endpoint.partition("/")[2].partition("@")
+        if call.endpoint.startswith("sofia/gateway/"):
+            user, domain = call.exten_number, call.endpoint.split("/")[2]
         channel = f"sofia/internal/{user}@{domain}"
         v = call.variables
         answer_state = {"RINGING": "ringing", "ACTIVE": "answered", "HANGUP": "hangup"}[call_state]

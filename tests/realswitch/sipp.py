@@ -218,6 +218,26 @@ Content-Length: 0
 """
 
 
+def busy_scenario(user: str) -> str:
+    """Take an INVITE and refuse it with 486 Busy Here (FreeSWITCH: USER_BUSY); ACK ends it."""
+    busy = f"""
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+"""
+    return _HEAD + f"""<scenario name="busy {escape(user)}">
+  <recv request="INVITE" crlf="true"/>
+  <send>{_cdata(busy)}</send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
 @dataclass
 class SippRun:
     """One sipp process; `wait()` returns it once sipp has exited."""
@@ -311,6 +331,10 @@ class Phone:
         scenario = answer_scenario(self.username, str(rtp_port) if rtp_port else "[media_port]",
                                    int(ring_seconds * 1000), int(stay_seconds * 1000))
         return self._sipp("answer", scenario, timeout_s)
+
+    def busy(self, timeout_s: int = 60) -> SippRun:
+        """Wait in the background for one call and refuse it busy (486); `wait()` on it."""
+        return self._sipp("busy", busy_scenario(self.username), timeout_s)
 
     def listening(self) -> bool:
         """Whether a sipp of this phone has bound its SIP port (read from /proc/net/udp: binding the port

@@ -12,6 +12,7 @@ from engine.store.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.store.models.base import AccountScoped, BaseModel, now
 from engine.store.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.store.models.calls import ActiveCall
+from engine.store.models.dialer import Attempt, Campaign, CampaignLead, CampaignList, LeadSkip
 from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
@@ -47,6 +48,11 @@ ALL_MODELS: list[type[BaseModel]] = [
     CallRecordLeg,
     Recording,
     RetentionSetting,
+    Campaign,
+    CampaignList,
+    CampaignLead,
+    Attempt,
+    LeadSkip,
 ]
 
 __all__ = [
@@ -58,9 +64,13 @@ __all__ = [
     "ActiveCall",
     "AgentState",
     "ApiKey",
+    "Attempt",
     "BaseModel",
     "CallRecord",
     "CallRecordLeg",
+    "Campaign",
+    "CampaignLead",
+    "CampaignList",
     "CheckinCode",
     "CheckinFailure",
     "Device",
@@ -68,6 +78,7 @@ __all__ = [
     "Extension",
     "Lead",
     "LeadImport",
+    "LeadSkip",
     "LoginFailure",
     "Media",
     "OutboxEvent",
