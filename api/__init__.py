@@ -38,17 +38,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pgroups,
         phone_lists,
         queues,
+        stats,
         system,
         timegroups,
         users,
+        wallboards,
     )
     from api.auth import authenticate, credentials_outside_body
     from api.body import KEY_IN_BODY_MAX, is_chunked, key_may_be_in_body, read_chunked_body
     from api.envelope import BODY_REFUSED, APIError, install_error_handlers
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
-                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents):
+                   devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, stats,
+                   wallboards):
         app.register_blueprint(module.bp)
+    app.register_blueprint(wallboards.tv)
     install_error_handlers(app)
     metrics.install(app)
 

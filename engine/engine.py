@@ -35,7 +35,7 @@ RESYNC_EVERY = 300.0
 # listed here. Each module defines `EVENTS` (extra event names to subscribe to, e.g.
 # "CHANNEL_ANSWER") and `attach(engine)`, which registers handlers on engine.events /
 # engine.commands and may spawn greenlets in engine.group; attach runs once, in Engine.start.
-PLUGIN_MODULES: tuple[str, ...] = ("engine.callcenter.agent_runtime", "engine.calls.callevents")
+PLUGIN_MODULES: tuple[str, ...] = ("engine.callcenter.agent_runtime", "engine.calls.callevents", "engine.stats.plugin")
 
 
 def _plugins() -> list[Any]:

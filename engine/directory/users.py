@@ -32,7 +32,7 @@ DEVICE_OVERRIDE_FIELDS = (
 # The complete list of permission modules (DESIGN.md).
 MODULES = (
     "call_center_api", "users", "phone_lists", "queues", "agents", "devices",
-    "pauses", "timegroups", "settings", "events", "reports",
+    "pauses", "timegroups", "settings", "events", "reports", "stats", "wallboards",
 )
 # Limits on a user that a non-admin may not lift from itself (someone with more rights set them).
 SELF_LOCKED_FIELDS = ("api_ip_ranges", "geo_limit")

@@ -14,6 +14,15 @@ from engine.store.models.callcenter import Device, Did, Extension, PauseReason, 
 from engine.store.models.calls import ActiveCall
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
+from engine.store.models.stats import (
+    INTERVAL,
+    AgentActivity,
+    AgentInterval,
+    AgentPauseInterval,
+    QueueInterval,
+    QueueMember,
+    WallboardLink,
+)
 
 ALL_MODELS: list[type[BaseModel]] = [
     Account,
@@ -38,15 +47,25 @@ ALL_MODELS: list[type[BaseModel]] = [
     CheckinCode,
     CheckinFailure,
     ActiveCall,
+    QueueMember,
+    AgentActivity,
+    QueueInterval,
+    AgentInterval,
+    AgentPauseInterval,
+    WallboardLink,
 ]
 
 __all__ = [
     "ACCOUNT_DEFAULTS",
     "ALL_MODELS",
+    "INTERVAL",
     "LIST_TYPES",
     "Account",
     "AccountScoped",
     "ActiveCall",
+    "AgentActivity",
+    "AgentInterval",
+    "AgentPauseInterval",
     "AgentState",
     "ApiKey",
     "BaseModel",
@@ -63,10 +82,13 @@ __all__ = [
     "PermissionGroup",
     "PhoneList",
     "Queue",
+    "QueueInterval",
+    "QueueMember",
     "Tier",
     "TimeGroup",
     "User",
     "UserSession",
+    "WallboardLink",
     "WebhookLease",
     "now",
 ]
