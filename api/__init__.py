@@ -38,6 +38,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pgroups,
         phone_lists,
         queues,
+        reports,
         stats,
         system,
         timegroups,
@@ -50,7 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, stats,
-                   wallboards):
+                   wallboards, reports):
         app.register_blueprint(module.bp)
     app.register_blueprint(wallboards.tv)
     install_error_handlers(app)
