@@ -1,7 +1,8 @@
-"""Adding to the 15-minute counters: one INSERT ... ON CONFLICT DO UPDATE per change, compiled once (fastq).
+"""Adding to the counters: per event one INSERT ... ON CONFLICT DO UPDATE into the 15-minute row and one
+into the local-day row (engine.stats.days), compiled once (fastq).
 
-Every event adds deltas to the row of its interval; a row is created by the first
-event of its interval. The statements are the same on SQLite and PostgreSQL.
+Every event adds deltas to the rows of its interval and day; a row is created by the first event that
+needs it. The statements are the same on SQLite and PostgreSQL.
 """
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ from collections.abc import Iterator
 
 import peewee
 
+from engine.stats.days import local_day
 from engine.store import fastq
-from engine.store.models import INTERVAL, AgentInterval, AgentPauseInterval, QueueInterval
+from engine.store.models import (
+    INTERVAL,
+    AgentDay,
+    AgentInterval,
+    AgentPauseDay,
+    AgentPauseInterval,
+    QueueDay,
+    QueueInterval,
+)
 
 QUEUE_COUNTERS = ("offered", "answered", "answered_sla", "abandoned", "short_abandoned", "timed_out", "lost",
                   "wait_sum", "abandon_wait_sum", "talk_sum", "talk_count", "wrapup_sum", "wrapup_count")
@@ -33,52 +43,52 @@ def split(start: int, end: int) -> Iterator[tuple[int, int]]:
         t = stop
 
 
-def _greater(model: type[peewee.Model], name: str) -> peewee.Node:
-    field, new = getattr(model, name), getattr(peewee.EXCLUDED, name)
-    return peewee.Case(None, [(new > field, new)], field)
+def _upsert(model: type[peewee.Model], keys: tuple[str, ...], counters: tuple[str, ...],
+            maxes: tuple[str, ...]) -> object:
+    """A builder for fastq: INSERT the row of `keys`, or add `counters` and raise `maxes` on the existing one."""
+    def build(*args: int) -> peewee.Query:
+        names = (*keys, *maxes, *counters)
+        row = {getattr(model, n): v for n, v in zip(names, args, strict=True)}
+        update: dict = {getattr(model, n): getattr(model, n) + getattr(peewee.EXCLUDED, n) for n in counters}
+        for n in maxes:
+            field, new = getattr(model, n), getattr(peewee.EXCLUDED, n)
+            update[field] = peewee.Case(None, [(new > field, new)], field)
+        conflict = [getattr(model, n) for n in keys if n != "account"]
+        return model.insert(row).on_conflict(conflict_target=conflict, update=update)
+    return build
+
+
+_QUEUE_INTERVAL = _upsert(QueueInterval, ("account", "queue", "start"), QUEUE_COUNTERS, ("wait_max",))
+_QUEUE_DAY = _upsert(QueueDay, ("account", "queue", "day"), QUEUE_COUNTERS, ("wait_max",))
+_AGENT_INTERVAL = _upsert(AgentInterval, ("account", "user", "start"), AGENT_COUNTERS, ())
+_AGENT_DAY = _upsert(AgentDay, ("account", "user", "day"), AGENT_COUNTERS, ())
+_PAUSE_INTERVAL = _upsert(AgentPauseInterval, ("account", "user", "start", "pause_id"), ("seconds",), ())
+_PAUSE_DAY = _upsert(AgentPauseDay, ("account", "user", "day", "pause_id"), ("seconds",), ())
 
 
 def add_queue(account_id: int, queue_id: int, start: int, *, wait_max: int = 0, **deltas: int) -> None:
-    """Add `deltas` (names from QUEUE_COUNTERS) to the queue's interval row at `start`; raise wait_max."""
+    """Add `deltas` (names from QUEUE_COUNTERS) to the queue's rows of the interval and day of `start`."""
     values = [deltas.pop(name, 0) for name in QUEUE_COUNTERS]
     if deltas:
         raise ValueError(f"unknown queue counters {sorted(deltas)}")
-
-    def build(a: int, q: int, s: int, m: int, *counts: int) -> peewee.Query:
-        row = {QueueInterval.account: a, QueueInterval.queue: q, QueueInterval.start: s, QueueInterval.wait_max: m}
-        row.update({getattr(QueueInterval, n): v for n, v in zip(QUEUE_COUNTERS, counts, strict=True)})
-        update = {getattr(QueueInterval, n): getattr(QueueInterval, n) + getattr(peewee.EXCLUDED, n)
-                  for n in QUEUE_COUNTERS}
-        update[QueueInterval.wait_max] = _greater(QueueInterval, "wait_max")
-        return QueueInterval.insert(row).on_conflict(
-            conflict_target=[QueueInterval.queue, QueueInterval.start], update=update)
-
-    fastq.execute("stats.queue_add", build, account_id, queue_id, interval_of(start), wait_max, *values)
+    interval = interval_of(start)
+    fastq.execute("stats.queue_interval", _QUEUE_INTERVAL, account_id, queue_id, interval, wait_max, *values)
+    fastq.execute("stats.queue_day", _QUEUE_DAY, account_id, queue_id, local_day(account_id, interval), wait_max,
+                  *values)
 
 
 def add_agent(account_id: int, user_id: int, start: int, **deltas: int) -> None:
-    """Add `deltas` (names from AGENT_COUNTERS) to the agent's interval row at `start`."""
+    """Add `deltas` (names from AGENT_COUNTERS) to the agent's rows of the interval and day of `start`."""
     values = [deltas.pop(name, 0) for name in AGENT_COUNTERS]
     if deltas:
         raise ValueError(f"unknown agent counters {sorted(deltas)}")
-
-    def build(a: int, u: int, s: int, *counts: int) -> peewee.Query:
-        row = {AgentInterval.account: a, AgentInterval.user: u, AgentInterval.start: s}
-        row.update({getattr(AgentInterval, n): v for n, v in zip(AGENT_COUNTERS, counts, strict=True)})
-        update = {getattr(AgentInterval, n): getattr(AgentInterval, n) + getattr(peewee.EXCLUDED, n)
-                  for n in AGENT_COUNTERS}
-        return AgentInterval.insert(row).on_conflict(
-            conflict_target=[AgentInterval.user, AgentInterval.start], update=update)
-
-    fastq.execute("stats.agent_add", build, account_id, user_id, interval_of(start), *values)
+    interval = interval_of(start)
+    fastq.execute("stats.agent_interval", _AGENT_INTERVAL, account_id, user_id, interval, *values)
+    fastq.execute("stats.agent_day", _AGENT_DAY, account_id, user_id, local_day(account_id, interval), *values)
 
 
 def add_pause(account_id: int, user_id: int, start: int, pause_id: int, seconds: int) -> None:
-    def build(a: int, u: int, s: int, p: int, n: int) -> peewee.Query:
-        return AgentPauseInterval.insert({
-            AgentPauseInterval.account: a, AgentPauseInterval.user: u, AgentPauseInterval.start: s,
-            AgentPauseInterval.pause_id: p, AgentPauseInterval.seconds: n,
-        }).on_conflict(conflict_target=[AgentPauseInterval.user, AgentPauseInterval.start, AgentPauseInterval.pause_id],
-                       update={AgentPauseInterval.seconds: AgentPauseInterval.seconds + peewee.EXCLUDED.seconds})
-
-    fastq.execute("stats.pause_add", build, account_id, user_id, interval_of(start), pause_id, seconds)
+    interval = interval_of(start)
+    fastq.execute("stats.pause_interval", _PAUSE_INTERVAL, account_id, user_id, interval, pause_id, seconds)
+    fastq.execute("stats.pause_day", _PAUSE_DAY, account_id, user_id, local_day(account_id, interval), pause_id,
+                  seconds)

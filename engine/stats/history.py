@@ -1,10 +1,18 @@
-"""How long the 15-minute history is kept: a year by default, cleaned up once a day."""
+"""How long the history (15-minute and day rows) is kept: a year by default, cleaned up once a day."""
 from __future__ import annotations
 
 import os
 
 from engine.store.db import db
-from engine.store.models import AgentInterval, AgentPauseInterval, QueueInterval, now
+from engine.store.models import (
+    AgentDay,
+    AgentInterval,
+    AgentPauseDay,
+    AgentPauseInterval,
+    QueueDay,
+    QueueInterval,
+    now,
+)
 
 DAY = 86400
 DEFAULT_RETENTION_DAYS = 366
@@ -21,13 +29,15 @@ def retention_days() -> int:
 
 
 def clean_up(days: int | None = None, at: int | None = None) -> int:
-    """Delete interval rows older than `days`; returns how many went."""
+    """Delete the 15-minute and day rows older than `days`; returns how many went."""
     cutoff = (at or now()) - (days or retention_days()) * DAY
     removed = 0
-    for model in (QueueInterval, AgentInterval, AgentPauseInterval):
+    for model, field, limit in ((QueueInterval, "start", cutoff), (AgentInterval, "start", cutoff),
+                                (AgentPauseInterval, "start", cutoff), (QueueDay, "day", cutoff // DAY - 1),
+                                (AgentDay, "day", cutoff // DAY - 1), (AgentPauseDay, "day", cutoff // DAY - 1)):
         while True:
             with db.atomic():
-                ids = [r.id for r in model.select(model.id).where(model.start < cutoff).limit(BATCH)]
+                ids = [r.id for r in model.select(model.id).where(getattr(model, field) < limit).limit(BATCH)]
                 if ids:
                     model.delete().where(model.id.in_(ids)).execute()
             removed += len(ids)

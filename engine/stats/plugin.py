@@ -4,7 +4,9 @@
   agent:status (engine.stats.agents, registered with the outbox when imported);
 * after each (re)connect of the event connection the live part is rebuilt from FreeSWITCH's lists
   (engine.stats.live), once;
-* once a day the history older than the retention is deleted (engine.stats.history).
+* once a day the history older than the retention is deleted (engine.stats.history);
+* at start and after each `account` change notice, the day rows of an account whose time zone changed
+  are rebuilt (engine.stats.days), in a worker thread: it reads the account's whole history.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any
 import gevent
 
 from engine.calls.reconcile import reconcile_when_connected
-from engine.stats import agents, history, live, queues
+from engine.stats import agents, days, history, live, queues
+from engine.store import changes
 from engine.store.db import connection
 
 log = logging.getLogger("switchdesk.stats")
@@ -55,7 +58,21 @@ class Stats:
                 log.exception("statistics clean-up failed")
             gevent.sleep(CLEAN_UP_EVERY)
 
+    def check_zones(self) -> None:
+        def run() -> list[int]:
+            with connection():
+                return days.check_zones(self.engine.account_ids)
+        try:
+            gevent.get_hub().threadpool.apply(run)
+        except Exception:
+            log.exception("statistics: rebuilding the day rows failed")
+
+    def _on_change(self, kind: str, account_id: int, _ids: list[int]) -> None:
+        if kind == "account" and self.engine.owns(account_id):
+            self.engine.group.spawn(self.check_zones)
+
     def stop(self) -> None:
+        changes.unlisten(self._on_change)
         if self._cleaner is not None:
             self._cleaner.kill()
             self._cleaner = None
@@ -68,5 +85,7 @@ def attach(engine: Any) -> Stats:
     engine.events.on_event("callcenter::info", plugin.on_callcenter)
     engine.events.on_connect(lambda _client: engine.group.spawn(reconcile_when_connected, engine, plugin.rebuild))
     plugin._cleaner = engine.group.spawn(plugin._clean_loop)
+    changes.listen(plugin._on_change)
+    engine.group.spawn(plugin.check_zones)
     engine.on_stop(plugin.stop)
     return plugin

@@ -1,30 +1,29 @@
-"""Reports over the 15-minute history: per queue and per agent, by interval, day, week or month, in the
-account's time zone.
+"""Reports over the history: per queue and per agent, by interval, day, week or month, in the account's
+time zone.
 
-Grouping is done in SQL, so a year over 50 queues reads a few thousand sums, not 1.75 million rows:
-the range is cut into runs of local days of 24 hours with one UTC offset (a zone's daylight-saving days,
-23 or 25 hours, are a run of their own), and each run groups its rows by `(start + offset) / 86400`,
-the local day; days are then summed into ISO weeks (starting Monday) or months in Python.
-Agents with `in_reports` false are left out of the agent report.
+By interval they read the 15-minute rows; by day, week and month the local-day rows (engine.stats.days),
+so a year over 50 queues reads 18,250 rows, not 1.75 million; days are summed into ISO weeks (starting
+Monday) or months here. Agents with `in_reports` false are left out of the agent report.
 """
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
-
-import peewee
 
 from engine.errors import ServiceError
 from engine.stats.counters import AGENT_COUNTERS, QUEUE_COUNTERS
+from engine.stats.days import date_of, day_number
 from engine.stats.snapshot import queue_figures, zone
 from engine.store.models import (
     INTERVAL,
     Account,
+    AgentDay,
     AgentInterval,
+    AgentPauseDay,
     AgentPauseInterval,
     Queue,
+    QueueDay,
     QueueInterval,
     User,
 )
@@ -34,71 +33,12 @@ MAX_DAYS = 400  # a year and a bit, for day/week/month
 MAX_INTERVAL_DAYS = 31  # by interval: 96 rows a day per queue
 
 
-def _local_days(account: Account, first: dt.date, last: dt.date) -> list[tuple[dt.date, int, int]]:
+def _local_days(account: Account, first: dt.date, last: dt.date) -> tuple[int, int]:
+    """The UTC bounds [start, end) of the local dates first..last."""
     tz = zone(account.timezone)
-    out = []
-    day = first
-    while day <= last:
-        start = int(dt.datetime.combine(day, dt.time(), tz).timestamp())
-        end = int(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz).timestamp())
-        out.append((day, start, end))
-        day += dt.timedelta(days=1)
-    return out
-
-
-def _offset(date: dt.date, start: int) -> int:
-    """The zone's UTC offset at the local midnight `start` of `date` (seconds east)."""
-    return int((dt.datetime.combine(date, dt.time()) - dt.datetime(1970, 1, 1)).total_seconds()) - start
-
-
-def _runs(days: list[tuple[dt.date, int, int]]) -> Iterator[tuple[int, int, int | None, dt.date]]:
-    """(utc start, utc end, offset, first day) of runs of 24-hour days with one offset; a 23- or 25-hour
-    day (daylight saving changes) is a run of its own with offset None: it is one bucket."""
-    run: list[tuple[dt.date, int, int]] = []
-    for date, start, end in days:
-        if end - start != 86400:
-            if run:
-                yield _run(run)
-                run = []
-            yield start, end, None, date
-            continue
-        if run and _offset(run[0][0], run[0][1]) != _offset(date, start):
-            yield _run(run)
-            run = []
-        run.append((date, start, end))
-    if run:
-        yield _run(run)
-
-
-def _run(days: list[tuple[dt.date, int, int]]) -> tuple[int, int, int | None, dt.date]:
-    first, start, _end = days[0]
-    return start, days[-1][2], _offset(first, start), first
-
-
-_EPOCH = dt.date(1970, 1, 1)
-
-
-def _sum_by_day(model: type[peewee.Model], key: peewee.Field, sums: list[peewee.Field], maxes: list[peewee.Field],
-                where: peewee.Expression, days: list[tuple[dt.date, int, int]],
-                extra_key: peewee.Field | None = None) -> dict[tuple, list[int]]:
-    """{(key, [extra,] local date): [sums..., maxes...]} over `days`."""
-    out: dict[tuple, list[int]] = {}
-    for start, end, offset, first in _runs(days):
-        cond = where & (model.start >= start) & (model.start < end)
-        keys = [key] + ([extra_key] if extra_key is not None else [])
-        aggregates = [peewee.fn.SUM(f) for f in sums] + [peewee.fn.MAX(f) for f in maxes]
-        if offset is None:
-            query = model.select(*keys, *aggregates).where(cond).group_by(*keys)
-            for row in query.tuples():
-                out[(*row[:len(keys)], first)] = [int(v or 0) for v in row[len(keys):]]
-        else:
-            # the offset inlined (an int we computed): PostgreSQL matches GROUP BY to the select by text
-            local_day = (model.start + peewee.SQL(str(int(offset)))) / peewee.SQL("86400")
-            query = model.select(*keys, local_day, *aggregates).where(cond).group_by(*keys, local_day)
-            for row in query.tuples():
-                date = _EPOCH + dt.timedelta(days=int(row[len(keys)]))
-                out[(*row[:len(keys)], date)] = [int(v or 0) for v in row[len(keys) + 1:]]
-    return out
+    start = int(dt.datetime.combine(first, dt.time(), tz).timestamp())
+    end = int(dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tz).timestamp())
+    return start, end
 
 
 def _period(date: dt.date, group: str) -> dt.date:
@@ -142,19 +82,22 @@ def queues(account: Account, first: dt.date, last: dt.date, group: str = "day",
     by_id = {q.id: q for q in query}
     if not by_id:
         return []
-    days = _local_days(account, first, last)
-    where = (QueueInterval.account == account.id) & QueueInterval.queue.in_(list(by_id))
-    sums = [getattr(QueueInterval, n) for n in QUEUE_COUNTERS]
     buckets: dict[tuple[int, Any], list[int]] = {}
     if group == "interval":
+        lo, hi = _local_days(account, first, last)
+        sums = [getattr(QueueInterval, n) for n in QUEUE_COUNTERS]
         rows = (QueueInterval.select(QueueInterval.queue, QueueInterval.start, *sums, QueueInterval.wait_max)
-                .where(where & (QueueInterval.start >= days[0][1]) & (QueueInterval.start < days[-1][2])).tuples())
+                .where((QueueInterval.account == account.id) & QueueInterval.queue.in_(list(by_id))
+                       & (QueueInterval.start >= lo) & (QueueInterval.start < hi)).tuples())
         for queue_id, start, *values in rows:
             buckets[(queue_id, start)] = list(values)
     else:
-        for (queue_id, date), values in _sum_by_day(QueueInterval, QueueInterval.queue, sums,
-                                                    [QueueInterval.wait_max], where, days).items():
-            slot = buckets.setdefault((queue_id, _period(date, group)), [0] * (len(sums) + 1))
+        sums = [getattr(QueueDay, n) for n in QUEUE_COUNTERS]
+        rows = (QueueDay.select(QueueDay.queue, QueueDay.day, *sums, QueueDay.wait_max)
+                .where((QueueDay.account == account.id) & QueueDay.queue.in_(list(by_id))
+                       & (QueueDay.day >= day_number(first)) & (QueueDay.day <= day_number(last))).tuples())
+        for queue_id, day, *values in rows:
+            slot = buckets.setdefault((queue_id, _period(date_of(day), group)), [0] * (len(sums) + 1))
             for i, v in enumerate(values[:-1]):
                 slot[i] += v
             slot[-1] = max(slot[-1], values[-1])
@@ -186,13 +129,12 @@ def agents(account: Account, first: dt.date, last: dt.date, group: str = "day",
     by_id = {u.id: u for u in query}
     if not by_id:
         return []
-    days = _local_days(account, first, last)
     ids = list(by_id)
-    sums = [getattr(AgentInterval, n) for n in AGENT_COUNTERS]
     buckets: dict[tuple[int, Any], list[int]] = {}
     pauses: dict[tuple[int, Any], dict[str, int]] = defaultdict(dict)
-    lo, hi = days[0][1], days[-1][2]
+    lo, hi = _local_days(account, first, last)
     if group == "interval":
+        sums = [getattr(AgentInterval, n) for n in AGENT_COUNTERS]
         for user_id, start, *values in (AgentInterval.select(AgentInterval.user, AgentInterval.start, *sums)
                                         .where((AgentInterval.account == account.id) & AgentInterval.user.in_(ids)
                                                & (AgentInterval.start >= lo) & (AgentInterval.start < hi)).tuples()):
@@ -204,16 +146,20 @@ def agents(account: Account, first: dt.date, last: dt.date, group: str = "day",
                        & (AgentPauseInterval.start >= lo) & (AgentPauseInterval.start < hi)).tuples()):
             pauses[(user_id, start)][str(pause_id)] = seconds
     else:
-        where = (AgentInterval.account == account.id) & AgentInterval.user.in_(ids)
-        for (user_id, date), values in _sum_by_day(AgentInterval, AgentInterval.user, sums, [], where, days).items():
-            slot = buckets.setdefault((user_id, _period(date, group)), [0] * len(sums))
+        sums = [getattr(AgentDay, n) for n in AGENT_COUNTERS]
+        span = (day_number(first), day_number(last))
+        for user_id, day, *values in (AgentDay.select(AgentDay.user, AgentDay.day, *sums)
+                                      .where((AgentDay.account == account.id) & AgentDay.user.in_(ids)
+                                             & AgentDay.day.between(*span)).tuples()):
+            slot = buckets.setdefault((user_id, _period(date_of(day), group)), [0] * len(sums))
             for i, v in enumerate(values):
                 slot[i] += v
-        pwhere = (AgentPauseInterval.account == account.id) & AgentPauseInterval.user.in_(ids)
-        for (user_id, pause_id, date), (seconds,) in _sum_by_day(
-                AgentPauseInterval, AgentPauseInterval.user, [AgentPauseInterval.seconds], [], pwhere, days,
-                extra_key=AgentPauseInterval.pause_id).items():
-            slot = pauses[(user_id, _period(date, group))]
+        for user_id, day, pause_id, seconds in (
+                AgentPauseDay.select(AgentPauseDay.user, AgentPauseDay.day, AgentPauseDay.pause_id,
+                                     AgentPauseDay.seconds)
+                .where((AgentPauseDay.account == account.id) & AgentPauseDay.user.in_(ids)
+                       & AgentPauseDay.day.between(*span)).tuples()):
+            slot = pauses[(user_id, _period(date_of(day), group))]
             slot[str(pause_id)] = slot.get(str(pause_id), 0) + seconds
     out = []
     for (user_id, period), values in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0])):

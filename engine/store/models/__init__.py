@@ -17,10 +17,14 @@ from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneLi
 from engine.store.models.stats import (
     INTERVAL,
     AgentActivity,
+    AgentDay,
     AgentInterval,
+    AgentPauseDay,
     AgentPauseInterval,
+    QueueDay,
     QueueInterval,
     QueueMember,
+    StatsZone,
     WallboardLink,
 )
 
@@ -52,6 +56,10 @@ ALL_MODELS: list[type[BaseModel]] = [
     QueueInterval,
     AgentInterval,
     AgentPauseInterval,
+    QueueDay,
+    AgentDay,
+    AgentPauseDay,
+    StatsZone,
     WallboardLink,
 ]
 
@@ -64,7 +72,9 @@ __all__ = [
     "AccountScoped",
     "ActiveCall",
     "AgentActivity",
+    "AgentDay",
     "AgentInterval",
+    "AgentPauseDay",
     "AgentPauseInterval",
     "AgentState",
     "ApiKey",
@@ -82,8 +92,10 @@ __all__ = [
     "PermissionGroup",
     "PhoneList",
     "Queue",
+    "QueueDay",
     "QueueInterval",
     "QueueMember",
+    "StatsZone",
     "Tier",
     "TimeGroup",
     "User",
