@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import gevent
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from pydantic import Field
 
 from api.auth import Principal
@@ -35,6 +35,10 @@ REFRESH = 5.0  # seconds: look again even without a change heard here (other box
 HEARTBEAT = 15.0  # an SSE comment at least this often keeps proxies and the client's watchdog content
 COALESCE = 0.05  # a burst of changes (one call is several events) becomes one look
 RETRY_MS = 2000  # the client's reconnection delay (EventSource `retry:`)
+# A stream ends after this long (app config STATS_STREAM_SECONDS) and the client reconnects: no stream
+# outlives a deploy by much, and many TVs do not all reconnect at once. Under TESTING the default is 0
+# (the stream ends after its snapshot): test clients read a body to its end.
+LIFETIME = 3600.0
 
 _open: dict[int, int] = {}
 
@@ -43,6 +47,13 @@ class StreamEnded(Exception):
     """Raised by a stream's reader when the stream must end (a revoked wallboard link)."""
 
 _lock = threading.Lock()
+
+
+# One Server-Sent Event as OpenAPI describes a text/event-stream answer: `data` is the JSON of the record.
+SSE_EVENT = {"type": "object", "properties": {
+    "event": {"type": "string", "enum": ["snapshot", "queue", "agent", "ping", "end"]},
+    "data": {"type": "string", "contentMediaType": "application/json"},
+    "retry": {"type": "integer"}, "id": {"type": "string"}}}
 
 
 class QueueFilter(Schema):
@@ -82,7 +93,7 @@ def agents_stats(principal: Principal, query: AgentFilter):
 
 
 @endpoint(bp, "/stats/stream", ["GET"], summary="Server-Sent Events of the live figures", tag="stats",
-          permission="stats", query=StreamQuery, media_type="text/event-stream",
+          permission="stats", query=StreamQuery, media_type="text/event-stream", response=SSE_EVENT,
           errors={429: "too many streams are open"})
 def stats_stream(principal: Principal, query: StreamQuery):
     """`event: snapshot` (`{"at", "queues", "agents"}`), then `event: queue` / `event: agent` with one
@@ -91,11 +102,24 @@ def stats_stream(principal: Principal, query: StreamQuery):
     return sse_response(account.id, figures(account, query.queue_ids, query.labels, bool(query.agents)))
 
 
-def figures(account: Account, queue_ids: list[int] | None, labels: list[int] | None,
-            with_agents: bool) -> Callable[[], dict[str, list[dict[str, Any]]]]:
-    def read() -> dict[str, list[dict[str, Any]]]:
-        return {"queues": snapshot.queues(account, queue_ids, labels),
-                "agents": snapshot.agents(account) if with_agents else []}
+Reader = Callable[[set[int] | None, set[int] | None], dict[str, list[dict[str, Any]]]]
+
+
+def figures(account: Account, queue_ids: list[int] | None, labels: list[int] | None, with_agents: bool) -> Reader:
+    """A stream's reader: `read(queues, agents)` gives the records of the queues and agents that changed
+    (None: all of them; a changed agent changes the tiles of its queues too), within the filters."""
+    def read(changed_queues: set[int] | None, changed_agents: set[int] | None) -> dict[str, list[dict[str, Any]]]:
+        if changed_queues is None or changed_agents is None:
+            ids = queue_ids
+        else:
+            wanted = changed_queues | snapshot.queues_of_agents(account.id, sorted(changed_agents))
+            ids = sorted(wanted & set(queue_ids)) if queue_ids else sorted(wanted)
+        out_queues = snapshot.queues(account, ids, labels) if ids is None or ids else []
+        if not with_agents or changed_agents == set():
+            out_agents: list[dict[str, Any]] = []
+        else:
+            out_agents = snapshot.agents(account, None if changed_agents is None else sorted(changed_agents))
+        return {"queues": out_queues, "agents": out_agents}
     return read
 
 
@@ -132,45 +156,48 @@ def _steady(record: dict[str, Any]) -> dict[str, Any]:
         "today": {k: v for k, v in record.get("today", {}).items() if not k.endswith("_time")}}
 
 
-def sse_response(account_id: int, read: Callable[[], dict[str, list[dict[str, Any]]]]) -> Response:
-    """The stream of `read()`'s figures for `account_id` (see the module docstring); 429 when full."""
+def sse_response(account_id: int, read: Reader) -> Response:
+    """The stream of `read`'s figures for `account_id` (see the module docstring); 429 when full."""
     _claim(account_id)
     try:
+        version = hub.version(account_id)  # before the read: a change meanwhile is read again, not lost
         with connection():
-            first = read()
+            first = read(None, None)
     except BaseException:
         _release(account_id)
         raise
-    response = Response(_events(account_id, read, first), mimetype="text/event-stream")
+    config = current_app.config
+    lifetime = float(config.get("STATS_STREAM_SECONDS", 0.0 if config.get("TESTING") else LIFETIME))
+    response = Response(_events(account_id, read, first, version, lifetime), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
     return response
 
 
-def _events(account_id: int, read: Callable[[], dict[str, list[dict[str, Any]]]],
-            first: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
+def _events(account_id: int, read: Reader, first: dict[str, list[dict[str, Any]]], version: int,
+            lifetime: float) -> Iterator[str]:
     try:
-        version = hub.version(account_id)
         yield f"retry: {RETRY_MS}\n" + _message("snapshot", {"at": now(), **first})
         sent = {("queue", q["id"]): _steady(q) for q in first["queues"]}
         sent.update({("agent", a["user_id"]): _steady(a) for a in first["agents"]})
-        last_read = last_write = time.monotonic()
-        while True:
-            seen = version
-            version = hub.wait(account_id, seen, min(REFRESH, HEARTBEAT))
-            changed = version != seen
+        last_read = last_write = opened = time.monotonic()
+        while time.monotonic() - opened < lifetime:
+            changed = hub.wait(account_id, version, min(REFRESH, HEARTBEAT)) != version
             if changed:
                 gevent.sleep(COALESCE)
-                version = hub.version(account_id)
-            elif time.monotonic() - last_read < REFRESH:
+                version, queues, agents = hub.since(account_id, version)
+            if time.monotonic() - last_read >= REFRESH:
+                queues = agents = None  # everything: figures of other boxes, times that tick
+            elif not changed:
                 continue
             try:
                 with connection():
-                    current = read()
+                    current = read(queues, agents)
             except StreamEnded:
                 yield _message("end", {"at": now()})
                 return
-            last_read = time.monotonic()
+            if queues is None:
+                last_read = time.monotonic()
             at = now()
             out = []
             for kind, records, key in (("queue", current["queues"], "id"), ("agent", current["agents"], "user_id")):

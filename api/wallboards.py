@@ -18,8 +18,8 @@ from pydantic import Field
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import IdList, Schema, endpoint
-from api.stats import StreamEnded, sse_response
-from engine.stats import snapshot, wallboards
+from api.stats import SSE_EVENT, StreamEnded, figures, sse_response
+from engine.stats import wallboards
 from engine.store.db import connection
 from engine.store.models import Account, WallboardLink, now
 
@@ -72,8 +72,14 @@ def _link() -> WallboardLink:
     return link
 
 
-@tv.route("/tv", methods=["GET"])
-def page() -> Response:
+class TokenQuery(Schema):
+    token: Annotated[str, Field(min_length=1, max_length=100, description="the wallboard link's token")]
+
+
+@endpoint(tv, "/tv", ["GET"], summary="The wallboard page (HTML)", tag="wallboards", auth=False, query=TokenQuery,
+          media_type="text/html", errors={404: "unknown or revoked link"})
+def page(query: TokenQuery) -> Response:
+    """For a TV: tiles per queue of the link, live over `/tv/stream`."""
     _link()
     response = send_from_directory(STATIC, "index.html", mimetype="text/html", max_age=0)
     response.headers["Referrer-Policy"] = "no-referrer"  # the token is in the URL
@@ -81,22 +87,34 @@ def page() -> Response:
     return response
 
 
-@tv.route("/tv/static/<any('wallboard.js', 'wallboard.css'):name>", methods=["GET"])
+ASSETS = {"wallboard.js": "text/javascript", "wallboard.css": "text/css"}
+
+
+@endpoint(tv, "/tv/static/<name>", ["GET"], summary="The wallboard page's script and style", tag="wallboards",
+          auth=False, media_type="text/javascript", errors={404: "no such file"})
 def asset(name: str) -> Response:
-    return send_from_directory(STATIC, name, max_age=300)
+    """`wallboard.js` and `wallboard.css` only (nothing else is served from the folder)."""
+    if name not in ASSETS:
+        raise APIError(404, "Not found")
+    return send_from_directory(STATIC, name, mimetype=ASSETS[name], max_age=300)
 
 
-@tv.route("/tv/stream", methods=["GET"])
-def stream() -> Response:
+@endpoint(tv, "/tv/stream", ["GET"], summary="The wallboard's Server-Sent Events", tag="wallboards", auth=False,
+          query=TokenQuery, media_type="text/event-stream", response=SSE_EVENT, errors={404: "unknown or revoked link",
+                                                                     429: "too many streams are open"})
+def stream(query: TokenQuery) -> Response:
+    """As `GET /api/stats/stream` for the link's queues, without agents; `event: end` when it is revoked."""
     link = _link()
     queue_ids, labels, link_id = json.loads(link.queue_ids) or None, json.loads(link.labels) or None, link.id
     with connection():
         account = Account.get_by_id(link.account_id)
         WallboardLink.update(last_used_at=now()).where(WallboardLink.id == link_id).execute()
 
-    def read() -> dict:
+    partial = figures(account, queue_ids, labels, False)
+
+    def read(queues: set[int] | None, agents: set[int] | None) -> dict:
         if not wallboards.still_valid(link_id):
             raise StreamEnded()
-        return {"queues": snapshot.queues(account, queue_ids, labels), "agents": []}
+        return partial(queues, agents)
 
     return sse_response(account.id, read)

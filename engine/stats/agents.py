@@ -53,7 +53,7 @@ def change(account_id: int, user_id: int, activity: str, at: int, *, pause_id: i
         checked_in = None if activity == CHECKED_OUT else at
         AgentActivity.insert(user=user_id, account=account_id, activity=activity, since=at, pause_id=pause_id,
                              checked_in_since=checked_in, queue_id=queue_id).on_conflict_ignore().execute()
-        _after_commit(account_id)
+        _after_commit(account_id, user_id)
         return True
     if row.activity == activity and row.pause_id == pause_id and (queue_id is None or queue_id == row.queue_id):
         return False
@@ -68,7 +68,7 @@ def change(account_id: int, user_id: int, activity: str, at: int, *, pause_id: i
         AgentActivity.activity: "", AgentActivity.since: 0, AgentActivity.pause_id: 0,
         AgentActivity.checked_in_since: 0, AgentActivity.queue_id: 0}).where(AgentActivity.user == 0))
     db.obj.execute_sql(sql, (activity, since, pause_id, checked_in, queue_id or row.queue_id, user_id)).close()
-    _after_commit(account_id)
+    _after_commit(account_id, user_id)
     return True
 
 
@@ -96,11 +96,12 @@ def refine_call(account_id: int, user_id: int, talking: bool, at: int, queue_id:
     change(account_id, user_id, ON_CALL if talking else RINGING, at, queue_id=queue_id)
 
 
-def _after_commit(account_id: int) -> None:
+def _after_commit(account_id: int, user_id: int) -> None:
+    """Tell the streams once committed: the agent changed (its queues' tiles too: the stream looks them up)."""
     if db.obj.in_transaction():
-        db.after_commit(lambda: hub.touch(account_id))
+        db.after_commit(lambda: hub.touch(account_id, (), (user_id,)))
     else:
-        hub.touch(account_id)
+        hub.touch(account_id, (), (user_id,))
 
 
 def _register() -> None:

@@ -138,9 +138,10 @@ def on_callcenter(event: Any) -> None:
     if target is None:
         return
     account_id, queue_id = target
+    agent_id = agent_of(_str(event, "CC-Agent"), account_id)
     with connection(), db.atomic():
         _ACTIONS[action](event, account_id, queue_id)
-        db.after_commit(lambda: hub.touch(account_id))
+        db.after_commit(lambda: hub.touch(account_id, (queue_id,), () if agent_id is None else (agent_id,)))
 
 
 def _member_start(event: Any, account_id: int, queue_id: int) -> None:

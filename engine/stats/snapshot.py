@@ -149,6 +149,14 @@ def queues(account: Account, queue_ids: list[int] | None = None, labels: list[in
     return out
 
 
+def queues_of_agents(account_id: int, user_ids: list[int]) -> set[int]:
+    """The queues whose tiles count these agents (their joined tiers)."""
+    if not user_ids:
+        return set()
+    return {queue_id for (queue_id,) in Tier.select(Tier.queue).where(
+        (Tier.account == account_id) & Tier.user.in_(user_ids) & (Tier.joined == True)).tuples()}  # noqa: E712
+
+
 def agents(account: Account, user_ids: list[int] | None = None, at: int | None = None,
            with_reports_only: bool = False) -> list[dict[str, Any]]:
     """The account's agents (users that were ever checked in), their activity now and today's figures."""
