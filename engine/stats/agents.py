@@ -11,12 +11,17 @@ When an activity ends, its seconds are split over the 15-minute intervals it spa
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import peewee
 
 from engine.stats import counters, hub
 from engine.store import fastq
 from engine.store.db import db
 from engine.store.models import AgentActivity
+
+log = logging.getLogger("switchdesk.stats")
 
 CHECKED_OUT, AVAILABLE, RINGING, ON_CALL, WRAP_UP, PAUSED = (
     "checked_out", "available", "ringing", "on_call", "wrap_up", "paused")
@@ -81,11 +86,15 @@ def on_emit(account_id: int, event: str, data: dict[str, Any], ts: int) -> None:
     if not isinstance(user_id, int) or activity is None:
         return
     pause_id = data.get("pause_id") or None if activity == PAUSED else None
-    if activity == RINGING:
-        current = _row(user_id)
-        if current is not None and current.activity == ON_CALL:
-            return  # already talking: a repeated report (a forced one) changes nothing
-    change(account_id, user_id, activity, ts, pause_id=pause_id)
+    try:
+        with db.atomic():  # a savepoint: what goes wrong here must not undo the change the event reports
+            if activity == RINGING:
+                current = _row(user_id)
+                if current is not None and current.activity == ON_CALL:
+                    return  # already talking: a repeated report (a forced one) changes nothing
+            change(account_id, user_id, activity, ts, pause_id=pause_id)
+    except peewee.DatabaseError as exc:
+        log.warning("statistics: agent:status of user %s not counted: %s", user_id, exc)
 
 
 def refine_call(account_id: int, user_id: int, talking: bool, at: int, queue_id: int | None = None) -> None:

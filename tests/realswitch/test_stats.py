@@ -33,10 +33,15 @@ def test_queue_figures_and_wallboard(real_switch, center):  # noqa: F811 - the f
     http, queue_id = center.account.http, center.queue["id"]
     queue_name = f"{queue_id}@{center.account.domain}"
     http.ok("PUT", f"/api/cc_queue/{queue_id}", {"sla_answer_time": 10, "sla_strategy": 2, "tv_name": "SUPPORT",
-                                                 "background_color": "#0d47a1", "font_color": "#ffffff"})
+                                                 "background_color": "#0d47a1", "font_color": "#ffffff",
+                                                 "labels": [1]})
+    # two more tiles on the board, grouped by label: no calls, no agents
+    for name, labels, colour in (("Sales", [1], "#1b5e20"), ("Billing", [2], "#4a148c")):
+        http.post("/api/cc_queue", {"name": name, "strategy": "ring-all", "time_base_score": "system",
+                                    "tv_name": name.upper(), "labels": labels, "background_color": colour})
     http.ok("PUT", f"/api/device/{center.agent_dev['id']}", {"timeout": 2})  # the unanswered offer rings 2 s
     check_in(real_switch, center)
-    link = http.post("/api/wallboard", {"name": "Floor TV", "queue_ids": [queue_id]})
+    link = http.post("/api/wallboard", {"name": "Floor TV"})
 
     def stats() -> dict:
         return http.get(f"/api/cc_queue/{queue_id}/stats")
@@ -45,6 +50,11 @@ def test_queue_figures_and_wallboard(real_switch, center):  # noqa: F811 - the f
         driver.get(real_switch.sd.base + link["url"])
         eventually(lambda: board(driver, queue_id, ".name"), lambda t: t == "SUPPORT", "the tile")
         assert board(driver, queue_id, ".fig.waiting .v") == "0"
+        from selenium.webdriver.common.by import By
+
+        assert [g.text for g in driver.find_elements(By.CSS_SELECTOR, ".group h2")] == ["LABEL 1", "LABEL 2"]
+        assert [t.text.split("\n")[0] for t in driver.find_elements(By.CSS_SELECTOR, ".tile")] == [
+            "SUPPORT", "SALES", "BILLING"]
 
         # 1. answered after ~0.5 s of ringing; the agent hangs up after 2 s
         answering = center.agent.answer(stay_seconds=2, ring_seconds=0.5)
