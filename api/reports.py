@@ -4,34 +4,23 @@ Dates are local dates of the account's time zone, `to` included; `group` is inte
 (ISO weeks, from Monday) or month. Agents with `in_reports` false are left out.
 `switchdesk report queues|agents` prints the same rows as CSV.
 
-A report reads up to a year of rows: it runs in a worker thread with its own database connection, so
-the event loop (the call path, the streams) goes on meanwhile.
+A report reads up to a year of rows: on SQLite it runs in a worker thread on a read-only connection of
+its own (engine.stats.offloop), so the event loop (the call path, the streams) goes on meanwhile.
 """
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import gevent
 from flask import Blueprint
 from pydantic import Field
 
 from api.auth import Principal
 from api.envelope import ok
 from api.spec import IdList, Schema, endpoint
-from engine.stats import reports
-from engine.store.db import connection
+from engine.stats import offloop, reports
 
 bp = Blueprint("reports", __name__, url_prefix="/api/report")
-
-
-def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args)` in gevent's thread pool, on that thread's own database connection."""
-    def run() -> Any:
-        with connection():
-            return fn(*args)
-    return gevent.get_hub().threadpool.apply(run)
 
 
 class ReportQuery(Schema):
@@ -55,7 +44,7 @@ class AgentReportQuery(ReportQuery):
 def queue_report(principal: Principal, query: QueueReportQuery):
     """One row per queue and period with traffic: offered, answered, abandoned (short ones apart), timed out,
     lost, answered within the SLA, service level (the queue's sla_strategy), waits, talk and wrap-up."""
-    return ok(off_loop(reports.queues, principal.account, query.from_, query.to, query.group, query.queue_ids))
+    return ok(offloop.run(reports.queues, principal.account, query.from_, query.to, query.group, query.queue_ids))
 
 
 @endpoint(bp, "/agents", ["GET"], summary="Agent report over a date range", tag="reports", permission="reports",
@@ -63,4 +52,4 @@ def queue_report(principal: Principal, query: QueueReportQuery):
 def agent_report(principal: Principal, query: AgentReportQuery):
     """One row per agent and period with activity: calls offered/answered/missed and seconds available,
     ringing, talking, in wrap-up, paused (and by pause reason) and checked in."""
-    return ok(off_loop(reports.agents, principal.account, query.from_, query.to, query.group, query.user_ids))
+    return ok(offloop.run(reports.agents, principal.account, query.from_, query.to, query.group, query.user_ids))

@@ -4,7 +4,8 @@ zone, as days since 1970-01-01, so reports by day, week and month read one row p
 The zone of each account is kept here (read once, dropped by the `account` change notice). When an
 account's time zone changes, its day rows no longer match: `check_zones()` (the engine plugin runs it at
 start and after each account notice) rebuilds them from the 15-minute rows, off the event loop, and
-records the zone they were built in (StatsZone). The 15-minute rows never depend on the zone.
+records the zone they were built in (StatsZone). The 15-minute rows never depend on the zone. The long
+sum runs off the event loop (engine.stats.offloop).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 
 import peewee
 
+from engine.stats import offloop
+from engine.stats.offloop import Fetch
 from engine.store import changes, fastq
 from engine.store.db import db
 from engine.store.models import (
@@ -26,6 +29,7 @@ from engine.store.models import (
     QueueDay,
     QueueInterval,
     StatsZone,
+    now,
 )
 
 log = logging.getLogger("switchdesk.stats")
@@ -123,47 +127,86 @@ def _runs(tz: dt.tzinfo, lo: int, hi: int) -> Iterator[tuple[int, int, int | Non
         yield run_start, run_end, run_offset  # type: ignore[misc]
 
 
-def _rebuild_one(account_id: int, tz: dt.tzinfo, source: type[peewee.Model], target: type[peewee.Model],
-                 keys: tuple[str, ...], sums: tuple[str, ...], maxes: tuple[str, ...]) -> int:
-    bounds = source.select(peewee.fn.MIN(source.start), peewee.fn.MAX(source.start)).where(
-        source.account == account_id).tuples().first()
-    target.delete().where(target.account == account_id).execute()
-    if not bounds or bounds[0] is None:
-        return 0
-    written = 0
-    key_fields = [getattr(source, k) for k in keys]
-    aggregates = [peewee.fn.SUM(getattr(source, n)) for n in sums] + [peewee.fn.MAX(getattr(source, n)) for n in maxes]
-    for start, end, offset in _runs(tz, bounds[0], bounds[1] + 1):
-        cond = (source.account == account_id) & (source.start >= start) & (source.start < end)
-        if offset is None:
-            day_expr = peewee.SQL(str(local_day_at(tz, start)))
-        else:  # the offset inlined (an int we computed): PostgreSQL matches GROUP BY to the select by text
-            day_expr = (source.start + peewee.SQL(str(int(offset)))) / peewee.SQL("86400")
-        grouping = key_fields if offset is None else [*key_fields, day_expr]  # a constant is no GROUP BY term
-        rows = source.select(*key_fields, day_expr, *aggregates).where(cond).group_by(*grouping).tuples()
-        names = (*keys, "day", *sums, *maxes)
-        batch = [{"account": account_id, **{n: int(v or 0) for n, v in zip(names, row, strict=True)}} for row in rows]
-        for i in range(0, len(batch), 2000):
-            target.insert_many(batch[i:i + 2000]).execute()
-        written += len(batch)
-    return written
+_TARGETS: tuple = ()  # (source, target, keys, sums, maxes), filled below (the counters import this module)
+
+
+def _targets() -> tuple:
+    global _TARGETS
+    if not _TARGETS:
+        from engine.stats.counters import AGENT_COUNTERS, QUEUE_COUNTERS
+
+        _TARGETS = (
+            (QueueInterval, QueueDay, ("queue",), QUEUE_COUNTERS, ("wait_max",)),
+            (AgentInterval, AgentDay, ("user",), AGENT_COUNTERS, ()),
+            (AgentPauseInterval, AgentPauseDay, ("user", "pause_id"), ("seconds",), ()),
+        )
+    return _TARGETS
+
+
+def _aggregate(account_id: int, tz: dt.tzinfo, lo: int | None, hi: int | None, *, fetch: Fetch) -> dict:
+    """{target model: {(keys..., day): [sums..., maxes...]}} of the account's 15-minute rows in [lo, hi)."""
+    out: dict = {}
+    for source, target, keys, sums, maxes in _targets():
+        found = out[target] = {}
+        cond = source.account == account_id
+        if lo is not None:
+            cond &= source.start >= lo
+        if hi is not None:
+            cond &= source.start < hi
+        bounds = fetch(source.select(peewee.fn.MIN(source.start), peewee.fn.MAX(source.start)).where(cond))
+        if not bounds or bounds[0][0] is None:
+            continue
+        key_fields = [getattr(source, k) for k in keys]
+        aggregates = [peewee.fn.SUM(getattr(source, n)) for n in sums] + \
+            [peewee.fn.MAX(getattr(source, n)) for n in maxes]
+        for start, end, offset in _runs(tz, bounds[0][0], bounds[0][1] + 1):
+            if offset is None:
+                day_expr = peewee.SQL(str(local_day_at(tz, start)))
+            else:  # the offset inlined (an int we computed): PostgreSQL matches GROUP BY to the select by text
+                day_expr = (source.start + peewee.SQL(str(int(offset)))) / peewee.SQL("86400")
+            grouping = key_fields if offset is None else [*key_fields, day_expr]  # a constant is no GROUP BY term
+            query = (source.select(*key_fields, day_expr, *aggregates)
+                     .where(cond & (source.start >= start) & (source.start < end)).group_by(*grouping))
+            for row in fetch(query):
+                found[tuple(int(v) for v in row[:len(keys) + 1])] = [int(v or 0) for v in row[len(keys) + 1:]]
+    return out
 
 
 def local_day_at(tz: dt.tzinfo, ts: int) -> int:
     return day_number(dt.datetime.fromtimestamp(ts, tz).date())
 
 
+RECENT = 86400  # the last day of 15-minute rows is summed again inside the writing transaction
+
+
 def rebuild(account_id: int) -> int:
-    """Rebuild the account's day rows from its 15-minute rows in its current zone; one transaction."""
+    """Rebuild the account's day rows from its 15-minute rows in its current zone; returns the rows written.
+
+    The old history is summed off the event loop (engine.stats.offloop); then, in one transaction, the
+    account's day rows are replaced by those sums plus the last day's rows summed there and then (the
+    rows still being written to), so nothing counted meanwhile is lost."""
     forget(account_id)
     name, tz = zone_of(account_id)
-    from engine.stats.counters import AGENT_COUNTERS, QUEUE_COUNTERS
-
+    split = now() - now() % 900 - RECENT
+    old = offloop.run(_aggregate, account_id, tz, None, split)
+    written = 0
     with db.atomic():
-        written = _rebuild_one(account_id, tz, QueueInterval, QueueDay, ("queue",), QUEUE_COUNTERS, ("wait_max",))
-        written += _rebuild_one(account_id, tz, AgentInterval, AgentDay, ("user",), AGENT_COUNTERS, ())
-        written += _rebuild_one(account_id, tz, AgentPauseInterval, AgentPauseDay, ("user", "pause_id"),
-                                ("seconds",), ())
+        recent = _aggregate(account_id, tz, split, None, fetch=offloop.on_loop)
+        for _source, target, keys, sums, maxes in _targets():
+            merged = old.get(target, {})
+            for key, values in recent.get(target, {}).items():
+                if key in merged:
+                    merged[key] = [a + b for a, b in zip(merged[key][:len(sums)], values[:len(sums)], strict=True)] \
+                        + [max(a, b) for a, b in zip(merged[key][len(sums):], values[len(sums):], strict=True)]
+                else:
+                    merged[key] = values
+            target.delete().where(target.account == account_id).execute()
+            names = (*keys, "day", *sums, *maxes)
+            batch = [{"account": account_id, **dict(zip(names, (*key, *values), strict=True))}
+                     for key, values in merged.items()]
+            for i in range(0, len(batch), 2000):
+                target.insert_many(batch[i:i + 2000]).execute()
+            written += len(batch)
         StatsZone.insert(account=account_id, timezone=name).on_conflict(
             conflict_target=[StatsZone.account], update={StatsZone.timezone: name}).execute()
     return written

@@ -6,7 +6,7 @@
   (engine.stats.live), once;
 * once a day the history older than the retention is deleted (engine.stats.history);
 * at start and after each `account` change notice, the day rows of an account whose time zone changed
-  are rebuilt (engine.stats.days), in a worker thread: it reads the account's whole history.
+  are rebuilt (engine.stats.days; its long read runs off the event loop).
 """
 from __future__ import annotations
 
@@ -59,11 +59,9 @@ class Stats:
             gevent.sleep(CLEAN_UP_EVERY)
 
     def check_zones(self) -> None:
-        def run() -> list[int]:
-            with connection():
-                return days.check_zones(self.engine.account_ids)
         try:
-            gevent.get_hub().threadpool.apply(run)
+            with connection():
+                days.check_zones(self.engine.account_ids)
         except Exception:
             log.exception("statistics: rebuilding the day rows failed")
 

@@ -14,6 +14,7 @@ from typing import Any
 from engine.errors import ServiceError
 from engine.stats.counters import AGENT_COUNTERS, QUEUE_COUNTERS
 from engine.stats.days import date_of, day_number
+from engine.stats.offloop import Fetch, on_loop
 from engine.stats.snapshot import queue_figures, zone
 from engine.store.models import (
     INTERVAL,
@@ -73,29 +74,30 @@ def _interval_label(start: int, account: Account) -> str:
 
 
 def queues(account: Account, first: dt.date, last: dt.date, group: str = "day",
-           queue_ids: list[int] | None = None) -> list[dict[str, Any]]:
-    """One row per queue and period with traffic: the queue figures of engine.stats.snapshot."""
+           queue_ids: list[int] | None = None, *, fetch: Fetch = on_loop) -> list[dict[str, Any]]:
+    """One row per queue and period with traffic: the queue figures of engine.stats.snapshot. `fetch` runs
+    the queries (engine.stats.offloop)."""
     check_range(first, last, group)
     query = Queue.select(Queue.id, Queue.name, Queue.sla_strategy).where(Queue.account == account.id)
     if queue_ids:
         query = query.where(Queue.id.in_(queue_ids))
-    by_id = {q.id: q for q in query}
+    by_id = {q_id: Queue(id=q_id, name=name, sla_strategy=sla) for q_id, name, sla in fetch(query)}
     if not by_id:
         return []
     buckets: dict[tuple[int, Any], list[int]] = {}
     if group == "interval":
         lo, hi = _local_days(account, first, last)
         sums = [getattr(QueueInterval, n) for n in QUEUE_COUNTERS]
-        rows = (QueueInterval.select(QueueInterval.queue, QueueInterval.start, *sums, QueueInterval.wait_max)
-                .where((QueueInterval.account == account.id) & QueueInterval.queue.in_(list(by_id))
-                       & (QueueInterval.start >= lo) & (QueueInterval.start < hi)).tuples())
+        rows = fetch(QueueInterval.select(QueueInterval.queue, QueueInterval.start, *sums, QueueInterval.wait_max)
+                     .where((QueueInterval.account == account.id) & QueueInterval.queue.in_(list(by_id))
+                            & (QueueInterval.start >= lo) & (QueueInterval.start < hi)))
         for queue_id, start, *values in rows:
             buckets[(queue_id, start)] = list(values)
     else:
         sums = [getattr(QueueDay, n) for n in QUEUE_COUNTERS]
-        rows = (QueueDay.select(QueueDay.queue, QueueDay.day, *sums, QueueDay.wait_max)
-                .where((QueueDay.account == account.id) & QueueDay.queue.in_(list(by_id))
-                       & (QueueDay.day >= day_number(first)) & (QueueDay.day <= day_number(last))).tuples())
+        rows = fetch(QueueDay.select(QueueDay.queue, QueueDay.day, *sums, QueueDay.wait_max)
+                     .where((QueueDay.account == account.id) & QueueDay.queue.in_(list(by_id))
+                            & (QueueDay.day >= day_number(first)) & (QueueDay.day <= day_number(last))))
         for queue_id, day, *values in rows:
             slot = buckets.setdefault((queue_id, _period(date_of(day), group)), [0] * (len(sums) + 1))
             for i, v in enumerate(values[:-1]):
@@ -120,13 +122,13 @@ _AGENT_OUT = {"offered": "offered", "answered": "answered", "missed": "missed", 
 
 
 def agents(account: Account, first: dt.date, last: dt.date, group: str = "day",
-           user_ids: list[int] | None = None) -> list[dict[str, Any]]:
+           user_ids: list[int] | None = None, *, fetch: Fetch = on_loop) -> list[dict[str, Any]]:
     """One row per agent (in_reports only) and period with activity; seconds per activity and pause reason."""
     check_range(first, last, group)
     query = User.select(User.id, User.name).where((User.account == account.id) & (User.in_reports == True))  # noqa: E712
     if user_ids:
         query = query.where(User.id.in_(user_ids))
-    by_id = {u.id: u for u in query}
+    by_id = {u_id: name for u_id, name in fetch(query)}
     if not by_id:
         return []
     ids = list(by_id)
@@ -135,30 +137,30 @@ def agents(account: Account, first: dt.date, last: dt.date, group: str = "day",
     lo, hi = _local_days(account, first, last)
     if group == "interval":
         sums = [getattr(AgentInterval, n) for n in AGENT_COUNTERS]
-        for user_id, start, *values in (AgentInterval.select(AgentInterval.user, AgentInterval.start, *sums)
-                                        .where((AgentInterval.account == account.id) & AgentInterval.user.in_(ids)
-                                               & (AgentInterval.start >= lo) & (AgentInterval.start < hi)).tuples()):
+        for user_id, start, *values in fetch(AgentInterval.select(AgentInterval.user, AgentInterval.start, *sums)
+                                             .where((AgentInterval.account == account.id) & AgentInterval.user.in_(ids)
+                                                    & (AgentInterval.start >= lo) & (AgentInterval.start < hi))):
             buckets[(user_id, start)] = list(values)
-        for user_id, start, pause_id, seconds in (
+        for user_id, start, pause_id, seconds in fetch(
                 AgentPauseInterval.select(AgentPauseInterval.user, AgentPauseInterval.start,
                                           AgentPauseInterval.pause_id, AgentPauseInterval.seconds)
                 .where((AgentPauseInterval.account == account.id) & AgentPauseInterval.user.in_(ids)
-                       & (AgentPauseInterval.start >= lo) & (AgentPauseInterval.start < hi)).tuples()):
+                       & (AgentPauseInterval.start >= lo) & (AgentPauseInterval.start < hi))):
             pauses[(user_id, start)][str(pause_id)] = seconds
     else:
         sums = [getattr(AgentDay, n) for n in AGENT_COUNTERS]
         span = (day_number(first), day_number(last))
-        for user_id, day, *values in (AgentDay.select(AgentDay.user, AgentDay.day, *sums)
-                                      .where((AgentDay.account == account.id) & AgentDay.user.in_(ids)
-                                             & AgentDay.day.between(*span)).tuples()):
+        for user_id, day, *values in fetch(AgentDay.select(AgentDay.user, AgentDay.day, *sums)
+                                           .where((AgentDay.account == account.id) & AgentDay.user.in_(ids)
+                                                  & AgentDay.day.between(*span))):
             slot = buckets.setdefault((user_id, _period(date_of(day), group)), [0] * len(sums))
             for i, v in enumerate(values):
                 slot[i] += v
-        for user_id, day, pause_id, seconds in (
+        for user_id, day, pause_id, seconds in fetch(
                 AgentPauseDay.select(AgentPauseDay.user, AgentPauseDay.day, AgentPauseDay.pause_id,
                                      AgentPauseDay.seconds)
                 .where((AgentPauseDay.account == account.id) & AgentPauseDay.user.in_(ids)
-                       & AgentPauseDay.day.between(*span)).tuples()):
+                       & AgentPauseDay.day.between(*span))):
             slot = pauses[(user_id, _period(date_of(day), group))]
             slot[str(pause_id)] = slot.get(str(pause_id), 0) + seconds
     out = []
@@ -168,7 +170,7 @@ def agents(account: Account, first: dt.date, last: dt.date, group: str = "day",
         else:
             label, start = _label(period, group), _epoch_of(period, account)
         figures = {_AGENT_OUT[n]: v for n, v in zip(AGENT_COUNTERS, values, strict=True)}
-        out.append({"period": label, "start": start, "user_id": user_id, "name": by_id[user_id].name, **figures,
+        out.append({"period": label, "start": start, "user_id": user_id, "name": by_id[user_id], **figures,
                     "pause_time_by_reason": pauses.get((user_id, period), {})})
     return out
 
