@@ -79,7 +79,7 @@
     var count = Object.keys(queues).length || 1;
     var cols = Math.max(1, Math.min(count, Math.ceil(Math.sqrt(count * 16 / 9 / 1.6))));
     var rows = order.reduce(function (n, key) { return n + Math.ceil(groups[key].length / cols); }, 0) +
-      (order.length > 1 ? order.length * 0.5 : 0);
+      (order.length > 1 ? order.length * 0.15 : 0);
     document.documentElement.style.setProperty("--cols", cols);
     document.documentElement.style.setProperty("--rows", Math.max(1, rows));
     var frag = document.createDocumentFragment();
