@@ -16,7 +16,6 @@ read from whole 15-minute rows, so the window is rounded out to the quarter hour
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from collections import defaultdict
 from typing import Any
 
@@ -24,6 +23,7 @@ import peewee
 
 from engine.stats import agents as activity
 from engine.stats.counters import AGENT_COUNTERS, QUEUE_COUNTERS, interval_of
+from engine.stats.days import zone_named
 from engine.store.models import (
     Account,
     AgentActivity,
@@ -42,11 +42,7 @@ SLA_STRATEGIES = {0: "answered within / (answered + abandoned + timed out + lost
                   2: "answered within / (answered + abandoned + timed out + lost - short abandons)"}
 
 
-def zone(name: str | None) -> dt.tzinfo:
-    try:
-        return zoneinfo.ZoneInfo(name or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return dt.UTC
+zone = zone_named  # an unknown zone name counts as UTC
 
 
 def midnight(account: Account, at: int) -> int:
