@@ -169,6 +169,9 @@ def sse_response(account_id: int, read: Reader) -> Response:
     config = current_app.config
     lifetime = float(config.get("STATS_STREAM_SECONDS", 0.0 if config.get("TESTING") else LIFETIME))
     response = Response(_events(account_id, read, first, version, lifetime), mimetype="text/event-stream")
+    # released when the server closes the response, also when the client left before the first byte
+    # (a generator that never started runs no `finally`)
+    response.call_on_close(lambda: _release(account_id))
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
     return response
@@ -212,5 +215,5 @@ def _events(account_id: int, read: Reader, first: dict[str, list[dict[str, Any]]
             elif time.monotonic() - last_write >= HEARTBEAT:
                 last_write = time.monotonic()
                 yield _message("ping", {"at": at})
-    finally:
-        _release(account_id)
+    except GeneratorExit:
+        return

@@ -17,10 +17,11 @@ pytestmark = pytest.mark.real_freeswitch
 
 
 def board(driver, queue_id: int, part: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.CSS_SELECTOR, f'[data-queue="{queue_id}"] {part}')
-    return found[0].text if found else ""
+    """The text shown in one part of a queue's tile, read in one step (the page replaces tiles as it
+    renders, so an element found first and read after may be gone)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+        f'[data-queue="{queue_id}"] {part}') or ""
 
 
 def finish(real_switch, *runs) -> None:
@@ -50,10 +51,10 @@ def test_queue_figures_and_wallboard(real_switch, center):  # noqa: F811 - the f
         driver.get(real_switch.sd.base + link["url"])
         eventually(lambda: board(driver, queue_id, ".name"), lambda t: t == "SUPPORT", "the tile")
         assert board(driver, queue_id, ".fig.waiting .v") == "0"
-        from selenium.webdriver.common.by import By
-
-        assert [g.text for g in driver.find_elements(By.CSS_SELECTOR, ".group h2")] == ["LABEL 1", "LABEL 2"]
-        assert [t.text.split("\n")[0] for t in driver.find_elements(By.CSS_SELECTOR, ".tile")] == [
+        assert driver.execute_script(
+            "return [...document.querySelectorAll('.group h2')].map(e => e.innerText)") == ["LABEL 1", "LABEL 2"]
+        assert driver.execute_script(
+            "return [...document.querySelectorAll('.tile .name')].map(e => e.innerText)") == [
             "SUPPORT", "SALES", "BILLING"]
 
         # 1. answered after ~0.5 s of ringing; the agent hangs up after 2 s

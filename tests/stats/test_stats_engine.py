@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from engine.stats import history
+from api import stats as api_stats
+from engine.stats import history, hub
 from engine.store.models import AgentActivity, QueueInterval, QueueMember, now
 from tests.callcenter.test_agents import DOMAIN, check_in, ok, push, start_engine
 from tests.support import listed, wait_until
@@ -105,7 +106,7 @@ def read_events(response, count):
     return out
 
 
-def test_wallboard_links_and_stream(api, tenant, other_api):
+def test_wallboard_links_and_stream(api, tenant, other_api, app, monkeypatch):
     queue = new_queue(api, "Sales", tv_name="SALES")
     other = new_queue(api, "Other")
     assert api.post("/api/wallboard", json={"name": "x", "queue_ids": [999999]}).status_code == 400
@@ -127,5 +128,28 @@ def test_wallboard_links_and_stream(api, tenant, other_api):
     [(event, data)] = read_events(stream, 1)
     assert event == "snapshot" and {q["id"] for q in data["queues"]} == {queue["id"], other["id"]}
     assert other_api.delete(f"/api/wallboard/{link['id']}").status_code == 404  # another account's link
+    app.config["STATS_STREAM_SECONDS"] = 30  # a stream that lasts (under TESTING it ends after its snapshot)
+    stream = client.get(f"/tv/stream?token={token}")
+    chunks = iter(stream.response)
+    assert b"event: snapshot" in next(chunks)
     ok(api.delete(f"/api/wallboard/{link['id']}"))
+    hub.touch(tenant.account_id, [queue["id"]], [])  # a change wakes the stream: it finds the link revoked
+    assert b"event: end" in next(chunks)
+    assert next(chunks, None) is None
+    stream.close()
     assert client.get(f"/tv?token={token}").status_code == 404
+    # bounded: beyond the account's share, 429; a stream closed unread gives its place back
+    monkeypatch.setattr(api_stats, "MAX_STREAMS_PER_ACCOUNT", 1)
+    auth = {"Authorization": f"Bearer {tenant.key}"}
+    first = client.get("/api/stats/stream", headers=auth)
+    refused = client.get("/api/stats/stream", headers=auth)
+    assert refused.status_code == 429 and refused.get_json()["success"] is False
+    elsewhere = other_api.client.get("/api/stats/stream", headers={"Authorization": f"Bearer {other_api.tenant.key}"})
+    assert elsewhere.status_code == 200  # another account's share
+    elsewhere.close()
+    first.close()
+    assert api_stats.open_streams().get(tenant.account_id, 0) == 0
+    again = client.get("/api/stats/stream", headers=auth)
+    assert again.status_code == 200
+    again.close()
+    assert api_stats.open_streams() == {}
