@@ -43,6 +43,11 @@ test-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck; \
 	  else echo "shellcheck is missing (apt-get install shellcheck); its tests will skip" >&2; fi; fi
+	@# the wallboard test (tests/realswitch/test_stats.py) drives Debian's chromium through chromium-driver
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "chromium/chromedriver are missing (apt-get install chromium chromium-driver); the wallboard test will skip (fail in CI)" >&2; fi; fi
 
 # The whole suite twice: on SQLite, then on PostgreSQL (.ci/postgres installs and starts
 # Debian's on loopback when root; without it, and outside CI, that run is skipped with a message).

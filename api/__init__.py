@@ -43,10 +43,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         phone_lists,
         queues,
         recordings,
+        reports,
+        stats,
         system,
         timegroups,
         users,
         voicemail,
+        wallboards,
     )
     from api.auth import authenticate, credentials_outside_body
     from api.body import KEY_IN_BODY_MAX, is_chunked, key_may_be_in_body, read_chunked_body
@@ -54,8 +57,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
-                   voicemail, calls, cdr, recordings, campaigns):
+                   voicemail, calls, cdr, recordings, campaigns, stats, wallboards, reports):
         app.register_blueprint(module.bp)
+    app.register_blueprint(wallboards.tv)
     install_error_handlers(app)
     metrics.install(app)
     if app.config.get("MEDIA_DIR"):

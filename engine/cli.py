@@ -1,4 +1,4 @@
-"""The `switchdesk` command: init, account create, apikey, user (recovery), leads, serve.
+"""The `switchdesk` command: init, account create, apikey, user (recovery), leads, report, serve.
 
 gevent's monkey-patching happens here, once, before anything else is
 imported, and only for `serve` (the other commands are plain scripts).
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     pe = leads.add_parser("export", help="write the list's leads as CSV to stdout")
     _db_arg(pe)
     pe.add_argument("list_id", type=int)
+
+    from engine.stats import cli as stats_cli
+
+    stats_cli.add_parser(sub, _db_arg)
 
     p = sub.add_parser("serve", help="serve the API and run the FreeSWITCH engine and the webhook sender")
     _db_arg(p)
@@ -294,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.leads import cli as leads_cli
 
         return leads_cli.run(args)
+    if args.command == "report":
+        from engine.stats import cli as stats_cli
+
+        return stats_cli.run(args)
     return cmd_serve(args)
 
 

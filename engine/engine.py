@@ -40,7 +40,7 @@ RESYNC_EVERY = 300.0
 # engine.commands and may spawn greenlets in engine.group; attach runs once, in Engine.start.
 PLUGIN_MODULES: tuple[str, ...] = (
     "engine.callcenter.agent_runtime", "engine.calls.callevents", "engine.directory.fscache",
-    "engine.calls.recordings", "engine.dialer.runner",
+    "engine.calls.recordings", "engine.dialer.runner", "engine.stats.plugin",
 )
 
 

@@ -33,7 +33,7 @@ DEVICE_OVERRIDE_FIELDS = (
 MODULES = (
     "call_center_api", "users", "phone_lists", "queues", "agents", "devices",
     "pauses", "timegroups", "settings", "events", "reports", "media", "voicemail", "supervision", "recordings",
-    "campaigns",
+    "campaigns", "stats", "wallboards",
 )
 # Limits on a user that a non-admin may not lift from itself (someone with more rights set them).
 # `listen_protected` too: an agent may not shield itself from its supervisors (engine.calls.supervision).

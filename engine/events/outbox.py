@@ -34,6 +34,17 @@ def on_commit(listener: Callable[[int], None]) -> Callable[[], None]:
     return lambda: _commit_listeners.remove(listener) if listener in _commit_listeners else None
 
 
+# Told every event as it is recorded, inside its transaction (engine.stats follows agent:status this way, so
+# its figures commit or roll back with the state change that the event reports). Must not block.
+_emit_listeners: list[Callable[[int, str, dict[str, Any], int], None]] = []
+
+
+def on_emit(listener: Callable[[int, str, dict[str, Any], int], None]) -> Callable[[], None]:
+    """Register `listener(account_id, event, data, ts)`; returns the function that removes it."""
+    _emit_listeners.append(listener)
+    return lambda: _emit_listeners.remove(listener) if listener in _emit_listeners else None
+
+
 def announce(account_id: int) -> None:
     """Tell the listeners that `account_id` has new pending events (call after the commit)."""
     for listener in list(_commit_listeners):
@@ -55,6 +66,8 @@ def emit(account_id: int, event: str, data: dict[str, Any], *, ts: int | None = 
     seq = cursor.lastrowid if is_sqlite() else cursor.fetchone()[0]
     recorded = OutboxEvent(seq=seq, id=values[0], account=account_id, event=event, ts=values[3], data=data,
                            status=PENDING, attempts=0, next_attempt=at, last_error=None, delivered_at=None)
+    for listener in _emit_listeners:
+        listener(account_id, event, data, values[3])
     if _commit_listeners:
         db.after_commit(lambda: announce(account_id))
     return recorded

@@ -17,6 +17,19 @@ from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 from engine.store.models.records import CallRecord, CallRecordLeg, Recording, RetentionSetting
+from engine.store.models.stats import (
+    INTERVAL,
+    AgentActivity,
+    AgentDay,
+    AgentInterval,
+    AgentPauseDay,
+    AgentPauseInterval,
+    QueueDay,
+    QueueInterval,
+    QueueMember,
+    StatsZone,
+    WallboardLink,
+)
 from engine.store.models.voicemail import VoicemailBox
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -53,15 +66,31 @@ ALL_MODELS: list[type[BaseModel]] = [
     CampaignLead,
     Attempt,
     LeadSkip,
+    QueueMember,
+    AgentActivity,
+    QueueInterval,
+    AgentInterval,
+    AgentPauseInterval,
+    QueueDay,
+    AgentDay,
+    AgentPauseDay,
+    StatsZone,
+    WallboardLink,
 ]
 
 __all__ = [
     "ACCOUNT_DEFAULTS",
     "ALL_MODELS",
+    "INTERVAL",
     "LIST_TYPES",
     "Account",
     "AccountScoped",
     "ActiveCall",
+    "AgentActivity",
+    "AgentDay",
+    "AgentInterval",
+    "AgentPauseDay",
+    "AgentPauseInterval",
     "AgentState",
     "ApiKey",
     "Attempt",
@@ -86,13 +115,18 @@ __all__ = [
     "PermissionGroup",
     "PhoneList",
     "Queue",
+    "QueueDay",
+    "QueueInterval",
+    "QueueMember",
     "Recording",
     "RetentionSetting",
+    "StatsZone",
     "Tier",
     "TimeGroup",
     "User",
     "UserSession",
     "VoicemailBox",
+    "WallboardLink",
     "WebhookLease",
     "now",
 ]
