@@ -122,21 +122,35 @@ def default_url(listen_host: str, port: int) -> str | None:
 # -- the registry ---------------------------------------------------------------------------------------
 
 
+def key_check() -> str:
+    """A fingerprint of the secret key (an HMAC of a constant: it reveals nothing of the key), "" without
+    one: boxes whose fingerprints differ cannot authenticate each other, nor read each other's webhook
+    secrets."""
+    key = security.derived_key("key check")
+    return hmac.new(key, b"switchdesk", "sha256").hexdigest()[:32] if key else ""
+
+
 def register(box_name: str | None = None, url: str | None = None) -> None:
-    """Write this box's row (at start): its URL, started_at and a fresh heartbeat. Without `box_name`,
-    this process's configured name and URL."""
+    """Write this box's row (at start): its URL, started_at, a fresh heartbeat and its key's fingerprint.
+    Without `box_name`, this process's configured name and URL. Warns about another live process under
+    the same name, and about live boxes whose secret key differs from this one's."""
     if box_name is None:
         box_name, url = settings.name, settings.url
-    stamp = now()
+    stamp, check = now(), key_check()
     with connection():
         previous = Box.get_or_none(Box.hostname == box_name)
         if previous is not None and previous.url != url and stamp - previous.heartbeat_at < STALE_AFTER:
             log.warning("box %s: another process registered under this name %d s ago (at %s); two boxes with one "
                         "name cannot tell their files apart: give each its own --hostname",
                         box_name, stamp - previous.heartbeat_at, previous.url or "no URL")
-        Box.insert(hostname=box_name, url=url, started_at=stamp, heartbeat_at=stamp).on_conflict(
+        for other in Box.select().where((Box.hostname != box_name) & (Box.heartbeat_at >= stamp - STALE_AFTER)
+                                        & (Box.key_check != check)):
+            log.warning("box %s has another secret key than this box (%s): downloads between them are refused "
+                        "and webhook secrets set on one do not decrypt on the other; give every box of the "
+                        "database the same %s", other.hostname, box_name, security.SECRET_KEY_ENV)
+        Box.insert(hostname=box_name, url=url, started_at=stamp, heartbeat_at=stamp, key_check=check).on_conflict(
             conflict_target=[Box.hostname],
-            update={Box.url: url, Box.started_at: stamp, Box.heartbeat_at: stamp}).execute()
+            update={Box.url: url, Box.started_at: stamp, Box.heartbeat_at: stamp, Box.key_check: check}).execute()
     log.info("box %s registered (%s)", box_name, url or "no advertised URL: other boxes cannot fetch its files")
 
 
@@ -247,8 +261,11 @@ def fetch(box_name: str, path: str, what: str, range_header: str | None = None) 
     when it answers wrongly (a refused signature: the boxes' secret keys differ).
     """
     row = holder(box_name, what)
-    base = urlsplit(row.url)
     headers = sign("GET", path)
+    if row.key_check and row.key_check != key_check():
+        raise ServiceError(502, f"{what} is on box {box_name}, whose secret key differs from this box's: every box "
+                                f"of one database needs the same {security.SECRET_KEY_ENV}", {"host": box_name})
+    base = urlsplit(row.url)
     headers.update({"Connection": "close", "User-Agent": "switchdesk-box"})
     if range_header:
         headers["Range"] = range_header[:200]

@@ -189,7 +189,7 @@ def test_the_internal_endpoint_takes_only_signatures_for_its_path_and_time(two_b
     assert status == 502 and b"same secret key" in body
 
 
-def test_a_holder_down_stale_unknown_or_not_advertised_is_a_503(two_boxes, tenant):
+def test_a_holder_down_stale_unknown_or_not_advertised_is_a_503(two_boxes, tenant, caplog):
     a, b = two_boxes
     rec = _recording(b, tenant.account_id, "call-b")
     url = f"/api/recording/{rec.id}/download"
@@ -209,6 +209,15 @@ def test_a_holder_down_stale_unknown_or_not_advertised_is_a_503(two_boxes, tenan
     Recording.update(fs_host="box-b").where(Recording.id == rec.id).execute()
     boxes.register("box-b", b.url)
     assert a.get(url, _auth(tenant))[0] == 200
+    # a holder registered with another secret key: refused before asking it, saying why
+    Box.update(key_check="0" * 32).where(Box.hostname == "box-b").execute()
+    asked = b.counting.internal
+    status, _, body = a.get(url, _auth(tenant))
+    assert status == 502 and b"secret key differs" in body and b.counting.internal == asked
+    with caplog.at_level("WARNING", logger="switchdesk.boxes"):
+        boxes.register("box-a", a.url)
+    assert "box-b has another secret key than this box (box-a)" in caplog.text
+    boxes.register("box-b", b.url)
     b.server.stop(timeout=1)
     unavailable("cannot be reached")
 

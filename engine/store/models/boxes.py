@@ -14,3 +14,4 @@ class Box(BaseModel):
     url = peewee.CharField(max_length=500, null=True)
     started_at = peewee.IntegerField()
     heartbeat_at = peewee.IntegerField()
+    key_check = peewee.CharField(max_length=32, default="")  # tells whether two boxes share the secret key
