@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from api import (
         account,
         agents,
+        boxes,
         calls,
         campaigns,
         cdr,
@@ -57,7 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
-                   voicemail, calls, cdr, recordings, campaigns, stats, wallboards, reports):
+                   voicemail, calls, cdr, recordings, campaigns, stats, wallboards, reports, boxes):
         app.register_blueprint(module.bp)
     app.register_blueprint(wallboards.tv)
     install_error_handlers(app)

@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, request
 from pydantic import Field
 
+from api import files
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import Page, Schema, endpoint, parse
@@ -138,14 +139,18 @@ def delete_media(principal: Principal, media_id: int):
 
 @endpoint(bp, "/<int:media_id>/file", ["GET"], summary="Download a media's stored WAV", tag="media",
           permission="media", media_type="audio/wav", response={"type": "string", "format": "binary"},
-          errors={409: "the file is on another box (`data.host`)"})
+          errors={404: "unknown, another account's, or its file is gone", 416: "the Range is outside the file",
+                  502: "the box that holds the file answered wrongly (`data.host`)",
+                  503: "the box that holds the file is not registered, advertises no URL, has not reported "
+                       "for 90 s or cannot be reached (`data.host`)"})
 def download_media(principal: Principal, media_id: int):
-    """The converted file as FreeSWITCH plays it (mono 16-bit WAV)."""
+    """The converted file as FreeSWITCH plays it (mono 16-bit WAV), streamed, with one HTTP `Range` (206).
+    A media another box holds (`host`) is fetched from that box and streamed through (README: Several boxes)."""
     media = library.get(principal.account_id, media_id)
-    if media.host != library.host():
-        raise APIError(409, f"media {media.id} is stored on {media.host}: download it there", {"host": media.host})
-    path = Path(library.path(media))
-    if not path.is_file():
-        raise APIError(404, f"Media {media.id} has no file on this box")
     safe = re.sub(r"[^A-Za-z0-9._ -]", "_", media.name)[:100] or f"media-{media.id}"
-    return send_file(path, mimetype="audio/wav", as_attachment=True, download_name=f"{safe}.wav", max_age=0)
+    box = files.here()
+    if not files.holds(media.host, box):
+        return files.proxy(media.host, f"/internal/box/media/{media.id}", what=f"media {media.id}",
+                           filename=f"{safe}.wav")
+    return files.send(library.resolve(media, box.media), filename=f"{safe}.wav",
+                      gone=f"Media {media.id} has no file on this box")

@@ -2,15 +2,12 @@
 Permission module `recordings`. A recording is offered once it is complete (FreeSWITCH's RECORD_STOP)."""
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import gevent
-from flask import Blueprint, Response, request
+from flask import Blueprint
 from pydantic import BeforeValidator, Field
 
+from api import files
 from api.auth import Principal
 from api.envelope import APIError, ok
 from api.spec import MAX_INT, Id, Schema, endpoint
@@ -19,9 +16,7 @@ from engine.store.models import Recording
 
 bp = Blueprint("recordings", __name__, url_prefix="/api/recording")
 
-CHUNK = 64 * 1024
 MAX_PAGE = 1000
-_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")  # longer numbers are no range (int() of 5,000 digits raises)
 
 
 def _text(value: object) -> object:
@@ -114,66 +109,25 @@ def delete_recording(principal: Principal, recording_id: int):
     return ok()
 
 
-def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
-    """The file's bytes [start, start+length), a chunk at a time, each read in the threadpool."""
-    pool = gevent.get_hub().threadpool
-    handle = pool.spawn(open, path, "rb").get()
-    try:
-        pool.spawn(handle.seek, start).get()
-        left = length
-        while left > 0:
-            chunk = pool.spawn(handle.read, min(CHUNK, left)).get()
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
-    finally:
-        handle.close()
-
-
 @endpoint(bp, "/<int:recording_id>/download", ["GET"], summary="The recording's WAV file (HTTP Range supported)",
           tag="recordings", permission="recordings", media_type="audio/wav",
           response={"type": "string", "format": "binary"},
           errors={404: "unknown, another account's, not complete yet, or its file is gone",
-                  416: "the Range is outside the file"})
+                  416: "the Range is outside the file",
+                  502: "the box that holds the file answered wrongly (`data.host`)",
+                  503: "the box that holds the file is not registered, advertises no URL, has not reported "
+                       "for 90 s or cannot be reached (`data.host`)"})
 def download(principal: Principal, recording_id: int):
     """Streamed from disk, never read whole. One `Range: bytes=a-b` (or `a-`, `-n`) answers 206 with exactly
-    those bytes; several ranges answer the whole file (200)."""
+    those bytes; several ranges answer the whole file (200). A recording another box holds (`host`) is
+    fetched from that box and streamed through, Range and all (README: Several boxes)."""
     row = Recording.owned(principal.account_id, recording_id)
     if row.state != "complete":
         raise APIError(404, f"Recording {recording_id} is not complete")
-    path = recordings.resolve(row)
-    try:
-        size = gevent.get_hub().threadpool.spawn(lambda: path.stat().st_size).get()
-    except OSError:
-        raise APIError(404, f"Recording {recording_id}: the file is gone") from None
-    start, length, status = 0, size, 200
-    wanted = request.headers.get("Range")
-    if wanted:
-        match = _RANGE.match(wanted.strip())
-        if match and (match.group(1) or match.group(2)):
-            first, last = match.group(1), match.group(2)
-            if first:
-                start = int(first)
-                end = min(int(last), size - 1) if last else size - 1
-                if start >= size or (last and int(last) < start):
-                    return _unsatisfiable(size)
-            else:
-                suffix = int(last)
-                if suffix == 0:
-                    return _unsatisfiable(size)
-                start, end = max(0, size - suffix), size - 1
-            length, status = end - start + 1, 206
-    response = Response(_read(path, start, length), status=status, mimetype="audio/wav", direct_passthrough=True)
-    response.headers["Accept-Ranges"] = "bytes"
-    response.headers["Content-Length"] = str(length)
-    response.headers["Content-Disposition"] = f'attachment; filename="recording-{row.id}.wav"'
-    if status == 206:
-        response.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
-    return response
-
-
-def _unsatisfiable(size: int) -> Response:
-    response = Response('{"success":false,"msg":"Range not satisfiable"}', status=416, mimetype="application/json")
-    response.headers["Content-Range"] = f"bytes */{size}"
-    return response
+    filename = f"recording-{row.id}.wav"
+    box = files.here()
+    if not files.holds(row.fs_host, box):
+        return files.proxy(row.fs_host, f"/internal/box/recording/{row.id}", what=f"recording {row.id}",
+                           filename=filename)
+    return files.send(recordings.resolve(row, box.recordings), filename=filename,
+                      gone=f"Recording {recording_id}: the file is gone")

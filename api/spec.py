@@ -194,6 +194,7 @@ class Endpoint:
     extra_params: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[int, Any] = field(default_factory=dict)
     media_type: str = "application/json"
+    internal: bool = False
 
 
 REGISTRY: list[Endpoint] = []
@@ -214,6 +215,8 @@ def endpoint(
     body_doc: dict[str, Any] | None = None,
     errors: dict[int, Any] | None = None,
     media_type: str = "application/json",
+    internal: bool = False,
+    headers: list[dict[str, Any]] | None = None,
 ) -> Callable:
     """Declare a route. The view receives `principal`, and `query`/`body` when models are given.
 
@@ -221,7 +224,8 @@ def endpoint(
     (a map from media type to `{"schema": ...}`). `errors` adds the status codes only the operation knows
     of (409, 429, 503...) to those derived from the declaration (see `_responses`): `{code: "when"}`, or
     `{code: response object}`.
-    `media_type` is the content type of the 200 answer.
+    `media_type` is the content type of the 200 answer. `internal`: a box-to-box route, not for clients
+    (marked `x-internal` in the document); `headers` documents header parameters.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -245,7 +249,8 @@ def endpoint(
             rule=(bp.url_prefix or "") + rule, methods=methods, summary=summary, tag=tag,
             permission=permission, auth=auth, query=query, body=body, response=response,
             description=(fn.__doc__ or "").strip(), body_doc=body_doc, errors=dict(errors or {}),
-            media_type=media_type,
+            media_type=media_type, internal=internal,
+            extra_params=[{"in": "header", **h} for h in headers or []],
         ))
         return view
 
@@ -403,7 +408,7 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             # A GET form of a body-taking route reads the same fields from the query string.
             query = ep.query if ep.query is not None or method != "GET" else ep.body
             has_body = method != "GET" and (ep.body is not None or ep.body_doc is not None)
-            params = path_params + (_query_params(query, components) if query is not None else [])
+            params = path_params + (_query_params(query, components) if query is not None else []) + ep.extra_params
             fields = _input_fields(query) | (_input_fields(ep.body) if has_body else set())
             if ep.media_type == "application/json":
                 schema: dict[str, Any] = {"allOf": [
@@ -428,6 +433,8 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             }
             if ep.description:
                 op["description"] = ep.description
+            if ep.internal:
+                op["x-internal"] = True
             if ep.auth:
                 op["security"] = [{"apiKeyQuery": []}, {"bearer": []}, {"session": []}]
                 if ep.permission:

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default=os.environ.get("SWITCHDESK_LISTEN", DEFAULT_LISTEN),
                    help="HOST:PORT for the API (env SWITCHDESK_LISTEN; default 127.0.0.1:8080)")
     p.add_argument("--max-body", type=int, default=None, help="largest request body in bytes")
+    p.add_argument("--hostname", default=os.environ.get("SWITCHDESK_HOSTNAME"),
+                   help="this box's name in the box registry and on the recordings and media it holds "
+                        "(env SWITCHDESK_HOSTNAME; default: the machine's host name); keep it stable")
+    p.add_argument("--advertise-url", default=os.environ.get("SWITCHDESK_ADVERTISE_URL"),
+                   help="the URL other boxes of the database reach this box's API at, to fetch the files it holds "
+                        "(env SWITCHDESK_ADVERTISE_URL; default: http://<--listen> unless that is loopback, "
+                        "else none)")
     p.add_argument("--esl", default=os.environ.get("SWITCHDESK_ESL", "127.0.0.1:8021"),
                    help="FreeSWITCH event socket HOST:PORT (env SWITCHDESK_ESL; default 127.0.0.1:8021)")
     p.add_argument("--esl-password", default=os.environ.get("SWITCHDESK_ESL_PASSWORD", "ClueCon"),
@@ -276,7 +283,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  domains=args.domains, log_format=args.log_format, log_level=args.log_level,
                  metrics_public=args.metrics_public, outbound=outbound, media_dir=args.media_dir,
                  media_max_bytes=args.media_max_bytes, media_max_seconds=args.media_max_seconds,
-                 recordings=(args.recordings_dir, args.recordings_min_free_mb, args.recording_days, args.cdr_days))
+                 recordings=(args.recordings_dir, args.recordings_min_free_mb, args.recording_days, args.cdr_days),
+                 box_name=args.hostname, advertise_url=args.advertise_url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,12 +113,15 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
           log_level: str = "INFO", metrics_public: bool = False, outbound: tuple[str, int] | None = None,
           media_dir: str | None = None, media_max_bytes: int | None = None,
           media_max_seconds: int | None = None,
-          recordings: tuple[str | None, int, int, int] | None = None) -> int:
+          recordings: tuple[str | None, int, int, int] | None = None, box_name: str | None = None,
+          advertise_url: str | None = None) -> int:
     """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
 
     `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
     several boxes on one database each account's domain is served by exactly one box. `outbound` is where
     the engine listens for FreeSWITCH's outbound-socket calls (check-in codes, engine.callcenter.checkin).
+    `box_name` names this box in the registry and on the files it holds (default: the machine's host name);
+    `advertise_url` is where the other boxes reach its API (default: from `host` unless that is loopback).
     """
     from api import create_app
     from engine.store import db, schema
@@ -137,6 +140,13 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         log.warning("no key to encrypt webhook secrets (%s, %s, or `switchdesk init` for SQLite): "
                     "setting a webhook_secret is refused until there is one",
                     security.SECRET_KEY_ENV, security.SECRET_KEY_FILE_ENV)
+    from engine import boxes
+
+    try:
+        boxes.configure(box_name, advertise_url)
+    except ValueError as exc:
+        print(f"switchdesk: --hostname/--advertise-url: {exc}", file=sys.stderr)
+        return 2
     database = db.bind(db_url)
     with database.connection_context():
         schema.init_schema(database)
@@ -176,6 +186,9 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
     log.info("serving the API on http://%s:%d", host, server.server_port)
+    if advertise_url is None:
+        boxes.settings.url = boxes.default_url(host, server.server_port)
+    heartbeat = boxes.Heartbeat().start()  # this box in the registry: other boxes fetch its files through it
     checkins = None
     if engine is not None and outbound is not None:
         from engine.callcenter.checkin import make_server as make_checkin_server
@@ -215,6 +228,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
     stopped.wait()
+    heartbeat.stop()
     deliverer.stop()
     if checkins is not None:
         checkins.stop()

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -196,7 +197,8 @@ def test_serve_subprocess_answers_http_and_stops_on_sigterm(tmp_path):
     port, outbound_port = _free_port(), _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "serve", "--db", url, "--listen", f"127.0.0.1:{port}",
-         "--outbound-listen", f"127.0.0.1:{outbound_port}"],
+         "--outbound-listen", f"127.0.0.1:{outbound_port}", "--hostname", "serve-box",
+         "--advertise-url", "http://10.9.9.9:8080/"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -214,6 +216,9 @@ def test_serve_subprocess_answers_http_and_stops_on_sigterm(tmp_path):
             body = json.load(r)
         assert body["success"] is True and body["data"][0]["username"] == "admin"
         socket.create_connection(("127.0.0.1", outbound_port), timeout=5).close()  # check-in calls are taken
+        with sqlite3.connect(tmp_path / "sd.db") as conn:  # registered in the box registry at start
+            row = conn.execute("SELECT hostname, url, heartbeat_at FROM box").fetchall()
+        assert [r[:2] for r in row] == [("serve-box", "http://10.9.9.9:8080")] and row[0][2] > time.time() - 60
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/user", timeout=5)
         assert err.value.code == 401 and json.load(err.value) == {"success": False, "msg": "Unauthorized"}

@@ -41,6 +41,7 @@ from typing import Any
 import gevent
 import peewee
 
+from engine import boxes
 from engine.calls import records
 from engine.calls.call_fields import header
 from engine.errors import ServiceError
@@ -217,10 +218,10 @@ def _start(engine: Any, leg_uuid: str, path: str, rel: str) -> None:
         log.warning("recordings: cannot make the folder of %s: %s", rel, exc)
     try:
         client = engine.commands.require_client()
-        host = (client.api("hostname", timeout=10, check=False) or "").strip()[:255]
         reply = client.api(f"uuid_record {leg_uuid} start {path}", timeout=10, check=False)
     except Exception as exc:  # not connected, timeout: nothing is being recorded
-        reply, host = f"-ERR {exc}", ""
+        reply = f"-ERR {exc}"
+    host = boxes.name()  # the box whose folder holds the file (engine.boxes: downloads elsewhere fetch it here)
     with connection():
         if reply.strip().startswith("+OK"):
             Recording.update(fs_host=host).where(Recording.path == rel).execute()
@@ -272,7 +273,7 @@ class RecordEvents:
     def reconcile(self) -> int:
         """Finish the recordings whose RECORD_STOP we could not hear; how many."""
         client = self.engine.commands.require_client()
-        host = client.api("hostname", timeout=10).strip()
+        host = boxes.name()
         reply = client.api("show channels as json", timeout=30)
         try:
             parsed = json.loads(reply)
@@ -351,9 +352,10 @@ def set_paused(engine: Any, account_id: int, call_id: str, paused: bool) -> Reco
 # -- files ------------------------------------------------------------------------------------------------
 
 
-def resolve(recording: Recording) -> Path:
-    """The recording's file, never outside the recordings folder (404 otherwise)."""
-    root = settings.root
+def resolve(recording: Recording, root: Path | None = None) -> Path:
+    """The recording's file, never outside the recordings folder (`root`, default this process's; 404
+    otherwise)."""
+    root = root if root is not None else settings.root
     if root is None:
         raise ServiceError(404, f"Recording {recording.id} not found")
     path = (root / recording.path).resolve()
@@ -421,11 +423,6 @@ def cleanup(host: str | None = None) -> tuple[int, int]:
         return records.purge(), purge(host=host)
 
 
-def records_only() -> tuple[int, int]:
-    with connection():
-        return records.purge(), 0
-
-
 # -- reports ----------------------------------------------------------------------------------------------
 
 
@@ -457,22 +454,11 @@ def usage(account_ids: list[int] | None = None) -> dict[str, int]:
 # -- the plugin -------------------------------------------------------------------------------------------
 
 
-def _host(engine: Any) -> str | None:
-    try:
-        return engine.commands.require_client().api("hostname", timeout=10).strip()[:255] or None
-    except Exception:
-        return None
-
-
 def _cleanup_loop(engine: Any) -> None:
     gevent.sleep(CLEANUP_FIRST)
     while True:
         try:
-            host = _host(engine)
-            if host is None:  # whose files are ours is not known without FreeSWITCH: call records only
-                calls, files = records_only()
-            else:
-                calls, files = cleanup(host)
+            calls, files = cleanup(boxes.name())  # this box's files only (engine.boxes)
             if calls or files:
                 log.info("clean-up: %d call record(s) and %d recording(s) past their retention deleted", calls, files)
         except Exception:

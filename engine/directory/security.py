@@ -181,6 +181,18 @@ def has_secret_key() -> bool:
     return _raw_key() is not None
 
 
+def derived_key(purpose: str) -> bytes | None:
+    """A key for `purpose` derived from the installation's secret key (None without one).
+
+    The boxes of one database share that key already (their webhook secrets must decrypt everywhere),
+    so it also authenticates them to each other (engine.boxes); a derived key keeps the two uses apart.
+    """
+    raw = _raw_key()
+    if not raw:
+        return None
+    return hmac.new(raw.encode(), f"switchdesk {purpose}".encode(), hashlib.sha256).digest()
+
+
 def _fernet():
     from cryptography.fernet import Fernet
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +21,7 @@ from typing import Any, BinaryIO
 import gevent
 import peewee
 
+from engine import boxes
 from engine.errors import ServiceError
 from engine.media import audio
 from engine.store.changes import Pending
@@ -66,7 +66,8 @@ def max_seconds() -> int:
 
 
 def host() -> str:
-    return socket.gethostname()
+    """The box whose disk holds the files uploaded here (engine.boxes: `serve --hostname`)."""
+    return boxes.name()
 
 
 def file_path(account_id: int, file: str) -> str:
@@ -76,6 +77,16 @@ def file_path(account_id: int, file: str) -> str:
 
 def path(media: Media) -> str:
     return file_path(media.account_id, media.file)
+
+
+def resolve(media: Media, root: Path | None = None) -> Path:
+    """The media's file in the media folder (`root`, default this process's), never outside it (404)."""
+    folder = ((root if root is not None else media_dir()) / str(int(media.account_id))).resolve()
+    found = (folder / media.file).resolve()
+    if not media.file or found.parent != folder:
+        log.warning("media %s: its file name points outside the media folder; refused", media.id)
+        raise ServiceError(404, f"Media {media.id} not found")
+    return found
 
 
 # --- reads ----------------------------------------------------------------------------------------

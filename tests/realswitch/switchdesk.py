@@ -102,7 +102,30 @@ class Switchdesk:
         self.recordings = root / "recordings"  # FreeSWITCH (same machine, same user) writes here too
         self.process: subprocess.Popen | None = None
         self.base = f"http://{HOST}:{http_port}"
+        self.box_name = "sd-box-a"  # serve --hostname: the `host` of the recordings it makes
         self.start_seconds = 0.0
+
+    def second_box(self, http_port: int, domains: str) -> subprocess.Popen:
+        """Another `switchdesk serve` on the same database (API only, its own name and folders, the same
+        secret key), limited to `domains` so that it delivers no webhook of the others; answering once
+        this returns."""
+        command = [*self.command, "serve", "--db", self.db, "--listen", f"{HOST}:{http_port}", "--no-esl",
+                   "--hostname", "sd-box-b", "--domains", domains, "--recordings-dir", str(self.root / "box-b-rec"),
+                   "--media-dir", str(self.root / "box-b-media")]
+        with open(self.root / "box-b.log", "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
+                                       start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if Http(f"http://{HOST}:{http_port}")("GET", "/api/health", timeout=2)[0] == 200:
+                    return process
+            except OSError:
+                pass
+            time.sleep(0.05)
+        process.kill()
+        raise RuntimeError("the second box did not answer /api/health: "
+                           + (self.root / "box-b.log").read_text(errors="replace")[-2000:])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """A switchdesk subcommand on this database; fails the test with its stderr when it fails."""
@@ -132,7 +155,8 @@ class Switchdesk:
         started = time.monotonic()
         command = [*self.command, "serve", "--db", self.db, "--listen", f"{HOST}:{self.http_port}",
                    "--esl", f"{HOST}:{self.esl_port}", "--outbound-listen", f"{HOST}:{self.outbound_port}",
-                   "--log-level", "INFO", "--recordings-dir", str(self.recordings)]
+                   "--log-level", "INFO", "--recordings-dir", str(self.recordings),
+                   "--hostname", self.box_name, "--advertise-url", self.base]  # another box may fetch its files
         if self.webhook_allow_private:
             command.append("--webhook-allow-private")
         with open(self.log_file, "ab") as log:

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -345,6 +346,7 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
     # another account sees none of it
     other = real_switch.new_account()
     assert other.http("GET", f"/api/recording/{recording_id}")[0] == 404
+    _through_another_box(real_switch, account, other, recording_id, whole)
     assert other.http("GET", f"/api/call/{call_id}")[0] == 404 and other.http.get("/api/cdr") == []
 
     status = http.get("/api/status")
@@ -354,6 +356,29 @@ def _recorded_supervised_call(real_switch, account, alice, agent, caller, superv
     assert "switchdesk_recordings_bytes" in metrics and "switchdesk_recordings_disk_free_bytes" in metrics
     csv_status, _, csv_body = download(account, f"/api/cdr.csv?queue_id={recorded['id']}", {})
     assert csv_status == 200 and call_id in csv_body.decode()
+
+
+def _through_another_box(real_switch, account, other, recording_id: int, whole: bytes) -> None:
+    """A second `switchdesk serve` on the same database (another name, no recordings of its own) serves
+    the download by fetching it from the box that holds it: whole and by range, the holder's 416 relayed;
+    another account's key gets a 404 there too."""
+    assert account.http.get(f"/api/recording/{recording_id}")["host"] == real_switch.sd.box_name
+    port = free_range(1)
+    box_b = real_switch.sd.second_box(port, other.domain)
+    base = f"http://{HOST}:{port}"
+    via_b = SimpleNamespace(http=SimpleNamespace(base=base), key=account.key)
+    url = f"/api/recording/{recording_id}/download"
+    try:
+        status, headers, body = download(via_b, url, {})
+        assert status == 200 and body == whole and headers["Content-Type"] == "audio/wav"
+        status, headers, body = download(via_b, url, {"Range": "bytes=1000-4999"})
+        assert status == 206 and body == whole[1000:5000]
+        assert headers["Content-Range"] == f"bytes 1000-4999/{len(whole)}"
+        assert download(via_b, url, {"Range": f"bytes={len(whole)}-"})[0] == 416
+        assert download(SimpleNamespace(http=SimpleNamespace(base=base), key=other.key), url, {})[0] == 404
+    finally:
+        box_b.terminate()
+        box_b.wait(10)
 
 
 def _recording_across_a_restart(real_switch, account, agent, caller, medias):

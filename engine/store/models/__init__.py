@@ -10,6 +10,7 @@ from engine.store.models.account import (
 )
 from engine.store.models.agents import AgentState, CheckinCode, CheckinFailure
 from engine.store.models.base import AccountScoped, BaseModel, now
+from engine.store.models.boxes import Box
 from engine.store.models.callcenter import Device, Did, Extension, PauseReason, Queue, Tier, TimeGroup
 from engine.store.models.calls import ActiveCall
 from engine.store.models.dialer import Attempt, Campaign, CampaignLead, CampaignList, LeadSkip
@@ -76,6 +77,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     AgentPauseDay,
     StatsZone,
     WallboardLink,
+    Box,
 ]
 
 __all__ = [
@@ -95,6 +97,7 @@ __all__ = [
     "ApiKey",
     "Attempt",
     "BaseModel",
+    "Box",
     "CallRecord",
     "CallRecordLeg",
     "Campaign",
