@@ -43,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         phone_lists,
         queues,
         recordings,
+        sites,
         system,
         timegroups,
         users,
@@ -54,7 +55,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
-                   voicemail, calls, cdr, recordings, campaigns):
+                   voicemail, calls, cdr, recordings, campaigns, sites):
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     metrics.install(app)

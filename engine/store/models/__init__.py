@@ -17,6 +17,7 @@ from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 from engine.store.models.records import CallRecord, CallRecordLeg, Recording, RetentionSetting
+from engine.store.models.sites import DeviceSite, Site
 from engine.store.models.voicemail import VoicemailBox
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -53,6 +54,8 @@ ALL_MODELS: list[type[BaseModel]] = [
     CampaignLead,
     Attempt,
     LeadSkip,
+    Site,
+    DeviceSite,
 ]
 
 __all__ = [
@@ -74,6 +77,7 @@ __all__ = [
     "CheckinCode",
     "CheckinFailure",
     "Device",
+    "DeviceSite",
     "Did",
     "Extension",
     "Lead",
@@ -88,6 +92,7 @@ __all__ = [
     "Queue",
     "Recording",
     "RetentionSetting",
+    "Site",
     "Tier",
     "TimeGroup",
     "User",
