@@ -46,6 +46,8 @@ def test_site_gateway_caller_id_by_country_and_blf_lamp(real_switch, account):
     lamp = watcher.subscribe("820")
     eventually(lambda: first(lamp, True, "NOTIFY "), bool, "the first NOTIFY of the subscription")
     assert dialog_states(lamp) == [], lamp.sip_log()  # nothing going on yet: an empty dialog-info
+    # the SUBSCRIBE was challenged (auth-subscriptions): only the domain's devices watch its lamps
+    assert first(lamp, True, "SIP/2.0 407") or first(lamp, True, "SIP/2.0 401"), lamp.sip_log()
     answers = alice_phone.answer(stay_seconds=1.5, ring_seconds=1)
     alice_phone.wait_listening()
     bob_phone.call("821", hold_seconds=1.5).wait(20)
