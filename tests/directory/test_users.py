@@ -29,9 +29,7 @@ def test_create_returns_record_without_password(api, tenant):
 
 
 def test_every_documented_field_round_trips(api, tenant):
-    from engine.store.models import VoicemailBox
-
-    from engine.store.models import Extension, Site
+    from engine.store.models import Extension, Site, VoicemailBox
 
     VoicemailBox.create(id=8, account=tenant.account_id, name="Front desk")  # vm_id names a box of the account
     for site_id in (1, 2):  # sites name sites of the account, blf_ext one of its extensions
