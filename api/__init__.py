@@ -45,6 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         queues,
         recordings,
         reports,
+        sites,
         stats,
         system,
         timegroups,
@@ -58,7 +59,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     for module in (system, users, pgroups, freeswitch, phone_lists, queues, account,
                    devices, events, extensions, dids, pauses, timegroups, checkin, originate, agents, media,
-                   voicemail, calls, cdr, recordings, campaigns, stats, wallboards, reports, boxes):
+                   voicemail, calls, cdr, recordings, campaigns, stats, wallboards, reports, boxes, sites):
         app.register_blueprint(module.bp)
     app.register_blueprint(wallboards.tv)
     install_error_handlers(app)

@@ -11,7 +11,7 @@ from api.auth import Principal
 from api.envelope import ok
 from api.spec import Id, Page, Schema, endpoint, submitted_fields
 from engine.directory import devices as service
-from engine.directory import extensions
+from engine.directory import extensions, sites
 from engine.store.models import Device, Extension
 
 bp = Blueprint("devices", __name__, url_prefix="/api/device")
@@ -76,6 +76,9 @@ class DeviceFields(Schema):
     timeout: Annotated[int, Field(ge=1, le=600)] | None = Field(None, description="seconds it rings")
     extension: Annotated[ExtensionNumber | None, Nullable] = Field(
         None, description="the device's own extension; null removes every extension routing to the device")
+    site_id: Annotated[Id | None, BeforeValidator(_no_user)] = Field(
+        None, description="the device's site (GET /api/site): its outbound calls use the site's gateway and caller "
+                          "id; null (or 0): none")
 
 
 class DeviceCreate(DeviceFields):
@@ -89,7 +92,7 @@ class DeviceQuery(Page):
     user_id: Id | None = None
 
 
-_NULLABLE = {"cid_num", "cid_name", "user_id", "extension"}
+_NULLABLE = {"cid_num", "cid_name", "user_id", "extension", "site_id"}
 
 
 def submitted(body: DeviceFields) -> dict[str, Any]:
@@ -99,10 +102,12 @@ def submitted(body: DeviceFields) -> dict[str, Any]:
 def records(devices: list[Device]) -> list[dict[str, Any]]:
     """Device records with their extensions, in two queries per 5,000 devices at most."""
     numbers: dict[int, list[tuple[int, str]]] = {d.id: [] for d in devices}
+    site_of: dict[int, int] = {}
     for chunk in extensions.chunks(list(numbers)):
         for ext in (Extension.select(Extension.id, Extension.number, Extension.target_id)
                     .where((Extension.target_type == "device") & Extension.target_id.in_(chunk))):
             numbers[ext.target_id].append((ext.id, ext.number))
+        site_of.update(sites.device_sites(chunk))
     out = []
     for d in devices:
         own = sorted(numbers[d.id])
@@ -114,6 +119,7 @@ def records(devices: list[Device]) -> list[dict[str, Any]]:
             "cid_num": d.cid_num,
             "cid_name": d.cid_name,
             "user_id": d.user_id,
+            "site_id": site_of.get(d.id),
             "ring": d.ring,
             "delay": d.delay,
             "timeout": d.timeout,

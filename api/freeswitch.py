@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import phonenumbers
 from flask import Blueprint, Response, current_app, request
 
 from api.spec import endpoint
@@ -175,29 +176,40 @@ def directory_section(account: AccountView, device: DeviceView) -> ET.Element:
     ttl = fscache.cacheable()
     if ttl:
         user.set("cacheable", ttl)  # FreeSWITCH keeps it; engine.directory.fscache flushes it on changes
-    _params(user, "param", [("a1-hash", device.sip_a1_hash)])
+    params = [("a1-hash", device.sip_a1_hash)]
     variables = [("switchdesk_device_id", str(device.id)), ("user_context", account.domain)]
+    if device.site_id:  # the site's gateway and caller id on outbound calls (dialplan_section); call events' site_id
+        variables.append(("switchdesk_site_id", str(device.site_id)))
     if device.cid_name:
         variables.append(("effective_caller_id_name", device.cid_name))
     if device.cid_num:
         variables.append(("effective_caller_id_number", device.cid_num))
-    variables = caller_id_variables(account, device, variables)
+    overrides = views.caller_id(account.id, device.user_id) if device.user_id else None
+    variables = caller_id_variables(overrides, variables)
+    if overrides is not None and overrides.blf_ext:
+        # the user's BLF lamp (mod_sofia presence, manage-presence): the device's calls, both ways, are
+        # presence of `<blf_ext>@<domain>`; calls from it through this variable, calls to it through its dial string
+        presence = f"{overrides.blf_ext}@{account.domain}"
+        variables.append(("presence_id", presence))
+        params.append(("dial-string", DIAL_STRING.replace("${dialed_user}@${dialed_domain}}", presence + "}", 1)))
+    _params(user, "param", params)
     _params(user, "variable", variables)
     return section
 
 
-def caller_id_variables(account: AccountView, device: DeviceView,
+def caller_id_variables(overrides: views.CallerIdView | None,
                         variables: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The owner's caller-ID overrides (`override_device`): `ecnam`/`ecnum` replace the device's caller id
     (FreeSWITCH's effective_caller_id_*, what every call shows), `ocnam`/`ocnum` become the
-    outbound_caller_id_* that calls through the outbound gateway show. A value that FreeSWITCH would
-    expand (`${`) is left out."""
-    overrides = views.caller_id(account.id, device.user_id) if device.user_id else None
+    outbound_caller_id_* that calls through the outbound gateway show, `cnum_by_country` becomes
+    `switchdesk_cnum_<country>` that outbound calls to that country show (outbound_caller_id). A value that
+    FreeSWITCH would expand (`$`) is left out."""
     if overrides is None:
         return variables
     replaced = {"effective_caller_id_name": overrides.ecnam, "effective_caller_id_number": overrides.ecnum,
                 "outbound_caller_id_name": overrides.ocnam, "outbound_caller_id_number": overrides.ocnum}
-    safe = {k: v for k, v in replaced.items() if v and "${" not in v and "$${" not in v}
+    replaced.update({f"switchdesk_cnum_{country}": number for country, number in overrides.cnum_by_country})
+    safe = {k: v for k, v in replaced.items() if v and "$" not in v}
     return [(k, v) for k, v in variables if k not in safe] + list(safe.items())
 
 
@@ -309,21 +321,54 @@ def route_actions(account: AccountView, target_type: str, target_id: int) -> lis
     return [("set", f"call_timeout={timeout}"), ("set", "hangup_after_bridge=true"), ("bridge", dial)]
 
 
-def outbound_caller_id(extension: ET.Element | None) -> None:
+def outbound_caller_id(extension: ET.Element | None, country: str | None = None) -> None:
     """A call through the outbound gateway shows the caller's outbound caller id when its directory entry
     has one (caller_id_variables): before the route's last action (the bridge), conditions that never
-    break set it; the bridge follows in a condition of its own on the same number."""
+    break set it; then, for a destination in `country`, the user's number for that country
+    (`switchdesk_cnum_<country>`, cnum_by_country); the bridge follows in a condition of its own on the
+    same number. The variables are the caller's own (its directory entry): one kept answer serves every
+    caller of the number."""
     route = extension.find("condition") if extension is not None else None
     if route is None:
         return
     bridge = route.findall("action")[-1]
     route.remove(bridge)
-    for kind in ("name", "number"):
-        condition = ET.SubElement(extension, "condition", field=f"${{outbound_caller_id_{kind}}}",
+    sources = [(kind, f"outbound_caller_id_{kind}") for kind in ("name", "number")]
+    if country:
+        sources.append(("number", f"switchdesk_cnum_{country}"))
+    for kind, variable in sources:
+        condition = ET.SubElement(extension, "condition", field=f"${{{variable}}}",
                                   expression="^.+$", attrib={"break": "never"})
-        ET.SubElement(condition, "action", application="set",
-                      data=f"effective_caller_id_{kind}=${{outbound_caller_id_{kind}}}")
+        ET.SubElement(condition, "action", application="set", data=f"effective_caller_id_{kind}=${{{variable}}}")
     ET.SubElement(extension, "condition", field=route.get("field"), expression=route.get("expression")).append(bridge)
+
+
+def destination_country(number: str, default_region: str | None) -> str | None:
+    """The country (ISO 3166-1 alpha-2) of a dialled number: national numbers in the account's country."""
+    try:
+        parsed = phonenumbers.parse(number, (default_region or "").upper() or None)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.region_code_for_number(parsed)
+
+
+def outbound_section(account: AccountView, number: str, site_id: int | None) -> ET.Element | None:
+    """A number outside the account, through the gateway of the caller's site (its device's `site_id`) or else
+    the account's; the site's caller id unless the user overrides it (ocnam/ocnum, cnum_by_country)."""
+    site = views.site(account.id, site_id) if site_id else None
+    gateway = (site.outbound_gateway if site is not None else None) or account.outbound_gateway
+    if not (gateway and GATEWAY.match(gateway) and PHONE.match(number)):
+        return None
+    section = ET.Element("section", name="dialplan", description="switchdesk")
+    context = ET.SubElement(section, "context", name=account.domain)
+    actions = [*call_exports(account, "outbound"), ("set", "hangup_after_bridge=true")]
+    if site is not None:
+        shown = (("name", site.cid_name), ("number", site.cid_num))
+        actions += [("set", f"effective_caller_id_{kind}={value}")
+                    for kind, value in shown if value and "$" not in value]
+    _extension(context, "switchdesk_outbound", number, [*actions, ("bridge", f"sofia/gateway/{gateway}/{number}")])
+    outbound_caller_id(context.find("extension"), destination_country(number, account.country))
+    return section
 
 
 # --- queue calls: media, agent offers, exits -------------------------------------------------------
@@ -515,7 +560,7 @@ def _route_type(target_type: str, default: str) -> str:
 _EXPORTED = ("switchdesk_call_id", "switchdesk_call_type", "switchdesk_dst_num", *CALL_VARIABLES)
 
 
-def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
+def dialplan_section(account: AccountView, number: str, site_id: int | None = None) -> ET.Element | None:
     section = ET.Element("section", name="dialplan", description="switchdesk")
     context = ET.SubElement(section, "context", name=account.domain)
     if CHECKIN.match(number):
@@ -536,16 +581,7 @@ def dialplan_section(account: AccountView, number: str) -> ET.Element | None:
             _extension(context, f"switchdesk_ext_{ext.id}", number, exports + actions)
             return section
         return None
-    gateway = account.outbound_gateway
-    if gateway and GATEWAY.match(gateway) and PHONE.match(number):
-        _extension(context, "switchdesk_outbound", number, [
-            *call_exports(account, "outbound"),
-            ("set", "hangup_after_bridge=true"),
-            ("bridge", f"sofia/gateway/{gateway}/{number}"),
-        ])
-        outbound_caller_id(context.find("extension"))
-        return section
-    return None
+    return outbound_section(account, number, site_id)
 
 
 def _public_section(number: str) -> ET.Element | None:
@@ -581,6 +617,9 @@ def _dialplan() -> Response:
             return (None, None) if account is None else pickup_section(account, number, device_id)
         return _answer(("pickup", context, number, device_id, present), build_pickup)
 
+    site = _field("variable_switchdesk_site_id")  # the calling device's site (its directory entry)
+    site_id = int(site) if site.isdigit() and len(site) <= 15 else None
+
     def build() -> tuple[Any, ET.Element | None]:
         if context == "public":
             did = views.did(number)
@@ -588,8 +627,9 @@ def _dialplan() -> Response:
         account = views.account_by_domain(context)
         if account is None:
             return None, None
-        return account.id, dialplan_section(account, number)
-    return _answer(("dialplan", context, number, present, current_app.config.get("OUTBOUND_SOCKET")), build)
+        return account.id, dialplan_section(account, number, site_id)
+    return _answer(("dialplan", context, number, present, site_id, current_app.config.get("OUTBOUND_SOCKET")),
+                   build)
 
 
 _SECTIONS = {"directory": _directory, "configuration": _configuration, "dialplan": _dialplan}

@@ -121,7 +121,8 @@ class QueueFields(Schema):
 
     name: QueueName | None = None
     tv_name: Annotated[str, Field(max_length=100, description="short name for the TV wallboard")] | None = None
-    site_id: Annotated[Id, Field(description="site id (stored, not checked)")] | None = None
+    site_id: Annotated[Id, Field(description="a site of the account (GET /api/site): the site of the queue's call "
+                                            "events")] | None = None
     strategy: Annotated[Strategy, Field(description=STRATEGY_DOC)] | None = None
     record: Annotated[Flag, Field(description="override recording flag, 0 or 1")] | None = None
     time_base_score: Annotated[TimeBaseScore, Field(

@@ -61,6 +61,36 @@ def _permissions(value: dict[str, bool]) -> dict[str, bool]:
     return value
 
 
+MAX_CNUM_COUNTRIES = 300  # more than there are countries
+
+
+def _cnum_by_country(value: dict[str, str]) -> dict[str, str]:
+    """{country: caller number}: ISO 3166-1 alpha-2 codes phonenumbers knows (upper-cased), numbers as
+    ocnum takes them but not empty."""
+    if len(value) > MAX_CNUM_COUNTRIES:
+        raise ValueError(f"at most {MAX_CNUM_COUNTRIES} countries")
+    out: dict[str, str] = {}
+    for country, number in value.items():
+        code = country.strip().upper()
+        if code not in _COUNTRIES:
+            raise ValueError(f"{country[:10]!r} is not a country code (ISO 3166-1 alpha-2, e.g. 'GB')")
+        if code in out:
+            raise ValueError(f"country {code} given twice")
+        if not re.fullmatch(r"\+?[0-9]{3,20}", number):
+            raise ValueError(f"{code}: {number[:40]!r} is not a caller number (3 to 20 digits, optionally after +)")
+        out[code] = number
+    return dict(sorted(out.items()))
+
+
+def _blf_ext(value: str) -> str:
+    from engine.directory.extensions import extension_problem
+
+    problem = extension_problem(value) if value else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _cidrs(value: list[str]) -> list[str]:
     out = []
     for item in value:
@@ -78,6 +108,15 @@ Email = Annotated[str, AfterValidator(_email)]
 Timezone = Annotated[str, AfterValidator(_timezone)]
 ShortText = Annotated[str, Field(max_length=100)]
 Permissions = Annotated[dict[str, bool], BeforeValidator(parse_json_text), AfterValidator(_permissions)]
+CnumByCountry = Annotated[dict[Annotated[str, Field(max_length=10)], Annotated[str, Field(max_length=40)]],
+                          BeforeValidator(parse_json_text), AfterValidator(_cnum_by_country), Field(description=(
+                              "outbound caller number per destination country (with override_device): "
+                              "{\"GB\": \"+442071234567\", \"US\": \"+14155550100\"}; the destination's country "
+                              "is read from the dialled number (the account's country for national numbers); "
+                              "{} or null clears"))]
+BlfExt = Annotated[str, AfterValidator(_blf_ext), Field(max_length=15, description=(
+    "with override_device: an extension of the account (unique among its users) whose BLF lamp shows this "
+    "user's devices' calls (SIP presence, dialog events); empty or null clears"))]
 
 
 class UserFields(Schema):
@@ -93,7 +132,8 @@ class UserFields(Schema):
     password: Password | None = Field(None, description="write-only; " + "8+ chars with a digit, lower and upper case")
     email: Email | None = None
     timezone: Timezone | None = None
-    sites: IdList | None = None
+    sites: Annotated[IdList, Field(description="ids of sites of the account (GET /api/site) the user works at",
+                                   max_length=1000)] | None = None
     groups: IdList | None = None
     intercept_groups: IdList | None = None
     intercept_other_groups: IdList | None = None
@@ -112,8 +152,8 @@ class UserFields(Schema):
     ocnam: ShortText | None = None
     ocnum: Annotated[str, Field(pattern=r"^\+?[0-9*#]{0,32}$")] | None = None
     user_record: Flag | None = None
-    cnum_by_country: Flag | None = None
-    blf_ext: Flag | None = None
+    cnum_by_country: CnumByCountry | None = None
+    blf_ext: BlfExt | None = None
     rec_inb_ext: Flag | None = None
     rec_out_ext: Flag | None = None
     rec_inb_int: Flag | None = None

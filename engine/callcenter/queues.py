@@ -294,7 +294,7 @@ def _save(queue: Queue, *, insert: bool) -> None:
 
 
 def _check_references(account_id: int, fields: dict[str, Any], queue_id: int | None = None) -> None:
-    """Media ids and exits name what the account has (inside the writing transaction)."""
+    """Media ids, the site and exits name what the account has (inside the writing transaction)."""
     named = {f: fields[f] for f in library.QUEUE_MEDIA_FIELDS if f in fields}
     if "audio_playback" in fields:
         playback = fields["audio_playback"] or {}
@@ -305,6 +305,10 @@ def _check_references(account_id: int, fields: dict[str, Any], queue_id: int | N
                 raise ServiceError(400, f"audio_playback.playlist: a list of up to {library.PLAYLIST_MAX} media ids")
             named["audio_playback.playlist"] = playlist
     library.check_ids(account_id, named)
+    if fields.get("site_id"):
+        from engine.directory import sites
+
+        sites.check_ids(account_id, "site_id", [fields["site_id"]])
     if "exits" in fields:
         fields["exits"] = exits.validate(account_id, fields["exits"], queue_id)
 

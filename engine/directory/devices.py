@@ -19,7 +19,7 @@ from engine.errors import ServiceError
 from engine.store import fastq
 from engine.store.changes import Pending
 from engine.store.db import db
-from engine.store.models import Account, Device, User
+from engine.store.models import Account, Device, DeviceSite, User
 
 SIP_USERNAME_REQUIRES_PASSWORD = "sip_password is required when sip_username changes"  # noqa: S105
 
@@ -45,7 +45,7 @@ def _check_username(account_id: int, username: str, exclude_id: int | None) -> N
 
 def _apply(device: Device, account_id: int, fields: dict[str, Any]) -> None:
     for name, value in fields.items():
-        if name in ("sip_password", "extension"):
+        if name in ("sip_password", "extension", "site_id"):
             continue
         if name == "user_id":
             if value is not None and not User.select().where(
@@ -64,6 +64,10 @@ def _save(account_id: int, device: Device, fields: dict[str, Any], pending: Pend
     _check_username(account_id, device.sip_username, device.id)
     _apply(device, account_id, fields)
     device.save()
+    if "site_id" in fields:
+        from engine.directory import sites
+
+        sites.set_device_site(account_id, device.id, fields["site_id"])
     pending.add("device", account_id, [device.id])
     if "extension" in fields:
         pending.add("extension", account_id,
@@ -109,6 +113,7 @@ def delete_device(account_id: int, device_id: int) -> None:
         device = get_device(account_id, device_id)
         agents.release_device(account_id, device.id, pending)
         extensions.delete_for("device", [device.id], pending, account_id)
+        DeviceSite.delete().where(DeviceSite.device == device.id).execute()
         device.delete_instance()
         pending.add("device", account_id, [device_id])
     pending.send()

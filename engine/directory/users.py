@@ -198,7 +198,7 @@ def _apply(user: User, account_id: int, fields: dict[str, Any]) -> None:
 # What calls to and from a user do (api.freeswitch: user_actions, caller_id_variables): a change drops the
 # kept directory and dialplan answers of the account.
 ROUTING_FIELDS = ("follow_me", "call_timeout", "vm_id", "override_device", "ecnam", "ecnum", "ocnam", "ocnum",
-                  "intercept_groups", "intercept_other_groups")
+                  "intercept_groups", "intercept_other_groups", "cnum_by_country", "blf_ext")
 
 
 def _routing_value(user: User, name: str) -> Any:
@@ -207,11 +207,28 @@ def _routing_value(user: User, name: str) -> Any:
     return getattr(user, name)
 
 
-def _check_routing(account_id: int, fields: dict[str, Any]) -> None:
+def _check_routing(account_id: int, fields: dict[str, Any], user_id: int | None = None) -> None:
+    """References of the user's fields, inside the transaction that stores them: 400 for an id or an
+    extension the account does not have, 409 for a `blf_ext` another user of the account has."""
     if fields.get("vm_id"):
         from engine.voicemail import boxes
 
         boxes.check_id(account_id, fields["vm_id"])
+    if fields.get("sites"):
+        from engine.directory import sites
+
+        sites.check_ids(account_id, "sites", fields["sites"])
+    blf = fields.get("blf_ext")
+    if blf:
+        from engine.store.models import Extension
+
+        if not Extension.select(Extension.id).where(
+                (Extension.account == account_id) & (Extension.number == blf)).exists():
+            raise ServiceError(400, f"blf_ext: {blf} is not an extension of the account (POST /api/extension)")
+        holders = [u.id for u in User.select(User.id, User.device_overrides).where(User.account == account_id)
+                   if u.id != user_id and (u.device_overrides or {}).get("blf_ext") == blf]
+        if holders:
+            raise ServiceError(409, f"blf_ext: extension {blf} is already the BLF extension of user {holders[0]}")
 
 
 def create_user(account_id: int, fields: dict[str, Any], actor: Actor) -> User:
@@ -255,7 +272,7 @@ def update_user(account_id: int, user_id: int, fields: dict[str, Any], actor: Ac
                 _keep_an_admin(account_id, user, "deactivated" if "active" in fields and not fields["active"]
                                else "demoted")
             _check_unique(fields, exclude_id=user.id)
-            _check_routing(account_id, fields)
+            _check_routing(account_id, fields, user.id)
             routing = any(name in fields and fields[name] != _routing_value(user, name) for name in ROUTING_FIELDS)
             _apply(user, account_id, fields)
             if password_hash:

@@ -8,7 +8,7 @@ here; the change notices (engine.store.changes) that every service already
 sends after its commit drop what they may have changed:
 
 * `account` (settings, domain, outbound gateway; a new account): everything;
-* `device`, `extension`, `did`, `queue`, `user`, `routing`, `media`, `voicemail`: what the account holds, and
+* `device`, `extension`, `did`, `queue`, `user`, `routing`, `media`, `voicemail`, `site`: what the account holds, and
   every answer that said "nothing there" without knowing an account.
 
 Agent and tier notices (runtime state, frequent during a call storm) drop
@@ -45,13 +45,14 @@ import peewee
 
 from engine.store import changes, fastq
 from engine.store.db import db
-from engine.store.models import Account, Device, Did, Extension, Media, Queue, User, VoicemailBox
+from engine.store.models import Account, Device, DeviceSite, Did, Extension, Media, Queue, Site, User, VoicemailBox
 
 T = TypeVar("T")
 
 ENV = "SWITCHDESK_DIRECTORY_CACHE"
 # the kinds of change notice that can change what is kept here; `agent`, `tier`, `pause`, `timegroup` cannot
-KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media", "voicemail", "routing"})
+KINDS = frozenset({"account", "device", "extension", "did", "queue", "user", "media", "voicemail", "routing",
+                   "site"})
 MAX_ENTRIES = 200_000  # beyond this the oldest go first (a flood of unknown numbers must not grow memory)
 MISS_TTL = 5.0  # seconds an answer that knows no account is kept (see the module docstring)
 ANY = "*"  # tag of an answer that depends on every account (callcenter.conf with all queues)
@@ -75,6 +76,7 @@ class DeviceView:
     cid_name: str | None
     cid_num: str | None
     timeout: int | None
+    site_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,13 @@ def _forget(key: Any) -> None:
 
 _ACCOUNT_COLUMNS = (Account.id, Account.domain, Account.country, Account.outbound_gateway)
 _DEVICE_COLUMNS = (Device.id, Device.account, Device.user, Device.sip_username, Device.sip_a1_hash,
-                   Device.cid_name, Device.cid_num, Device.timeout)
+                   Device.cid_name, Device.cid_num, Device.timeout, DeviceSite.site)
+
+
+def _devices() -> peewee.ModelSelect:
+    """Devices with their site (engine.directory.sites), as DeviceView takes them."""
+    return Device.select(*_DEVICE_COLUMNS).join(DeviceSite, peewee.JOIN.LEFT_OUTER,
+                                                on=(DeviceSite.device == Device.id))
 
 
 def _one(rows: list[tuple], make: Callable[..., T]) -> T | None:
@@ -215,7 +223,7 @@ def device(account_id: int, sip_username: str) -> DeviceView | None:
     """The device of the account with exactly this SIP username (the directory's key)."""
     def load() -> tuple[Any, DeviceView | None]:
         return account_id, _one(fastq.select(
-            "views.device", lambda a, u: Device.select(*_DEVICE_COLUMNS).where(
+            "views.device", lambda a, u: _devices().where(
                 (Device.account == a) & (Device.sip_username == u)), account_id, sip_username), DeviceView)
     return cached(("device", account_id, sip_username), load)
 
@@ -223,7 +231,7 @@ def device(account_id: int, sip_username: str) -> DeviceView | None:
 def device_by_id(account_id: int, device_id: int) -> DeviceView | None:
     def load() -> tuple[Any, DeviceView | None]:
         return account_id, _one(fastq.select(
-            "views.device_by_id", lambda a, i: Device.select(*_DEVICE_COLUMNS).where(
+            "views.device_by_id", lambda a, i: _devices().where(
                 (Device.account == a) & (Device.id == i)), account_id, device_id), DeviceView)
     return cached(("device_id", account_id, device_id), load)
 
@@ -231,7 +239,7 @@ def device_by_id(account_id: int, device_id: int) -> DeviceView | None:
 def devices_of_user(account_id: int, user_id: int) -> tuple[DeviceView, ...]:
     """The user's devices in the account, by id."""
     def load() -> tuple[Any, tuple[DeviceView, ...]]:
-        rows = fastq.select("views.devices_of_user", lambda a, u: Device.select(*_DEVICE_COLUMNS).where(
+        rows = fastq.select("views.devices_of_user", lambda a, u: _devices().where(
             (Device.account == a) & (Device.user == u)).order_by(Device.id), account_id, user_id)
         return account_id, tuple(DeviceView(*row) for row in rows)
     return cached(("user_devices", account_id, user_id), load)
@@ -352,30 +360,62 @@ def voicemail_box(account_id: int, box_id: int) -> VoicemailBoxView | None:
 
 @dataclass(frozen=True, slots=True)
 class CallerIdView:
-    """A user's caller-ID overrides of its devices (`override_device` with ecnam/ecnum/ocnam/ocnum)."""
+    """A user's overrides of its devices' settings (`override_device`): caller ids ecnam/ecnum/ocnam/ocnum,
+    `cnum_by_country` as (country, number) pairs, and `blf_ext` (the extension its presence lights)."""
     ecnam: str | None
     ecnum: str | None
     ocnam: str | None
     ocnum: str | None
+    cnum_by_country: tuple[tuple[str, str], ...] = ()
+    blf_ext: str | None = None
+
+
+def _json(value: Any, empty: str) -> Any:
+    if isinstance(value, str):  # a raw JSON column as the compiled statement returns it
+        import json
+
+        return json.loads(value or empty)
+    return value
 
 
 def caller_id(account_id: int, user_id: int) -> CallerIdView | None:
-    """None unless the user overrides its devices' caller id. Dropped by `user` notices."""
+    """None unless the user overrides its devices' settings with something. Dropped by `user` notices."""
     def load() -> tuple[Any, CallerIdView | None]:
         rows = fastq.select("views.caller_id", lambda a, u: User.select(User.override_device, User.device_overrides)
                             .where((User.account == a) & (User.id == u)), account_id, user_id)
         if not rows or not rows[0][0]:
             return account_id, None
-        overrides = rows[0][1]
-        if isinstance(overrides, str):
-            import json
-
-            overrides = json.loads(overrides or "{}")
+        overrides = _json(rows[0][1], "{}")
         overrides = overrides if isinstance(overrides, dict) else {}
-        values = [overrides.get(k) if isinstance(overrides.get(k), str) and overrides.get(k) else None
-                  for k in ("ecnam", "ecnum", "ocnam", "ocnum")]
-        return account_id, CallerIdView(*values) if any(values) else None
+
+        def text(key: str) -> str | None:
+            value = overrides.get(key)
+            return value if isinstance(value, str) and value else None
+        by_country = overrides.get("cnum_by_country")
+        pairs = tuple(sorted((c, n) for c, n in by_country.items() if isinstance(n, str) and n)
+                      ) if isinstance(by_country, dict) else ()
+        view = CallerIdView(*(text(k) for k in ("ecnam", "ecnum", "ocnam", "ocnum")), pairs, text("blf_ext"))
+        return account_id, view if view != CallerIdView(None, None, None, None) else None
     return cached(("caller_id", account_id, user_id), load)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """What a site changes on its devices' outbound calls (engine.directory.sites)."""
+    id: int
+    account_id: int
+    outbound_gateway: str | None
+    cid_name: str | None
+    cid_num: str | None
+
+
+def site(account_id: int, site_id: int) -> SiteView | None:
+    """Dropped by `site` notices of the account."""
+    def load() -> tuple[Any, SiteView | None]:
+        return account_id, _one(fastq.select("views.site", lambda a, i: Site.select(
+            Site.id, Site.account, Site.outbound_gateway, Site.cid_name, Site.cid_num).where(
+            (Site.account == a) & (Site.id == i)), account_id, site_id), SiteView)
+    return cached(("site", account_id, site_id), load)
 
 
 def intercept_groups(account_id: int, user_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -79,7 +79,11 @@ def test_oversized_body_413(client, tenant, database):
     assert "too large" in r.get_json()["msg"]
 
 
-def test_form_body_accepted(api):
+def test_form_body_accepted(api, tenant):
+    from engine.store.models import Site
+
+    for site_id in (1, 2):  # `sites` names sites of the account
+        Site.create(id=site_id, account=tenant.account_id, name=f"Site {site_id}")
     r = api.post("/api/user", data={**USER, "is_agent": "1", "in_reports": "false", "sites": "1,2"})
     assert r.status_code == 200, r.get_json()
     data = r.get_json()["data"]

@@ -36,6 +36,10 @@ def media(account_id: int, *ids: int) -> None:
 
 
 def create(api, **over):
+    from engine.store.models import Site
+
+    if not Site.select().where(Site.id == 3).exists():  # QUEUE's site_id names a site of the account
+        Site.create(id=3, account=api.tenant.account_id, name="Site 3")
     r = api.post("/api/cc_queue", json={**QUEUE, **over})
     assert r.status_code == 200, r.get_json()
     return r.get_json()["data"]

@@ -45,12 +45,13 @@ def test_overrides_reach_the_directory_and_the_outbound_route(database, tenant):
     conditions = extension.findall("condition")
     assert [(c.get("field"), c.get("break")) for c in conditions] == [
         ("destination_number", None), ("${outbound_caller_id_name}", "never"),
-        ("${outbound_caller_id_number}", "never"), ("destination_number", None)]
+        ("${outbound_caller_id_number}", "never"), ("${switchdesk_cnum_US}", "never"), ("destination_number", None)]
     assert conditions[2].find("action").get("data") == "effective_caller_id_number=${outbound_caller_id_number}"
-    # set before the bridge, which comes last
+    # set before the bridge, which comes last; the caller's number for the destination's country (US) last
     actions = [(a.get("application"), a.get("data")) for a in extension.iter("action")]
     assert actions[-1] == ("bridge", "sofia/gateway/carrier1/+14155550199")
-    assert actions[-2] == ("set", "effective_caller_id_number=${outbound_caller_id_number}")
+    assert actions[-2] == ("set", "effective_caller_id_number=${switchdesk_cnum_US}")
+    assert actions[-3] == ("set", "effective_caller_id_number=${outbound_caller_id_number}")
 
 
 def test_pickup_code_routes_only_members_of_the_group(database, tenant):

@@ -29,14 +29,18 @@ def test_create_returns_record_without_password(api, tenant):
 
 
 def test_every_documented_field_round_trips(api, tenant):
-    from engine.store.models import VoicemailBox
+    from engine.store.models import Extension, Site, VoicemailBox
 
     VoicemailBox.create(id=8, account=tenant.account_id, name="Front desk")  # vm_id names a box of the account
+    for site_id in (1, 2):  # sites name sites of the account, blf_ext one of its extensions
+        Site.create(id=site_id, account=tenant.account_id, name=f"Site {site_id}")
+    Extension.create(account=tenant.account_id, number="820", target_type="queue", target_id=1)
     full = {**USER, "active": 0, "timezone": "Asia/Jerusalem", "sites": [1, 2], "groups": "3,4",
             "intercept_groups": [5], "intercept_other_groups": [6], "geo_limit": "il,US", "follow_me": 15,
             "dr_id": 7, "call_timeout": 30, "vm_id": 8, "permissions": {"queues": True},
             "override_device": True, "ecnam": "Sales", "ecnum": "+97231234567", "ocnam": "Acme",
-            "ocnum": "18005551234", "user_record": 1, "cnum_by_country": 1, "blf_ext": 0, "rec_inb_ext": 1,
+            "ocnum": "18005551234", "user_record": 1, "cnum_by_country": {"GB": "+442079460123"}, "blf_ext": "820",
+            "rec_inb_ext": 1,
             "rec_out_ext": 0, "rec_inb_int": 1, "rec_out_int": 0, "session_ttl": 600, "max_snooze": 2,
             "wrap_up_time": 20, "no_answer_delay_time": 5, "reject_delay_time": 6, "busy_delay_time": 7,
             "max_no_answer": 4, "api_ip_ranges": "10.0.0.0/8,192.168.1.7"}

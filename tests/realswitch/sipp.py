@@ -238,6 +238,52 @@ Content-Length: 0
 """
 
 
+def subscribe_scenario(user: str, domain: str, target: str, expires: int) -> str:
+    """SUBSCRIBE to the dialog events (BLF) of `target` in the domain (answering a digest challenge if one
+    comes), then take and 200 every NOTIFY until stopped (SippRun.stop)."""
+    def request(cseq: int, auth: str) -> str:
+        return f"""
+SUBSCRIBE sip:{target}@{domain} SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{user}@{domain}>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{target}@{domain}>
+Call-ID: [call_id]
+CSeq: {cseq} SUBSCRIBE
+Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
+{auth}Max-Forwards: 70
+Event: dialog
+Accept: application/dialog-info+xml
+Expires: {expires}
+User-Agent: switchdesk-test-sipp
+Content-Length: 0
+"""
+    ok_notify = f"""
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+"""
+    return _HEAD + f"""<scenario name="subscribe {escape(target)}">
+  <send retrans="500">{_cdata(request(1, ""))}</send>
+  <recv response="407" optional="true" auth="true" next="auth"/>
+  <recv response="401" optional="true" auth="true" next="auth"/>
+  <recv response="200" optional="true" next="watch"/>
+  <recv response="202" next="watch"/>
+  <label id="auth"/>
+  <send retrans="500">{_cdata(request(2, "[authentication]" + chr(10)))}</send>
+  <recv response="200" optional="true" next="watch"/>
+  <recv response="202"/>
+  <label id="watch"/>
+  <recv request="NOTIFY"/>
+  <send next="watch">{_cdata(ok_notify)}</send>
+</scenario>
+"""
+
+
 @dataclass
 class SippRun:
     """One sipp process; `wait()` returns it once sipp has exited."""
@@ -256,6 +302,12 @@ class SippRun:
             self.process.kill()
             self.process.wait(5)
         return self
+
+    def stop(self) -> SippRun:
+        """End a sipp that waits without end (a subscription)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.wait(5)
 
     @property
     def ok(self) -> bool:
@@ -355,6 +407,11 @@ class Phone:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"sipp for {self.username} not listening on {self.sip_port} in {timeout} s")
             time.sleep(0.02)
+
+    def subscribe(self, target: str, expires: int = 60, timeout_s: int = 60) -> SippRun:
+        """In the background: subscribe to `target`'s dialog events (a BLF key) and take every NOTIFY; read them
+        from its messages while it runs, `stop()` it once seen (it never ends by itself)."""
+        return self._sipp("subscribe", subscribe_scenario(self.username, self.domain, target, expires), timeout_s)
 
     def ring(self, calls: int = 1, timeout_s: int = 60) -> SippRun:
         """Wait in the background for `calls` calls to this phone, one at a time, and let each ring (180)

@@ -55,8 +55,9 @@ def center(real_switch, account):
     registered caller phone, and the account's events pushed (signed) to a receiver on loopback."""
     hook = WebhookReceiver()
     account.http.ok("PUT", "/api/account", {"event_push_url": hook.url, "webhook_secret": SECRET})
+    site = account.http.post("/api/site", {"name": "Head office"})
     queue = account.http.post("/api/cc_queue", {"name": "Support", "strategy": "longest-idle-agent",
-                                                "time_base_score": "system", "site_id": 9})
+                                                "time_base_score": "system", "site_id": site["id"]})
     account.http.post("/api/extension", {"number": QUEUE_NUMBER, "target_type": "queue", "target_id": queue["id"]})
     user = account.http.post("/api/user", {"name": "Alice Agent", "username": f"{account.admin}.alice",
                                            "password": "Agent-pw-1234", "email": f"alice@{account.domain}",
@@ -95,7 +96,8 @@ def expected(center: CallCenter, **fields) -> dict:
     # cid_*: Caller-Caller-ID-* of the leg. On the caller's leg that is what the phone sent (sipp's From has
     # no display name, so FreeSWITCH uses the user part); the agent's leg shows what the agent's phone is
     # shown, the caller device's effective_caller_id_* from our directory (AGENT_LEG)
-    out.update(site_id=9, type="queue", dst_num=QUEUE_NUMBER, src_device_id=center.caller_dev["id"],
+    out.update(site_id=center.queue["site_id"], type="queue", dst_num=QUEUE_NUMBER,
+               src_device_id=center.caller_dev["id"],
                cid_num="4000", cid_name="4000", queue_id=center.queue["id"])
     out.update(fields)
     return out

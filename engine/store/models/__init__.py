@@ -18,6 +18,7 @@ from engine.store.models.media import Media
 from engine.store.models.outbox import OutboxEvent, WebhookLease
 from engine.store.models.phonelists import LIST_TYPES, Lead, LeadImport, PhoneList
 from engine.store.models.records import CallRecord, CallRecordLeg, Recording, RetentionSetting
+from engine.store.models.sites import DeviceSite, Site
 from engine.store.models.stats import (
     INTERVAL,
     AgentActivity,
@@ -78,6 +79,8 @@ ALL_MODELS: list[type[BaseModel]] = [
     StatsZone,
     WallboardLink,
     Box,
+    Site,
+    DeviceSite,
 ]
 
 __all__ = [
@@ -106,6 +109,7 @@ __all__ = [
     "CheckinCode",
     "CheckinFailure",
     "Device",
+    "DeviceSite",
     "Did",
     "Extension",
     "Lead",
@@ -123,6 +127,7 @@ __all__ = [
     "QueueMember",
     "Recording",
     "RetentionSetting",
+    "Site",
     "StatsZone",
     "Tier",
     "TimeGroup",
