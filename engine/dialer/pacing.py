@@ -9,8 +9,10 @@ threshold. The agents that will be free when the calls placed now are answered
 are the free ones plus the busy ones whose call (talk and wrap-up) ends within
 `ring` seconds. For the campaign's own calls with an agent that is read from the
 handle times of the window given how long each call has lasted already
-(P(H <= e + ring | H > e)); other busy agents (inbound calls) count
-`1 - exp(-ring/handle)` each. Lines to have in flight = agents expected
+(P(H <= e + ring | H > e)); an agent in wrap-up counts when its wrap-up
+ends within `ring`; an agent being offered one of our waiting leads counts as
+a call that has just begun (and that lead no longer needs an agent); other
+busy agents (inbound calls) count `1 - exp(-ring/handle)` each. Lines to have in flight = agents expected
 free / answer rate, less what is already ringing or waiting. A gain multiplies
 the expected supply: it shrinks when the abandon rate of the rolling window
 nears the cap and grows slowly while it stays well under. With fewer than
@@ -41,6 +43,8 @@ class Floor:
     busy: int  # ringing or talking (mod_callcenter's Receiving / In a queue call)
     ringing: int  # our calls not answered yet
     waiting: int  # our calls answered, in the queue, no agent yet
+    offered: int = 0  # of `waiting`, those an agent is being offered (that agent is counted in `busy`)
+    wrapping: tuple[float, ...] = ()  # of `busy`, agents in wrap-up: seconds each has left
 
 
 class Stats:
@@ -132,7 +136,7 @@ class Stats:
 
 def progressive(floor: Floor) -> int:
     """One call per free agent: the free agents less the calls that will want one."""
-    return max(0, floor.free - floor.ringing - floor.waiting)
+    return max(0, floor.free - floor.ringing - (floor.waiting - floor.offered))
 
 
 class Predictive:
@@ -148,16 +152,17 @@ class Predictive:
         """Called when an answered call ends: steer the gain by the window's abandon rate.
 
         The rate is smoothed towards the cap (as if PRIOR calls at the cap had been seen), so two abandons
-        among the first twenty calls do not throw the pacing back to the floor."""
+        among the first twenty calls do not throw the pacing back to the floor. The steps are small (1% down
+        over 90% of the cap, 0.5% up under 70% of it, per answered call): abandons come in bursts (several
+        leads answered at once), and larger steps threw the gain to its floor after each burst and took
+        most of the window to recover (bench/RESULTS.md)."""
         if self.fallback or summary["ended"] < MIN_ANSWERED:
             return
         rate = ((summary["abandoned"] or 0) + self.cap * PRIOR) / (summary["ended"] + PRIOR)
-        if rate > self.cap:
-            self.gain = max(GAIN_MIN, self.gain * 0.95)
-        elif rate > 0.8 * self.cap:
+        if rate > 0.9 * self.cap:
             self.gain = max(GAIN_MIN, self.gain * 0.99)
-        elif rate < 0.6 * self.cap:
-            self.gain = min(GAIN_MAX, self.gain * 1.02)
+        elif rate < 0.7 * self.cap:
+            self.gain = min(GAIN_MAX, self.gain * 1.005)
 
     def lines(self, floor: Floor, summary: dict, stats: Stats | None = None,
               elapsed: list[float] | None = None, ages: list[float] | None = None) -> int:
@@ -176,11 +181,11 @@ class Predictive:
         # calls have ended, and their mean alone would free agents far too soon
         handles = stats.handles if stats is not None else []
         mean = (sum(handles) + sum(elapsed)) / len(handles) if handles else handle
-        others = max(0, floor.busy - len(elapsed))
-        freeing = others * (1.0 - math.exp(-ring / mean))
+        others = max(0, floor.busy - len(elapsed) - len(floor.wrapping) - floor.offered)
+        freeing = others * (1.0 - math.exp(-ring / mean)) + sum(1 for w in floor.wrapping if w <= ring)
         if stats is not None and elapsed:
             freeing += stats.freeing(elapsed[:floor.busy], ring, mean)
-        supply = (floor.free + freeing) * self.gain - floor.waiting
+        supply = (floor.free + freeing) * self.gain - (floor.waiting - floor.offered)
         if supply <= 0:
             return progressive(floor)
         coming = stats.answering(ages) if stats is not None and ages is not None else answer_rate * floor.ringing
