@@ -415,7 +415,7 @@ class Dialer:
                 stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
             pacer = self.pacers.get(call.campaign_id)
             if pacer is not None and call.answered is not None:
-                pacer.adapt(stats.summary(at))
+                pacer.adapt(stats.summary(at), outcome == "abandoned")
         self.wake()
 
     # -- after a (re)connect --
@@ -473,7 +473,7 @@ class Dialer:
         pacer = self.pacers.get(campaign_id)
         return {"ringing": ringing, "waiting": waiting, "window": summary,
                 "predicting": pacer is not None and not pacer.fallback,
-                "gain": round(pacer.gain, 3) if pacer is not None else None}
+                "margin": round(pacer.z, 3) if pacer is not None else None}
 
 
 def _kill(client: Any, uid: str) -> None:
