@@ -40,9 +40,9 @@ MIN_HANDLES = 20  # handle times before the conditional estimate of who frees up
 MIN_TAIL = 5
 Z_START, Z_MIN, Z_MAX = 1.5, 0.5, 3.0  # standard deviations of answers kept inside the agents
 GRID = tuple(float(s) for s in range(2, 31, 2))  # horizons (seconds) the supply and the answers are compared at
-PRIOR = 30
+PRIOR = 30  # calls at the cap the abandon rate is smoothed with
 MEMORY = 500.0  # answered calls the abandon rate that steers the margin remembers (exponential weight)
-STEP = 0.01  # calls at the cap the abandon rate is smoothed with
+STEP = 0.005  # standard deviation the margin moves by per answered call
 
 
 @dataclass
