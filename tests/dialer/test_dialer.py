@@ -247,6 +247,26 @@ def test_predictive_margin_follows_the_abandon_rate():
     assert pacing.Z_MIN <= p.z <= pacing.Z_MAX
 
 
+def test_runner_counts_wrap_up_and_offered_leads(tenant):
+    """The floor the pacing sees: an agent in wrap-up is busy with its seconds left, and a waiting lead an
+    agent is being offered (that agent Receiving, counted busy) is not also counted as needing an agent."""
+    queue = floor_setup(tenant.account_id, 3)
+    campaign = Campaign.create(account=tenant.account_id, name="Floor", queue=queue.id, mode="predictive")
+    users = [t.user_id for t in Tier.select().where(Tier.queue == queue.id).order_by(Tier.id)]
+    at = 1_800_000_000.0
+    AgentState.update(last_bridge_end=int(at) - 2).where(AgentState.user == users[0]).execute()
+    AgentState.update(fs_state="Receiving").where(AgentState.user == users[1]).execute()
+    dialer = runner.Dialer(engine=None, owner="test")
+    dialer.wraps[campaign.id] = 5
+    dialer.live["a"] = runner.Live(1, campaign.id, "a", at - 10, answered=at - 1, offered=True)
+    floor = dialer.floor(campaign, at)
+    assert (floor.free, floor.busy, floor.ringing, floor.waiting, floor.offered) == (1, 2, 0, 1, 1)
+    assert floor.wrapping == (pytest.approx(4.0),)  # free once last_bridge_end < now - wrap_up_time
+    assert pacing.progressive(floor) == 1  # the free agent still gets a line: the offered lead has its agent
+    dialer.live["b"] = runner.Live(2, campaign.id, "b", at - 3)
+    assert pacing.progressive(dialer.floor(campaign, at)) == 0  # the ringing call will want the free agent
+
+
 # -- end to end on the emulator --
 
 
