@@ -125,7 +125,7 @@ def trace(engine, fs, setup) -> None:
             campaign = Campaign.get_by_id(c["id"])
             floor = engine.dialer.floor(campaign, engine.dialer.floor.__globals__["clock"]())
         pacer = engine.dialer.pacers.get(c["id"])
-        print("members", dict(members), "dialer", floor, "gain", pacer and round(pacer.gain, 3),
+        print("members", dict(members), "dialer", floor, "margin", pacer and round(pacer.z, 3),
               "fallback", pacer and pacer.fallback, file=sys.stderr)
 
 

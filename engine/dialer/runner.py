@@ -92,6 +92,7 @@ class Live:
     answered: float | None = None
     agent: float | None = None
     user_id: int | None = None
+    offered: bool = False  # an agent is being offered this lead (mod_callcenter's agent-offering)
     machine: bool = False
     preview: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +174,7 @@ class Dialer:
                 .where((Tier.queue == campaign.queue_id) & (Tier.joined == True)  # noqa: E712
                        & AgentState.checked_in_at.is_null(False)).tuples())
         free = busy = 0
+        wrapping: list[float] = []
         now_s = int(at)
         for status, state, pause, pause_until, wrapup_until, bridge_end in rows:
             if not (status or "").startswith("Available"):
@@ -186,8 +188,9 @@ class Dialer:
             elif (wrapup_until or 0) <= now_s and (bridge_end or 0) + wrap < now_s + 1:
                 free += 1  # Waiting (an agent checked in and never offered a call has had no state change)
             else:
-                busy += 1  # wrap-up
-        ringing = waiting = 0
+                busy += 1  # wrap-up: mod_callcenter offers again once last_bridge_end < now - wrap_up_time
+                wrapping.append(max(wrapup_until or 0, (bridge_end or 0) + wrap + 1) - at)
+        ringing = waiting = offered = 0
         for call in self.live.values():
             if call.campaign_id != campaign.id or call.preview:
                 continue
@@ -195,7 +198,9 @@ class Dialer:
                 ringing += 1
             elif call.agent is None:
                 waiting += 1
-        return pacing.Floor(free=free, busy=busy, ringing=ringing, waiting=waiting)
+                offered += call.offered  # its agent is Receiving (counted busy): the lead needs no other
+        return pacing.Floor(free=free, busy=busy, ringing=ringing, waiting=waiting, offered=offered,
+                            wrapping=tuple(wrapping))
 
     def wanted(self, campaign: Campaign, at: float) -> int:
         if campaign.timegroup_id is not None:
@@ -363,11 +368,16 @@ class Dialer:
                     self._finish(uid, "hangup", cause)
 
     def on_callcenter(self, event: Any) -> None:
-        if event.get("CC-Action") != "bridge-agent-start":
+        action = event.get("CC-Action")
+        if action not in ("bridge-agent-start", "agent-offering", "bridge-agent-fail"):
             return
         uid = event.get("CC-Member-Session-UUID")
         call = self.live.get(uid) if uid else None
         if call is None or call.agent is not None:
+            return
+        if action != "bridge-agent-start":
+            # an agent's phone rings for this lead (or stopped ringing unanswered: it waits for another)
+            call.offered = action == "agent-offering"
             return
         call.agent = clock()
         parsed = fsconfig.parse_name(event.get("CC-Agent") or "")
@@ -405,7 +415,7 @@ class Dialer:
                 stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
             pacer = self.pacers.get(call.campaign_id)
             if pacer is not None and call.answered is not None:
-                pacer.adapt(stats.summary(at))
+                pacer.adapt(stats.summary(at), outcome == "abandoned")
         self.wake()
 
     # -- after a (re)connect --
@@ -463,7 +473,7 @@ class Dialer:
         pacer = self.pacers.get(campaign_id)
         return {"ringing": ringing, "waiting": waiting, "window": summary,
                 "predicting": pacer is not None and not pacer.fallback,
-                "gain": round(pacer.gain, 3) if pacer is not None else None}
+                "margin": round(pacer.z, 3) if pacer is not None else None}
 
 
 def _kill(client: Any, uid: str) -> None:

@@ -181,13 +181,90 @@ def test_predictive_pacing_falls_back_and_dials_ahead():
     summary = stats.summary(100)
     assert summary["answer_rate"] == pytest.approx(34 / 100)
     ahead = p.lines(floor, summary, stats, [5.0] * 18)
-    assert ahead > 2 and not p.fallback
-    # calls about to end free their agents: more lines than for calls that just began
+    assert ahead >= 2 and not p.fallback
+    # calls about to end free their agents: more lines than for calls that just began, dialling ahead
     assert p.lines(floor, summary, stats, [150.0] * 18) > ahead
     # far over the cap: no dialling ahead
     for i in range(100, 140):
         stats.ended(i, True, None)
     assert p.lines(floor, stats.summary(140), stats, [5.0] * 18) == 2
+
+
+def _learned(ring: float = 10.0) -> pacing.Stats:
+    """A window of 100 calls: a third answered after `ring` s, the others ringing out at 25 s; 34 ended."""
+    stats = pacing.Stats(900)
+    for i in range(100):
+        answered = i % 3 == 0
+        stats.dialled(i, answered, ring if answered else 25.0)
+        if answered:
+            stats.ended(i, False, 60.0 + i)
+    return stats
+
+
+def test_predictive_counts_wrap_up_offers_and_ring_times():
+    stats = _learned()
+    summary = stats.summary(100)
+    busy = [5.0] * 18
+    p = pacing.Predictive(3.0, 3.0)
+    base = p.lines(pacing.Floor(free=2, busy=18, ringing=0, waiting=0), summary, stats, busy)
+    # two of the busy agents are in wrap-up, 1 s left: they will take calls, unlike agents just on a call
+    wrapping = p.lines(pacing.Floor(free=2, busy=18, ringing=0, waiting=0, wrapping=(1.0, 1.0)), summary, stats,
+                       busy[:16])
+    assert wrapping > base
+    # a waiting lead an agent is being offered needs no other agent: progressive and predictive dial for the
+    # free agent, not one fewer (the Receiving agent is already counted busy)
+    offered = pacing.Floor(free=1, busy=19, ringing=0, waiting=1, offered=1)
+    assert pacing.progressive(offered) == 1
+    assert pacing.progressive(pacing.Floor(free=1, busy=19, ringing=0, waiting=1)) == 0
+    assert p.lines(offered, summary, stats, busy[:18]) > p.lines(
+        pacing.Floor(free=1, busy=19, ringing=0, waiting=1), summary, stats, busy[:18])
+    # calls that rang past every answered call's ring time bring no answers: more room than fresh ones
+    assert p.lines(pacing.Floor(free=2, busy=18, ringing=6, waiting=0), summary, stats, busy, [20.0] * 6) > \
+        p.lines(pacing.Floor(free=2, busy=18, ringing=6, waiting=0), summary, stats, busy, [1.0] * 6)
+    # four agents in wrap-up for 15 s more: answers that come after 20 s of ringing find them free, answers
+    # after 5 s do not (the ring-time distribution, not its mean, decides)
+    floor = pacing.Floor(free=0, busy=20, ringing=0, waiting=0, wrapping=(15.0,) * 4)
+    early, late = _learned(ring=5.0), _learned(ring=20.0)
+    assert p.lines(floor, late.summary(100), late, busy[:16]) > p.lines(floor, early.summary(100), early,
+                                                                          busy[:16]) == 0
+
+
+def test_predictive_margin_follows_the_abandon_rate():
+    stats = _learned()
+    summary = stats.summary(100)
+    floor = pacing.Floor(free=2, busy=18, ringing=0, waiting=0)
+    p = pacing.Predictive(3.0, 3.0)
+    p.lines(floor, summary, stats, [100.0] * 18)
+    start = p.z
+    for _ in range(200):
+        p.adapt(summary, False)
+    assert p.z < start
+    bold, low = p.lines(floor, summary, stats, [100.0] * 18), p.z
+    for i in range(400):
+        p.adapt(summary, i % 10 == 0)  # 10% abandoned
+    assert p.z > low + 1.0
+    assert p.lines(floor, summary, stats, [100.0] * 18) < bold
+    assert pacing.Z_MIN <= p.z <= pacing.Z_MAX
+
+
+def test_runner_counts_wrap_up_and_offered_leads(tenant):
+    """The floor the pacing sees: an agent in wrap-up is busy with its seconds left, and a waiting lead an
+    agent is being offered (that agent Receiving, counted busy) is not also counted as needing an agent."""
+    queue = floor_setup(tenant.account_id, 3)
+    campaign = Campaign.create(account=tenant.account_id, name="Floor", queue=queue.id, mode="predictive")
+    users = [t.user_id for t in Tier.select().where(Tier.queue == queue.id).order_by(Tier.id)]
+    at = 1_800_000_000.0
+    AgentState.update(last_bridge_end=int(at) - 2).where(AgentState.user == users[0]).execute()
+    AgentState.update(fs_state="Receiving").where(AgentState.user == users[1]).execute()
+    dialer = runner.Dialer(engine=None, owner="test")
+    dialer.wraps[campaign.id] = 5
+    dialer.live["a"] = runner.Live(1, campaign.id, "a", at - 10, answered=at - 1, offered=True)
+    floor = dialer.floor(campaign, at)
+    assert (floor.free, floor.busy, floor.ringing, floor.waiting, floor.offered) == (1, 2, 0, 1, 1)
+    assert floor.wrapping == (pytest.approx(4.0),)  # free once last_bridge_end < now - wrap_up_time
+    assert pacing.progressive(floor) == 1  # the free agent still gets a line: the offered lead has its agent
+    dialer.live["b"] = runner.Live(2, campaign.id, "b", at - 3)
+    assert pacing.progressive(dialer.floor(campaign, at)) == 0  # the ringing call will want the free agent
 
 
 # -- end to end on the emulator --
