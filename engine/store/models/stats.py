@@ -50,13 +50,10 @@ class AgentActivity(AccountScoped):
     queue_id = peewee.IntegerField(null=True)  # the queue of the agent's last queue call (its wrap-up counts there)
 
 
-class QueueInterval(AccountScoped):
-    """A queue's counters for one 15-minute interval. Calls count in the interval they joined the queue in."""
+class _QueueCounters(AccountScoped):
+    """A queue's counters over some span (QueueInterval: 15 minutes; QueueDay: a local day): the same columns,
+    added to by the same statements (engine.stats.counters). Not a table of its own."""
 
-    id = peewee.AutoField()
-    account = peewee.ForeignKeyField(Account, backref="queue_intervals", on_delete="CASCADE")
-    queue = peewee.ForeignKeyField(Queue, backref="intervals", on_delete="CASCADE")
-    start = peewee.IntegerField()  # epoch seconds, a multiple of INTERVAL
     offered = peewee.IntegerField(default=0)
     answered = peewee.IntegerField(default=0)
     answered_sla = peewee.IntegerField(default=0)  # answered within the queue's sla_answer_time
@@ -72,17 +69,10 @@ class QueueInterval(AccountScoped):
     wrapup_sum = peewee.BigIntegerField(default=0)
     wrapup_count = peewee.IntegerField(default=0)
 
-    class Meta:
-        indexes = ((("queue", "start"), True), (("account", "start"), False))
 
+class _AgentCounters(AccountScoped):
+    """An agent's counters and seconds per activity over some span (AgentInterval, AgentDay). Not a table."""
 
-class AgentInterval(AccountScoped):
-    """An agent's counters and seconds per activity for one 15-minute interval."""
-
-    id = peewee.AutoField()
-    account = peewee.ForeignKeyField(Account, backref="agent_intervals", on_delete="CASCADE")
-    user = peewee.ForeignKeyField(User, backref="intervals", on_delete="CASCADE")
-    start = peewee.IntegerField()
     offered = peewee.IntegerField(default=0)  # queue calls that rang the agent
     answered = peewee.IntegerField(default=0)
     missed = peewee.IntegerField(default=0)  # rang and not answered (the caller hanging up first is not a miss)
@@ -93,19 +83,45 @@ class AgentInterval(AccountScoped):
     wrapup_sec = peewee.IntegerField(default=0)
     pause_sec = peewee.IntegerField(default=0)
 
+
+class _PauseSeconds(AccountScoped):
+    """Seconds an agent spent paused with one reason over some span (AgentPauseInterval, AgentPauseDay)."""
+
+    pause_id = peewee.IntegerField()
+    seconds = peewee.IntegerField(default=0)
+
+
+class QueueInterval(_QueueCounters):
+    """A queue's counters for one 15-minute interval. Calls count in the interval they joined the queue in."""
+
+    id = peewee.AutoField()
+    account = peewee.ForeignKeyField(Account, backref="queue_intervals", on_delete="CASCADE")
+    queue = peewee.ForeignKeyField(Queue, backref="intervals", on_delete="CASCADE")
+    start = peewee.IntegerField()  # epoch seconds, a multiple of INTERVAL
+
+    class Meta:
+        indexes = ((("queue", "start"), True), (("account", "start"), False))
+
+
+class AgentInterval(_AgentCounters):
+    """An agent's counters and seconds per activity for one 15-minute interval."""
+
+    id = peewee.AutoField()
+    account = peewee.ForeignKeyField(Account, backref="agent_intervals", on_delete="CASCADE")
+    user = peewee.ForeignKeyField(User, backref="intervals", on_delete="CASCADE")
+    start = peewee.IntegerField()
+
     class Meta:
         indexes = ((("user", "start"), True), (("account", "start"), False))
 
 
-class AgentPauseInterval(AccountScoped):
+class AgentPauseInterval(_PauseSeconds):
     """Seconds an agent spent paused with one reason in one 15-minute interval."""
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="agent_pause_intervals", on_delete="CASCADE")
     user = peewee.ForeignKeyField(User, backref="pause_intervals", on_delete="CASCADE")
     start = peewee.IntegerField()
-    pause_id = peewee.IntegerField()
-    seconds = peewee.IntegerField(default=0)
 
     class Meta:
         indexes = ((("user", "start", "pause_id"), True), (("account", "start"), False))
@@ -128,7 +144,7 @@ class WallboardLink(AccountScoped):
     last_used_at = peewee.IntegerField(null=True)
 
 
-class QueueDay(AccountScoped):
+class QueueDay(_QueueCounters):
     """A queue's counters for one local day of its account's time zone (`day`: days since 1970-01-01),
     kept with the 15-minute rows in the same statements, so reports by day, week and month read a few
     thousand rows for a year. Rebuilt from the 15-minute rows when the account's time zone changes."""
@@ -137,55 +153,30 @@ class QueueDay(AccountScoped):
     account = peewee.ForeignKeyField(Account, backref="queue_days", on_delete="CASCADE")
     queue = peewee.ForeignKeyField(Queue, backref="days", on_delete="CASCADE")
     day = peewee.IntegerField()
-    offered = peewee.IntegerField(default=0)
-    answered = peewee.IntegerField(default=0)
-    answered_sla = peewee.IntegerField(default=0)
-    abandoned = peewee.IntegerField(default=0)
-    short_abandoned = peewee.IntegerField(default=0)
-    timed_out = peewee.IntegerField(default=0)
-    lost = peewee.IntegerField(default=0)
-    wait_sum = peewee.BigIntegerField(default=0)
-    wait_max = peewee.IntegerField(default=0)
-    abandon_wait_sum = peewee.BigIntegerField(default=0)
-    talk_sum = peewee.BigIntegerField(default=0)
-    talk_count = peewee.IntegerField(default=0)
-    wrapup_sum = peewee.BigIntegerField(default=0)
-    wrapup_count = peewee.IntegerField(default=0)
 
     class Meta:
         indexes = ((("queue", "day"), True), (("account", "day"), False))
 
 
-class AgentDay(AccountScoped):
+class AgentDay(_AgentCounters):
     """An agent's counters for one local day (see QueueDay)."""
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="agent_days", on_delete="CASCADE")
     user = peewee.ForeignKeyField(User, backref="days", on_delete="CASCADE")
     day = peewee.IntegerField()
-    offered = peewee.IntegerField(default=0)
-    answered = peewee.IntegerField(default=0)
-    missed = peewee.IntegerField(default=0)
-    checked_in_sec = peewee.IntegerField(default=0)
-    available_sec = peewee.IntegerField(default=0)
-    ringing_sec = peewee.IntegerField(default=0)
-    talk_sec = peewee.IntegerField(default=0)
-    wrapup_sec = peewee.IntegerField(default=0)
-    pause_sec = peewee.IntegerField(default=0)
 
     class Meta:
         indexes = ((("user", "day"), True), (("account", "day"), False))
 
 
-class AgentPauseDay(AccountScoped):
+class AgentPauseDay(_PauseSeconds):
     """Seconds an agent spent paused with one reason in one local day (see QueueDay)."""
 
     id = peewee.AutoField()
     account = peewee.ForeignKeyField(Account, backref="agent_pause_days", on_delete="CASCADE")
     user = peewee.ForeignKeyField(User, backref="pause_days", on_delete="CASCADE")
     day = peewee.IntegerField()
-    pause_id = peewee.IntegerField()
-    seconds = peewee.IntegerField(default=0)
 
     class Meta:
         indexes = ((("user", "day", "pause_id"), True), (("account", "day"), False))
