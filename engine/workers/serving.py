@@ -1,0 +1,138 @@
+"""Both sides of `serve --workers N` (see engine.workers): the engine process's and a worker's."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+from typing import Any
+
+import gevent
+import gevent.event
+
+from engine.store import changes
+from engine.workers import hub, proxy
+from engine.workers.supervisor import Workers, WorkerSpec, die_with_parent
+
+log = logging.getLogger("switchdesk.workers")
+
+BACKLOG = 1024
+
+
+class EngineSide:
+    """The engine process: opens the public socket for its workers, serves their engine-bound requests on a
+    private one, relays between them (engine.workers.hub) and keeps them running."""
+
+    def __init__(self, settings: dict[str, Any], config: dict[str, Any], host: str, port: int, count: int,
+                 *, engine: Any = None) -> None:
+        from gevent.pywsgi import WSGIServer
+
+        from engine.server import NoDelayHandler
+        from engine.store import db
+
+        # 0700: only this user reaches the sockets; systemd's RuntimeDirectory= if the unit has one
+        self.folder = tempfile.mkdtemp(prefix="switchdesk-", dir=os.environ.get("RUNTIME_DIRECTORY") or None)
+        try:
+            self.listener = socket.create_server((host, port), backlog=BACKLOG)
+        except OSError:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        self.listener.set_inheritable(True)
+        self.port = self.listener.getsockname()[1]
+        self.engine = engine
+        self.token = secrets.token_urlsafe(32)
+        metrics_dir = os.path.join(self.folder, "metrics")
+        os.mkdir(metrics_dir, 0o700)
+        changes.others_write(True)
+        relay_changes = db.is_sqlite()  # on PostgreSQL every process hears NOTIFY
+        self.hub = hub.Hub(os.path.join(self.folder, "hub.sock"), relay_changes=relay_changes,
+                           status=self._status, on_lost=self._lost).start()
+        from api import create_app
+
+        app = create_app({**config, "METRICS_MULTIPROC_DIR": metrics_dir, "ENGINE_PROCESS": True})
+        private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = os.path.join(self.folder, "engine.sock")
+        private.bind(path)
+        os.chmod(path, 0o600)
+        private.listen(BACKLOG)
+        # no access log: the worker that relayed a request logs it
+        self.internal = WSGIServer(private, proxy.Gate(app, self.token), handler_class=NoDelayHandler, log=None,
+                                   error_log=logging.getLogger("switchdesk"))
+        log.info("workers: their sockets are in %s", self.folder)
+        self.internal.start()
+        self.workers = Workers(count, WorkerSpec(index=0, fd=self.listener.fileno(), hub=self.hub.path, engine=path,
+                                                 token=self.token, metrics_dir=metrics_dir, parent=os.getpid(),
+                                                 settings=settings))
+
+    def _status(self) -> dict[str, Any] | None:
+        return self.engine.status() if self.engine is not None else None
+
+    def _lost(self) -> None:
+        if self.engine is not None:
+            self.engine.request_sync()
+
+    def start_workers(self) -> None:
+        self.workers.start()
+
+    def stop_workers(self) -> None:
+        self.workers.stop()
+
+    def stop(self) -> None:
+        self.workers.stop()
+        self.hub.stop()
+        self.internal.stop(timeout=5)
+        self.listener.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    """A worker: the API and xml_curl on the inherited socket until SIGTERM."""
+    die_with_parent(spec.parent)
+    from engine.server import _prepare, make_server
+    from engine.store import db
+
+    settings = spec.settings
+    prepared = _prepare(settings, init_schema=False)
+    if isinstance(prepared, int):
+        return prepared
+    database, _account_ids, config = prepared
+    changes.others_write(True)
+    line = hub.HubClient(spec.hub, relay_changes=db.is_sqlite()).start()
+    has_engine = bool(settings.get("engine"))
+
+    def engine_status() -> dict[str, Any] | None:
+        if not has_engine:
+            return None
+        if not line.connected.is_set() or line.status is None:
+            return {"freeswitch": {"connected": False, "last_error": "the engine process is not reachable"}}
+        return line.status
+
+    config["ENGINE_PROXY"] = proxy.Target(spec.engine, spec.token)
+    config["ENGINE_STATUS"] = engine_status
+    from api import create_app
+
+    app = create_app(config)
+    app.before_request(proxy.relay_hook)
+    remote = None
+    if not db.is_sqlite():
+        from engine.store import pgnotify
+
+        remote = pgnotify.RemoteChanges.for_database(database).start()  # other processes' changes
+    listener = socket.socket(fileno=spec.fd)
+    server = make_server(app, listener)
+    server.start()
+    log.info("worker %d serving (pid %d)", spec.index, os.getpid())
+    stopped = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stopped.set)
+    gevent.signal_handler(signal.SIGINT, lambda: None)  # a terminal's ^C reaches the whole group: the engine
+    stopped.wait()                                       # process decides
+    server.close()  # accept no more; let the requests in flight end
+    server.stop(timeout=5)
+    line.stop()
+    if remote is not None:
+        remote.stop()
+    database.close_all() if hasattr(database, "close_all") else None
+    return 0
