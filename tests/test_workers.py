@@ -116,6 +116,32 @@ def _pids_of_workers(parent: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+PG_URL = os.environ.get("SWITCHDESK_TEST_DB", "")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """A database of the scenario's own: a SQLite file, or (in the PostgreSQL run) a PostgreSQL database
+    created for it and dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sd.db'}"
+        return
+    if not PG_URL.startswith("postgres"):
+        pytest.skip("needs SWITCHDESK_TEST_DB=postgresql://... (the PostgreSQL run of .ci/run)")
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(PG_URL)
+    name = f"{parts.path.lstrip('/')}_workers_{os.getpid()}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(parts._replace(path="/" + name))
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def fs():
     switch = FakeSwitch(password="ClueCon").start()
@@ -124,8 +150,8 @@ def fs():
     switch.stop()
 
 
-def test_serve_with_workers(tmp_path, fs):
-    url = f"sqlite:///{tmp_path / 'sd.db'}"
+def test_serve_with_workers(tmp_path, fs, database_url):
+    url = database_url
     domain = "workers.test"
     init = subprocess.run([sys.executable, "-m", "engine.cli", "init", "--db", url, "--domain", domain],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)

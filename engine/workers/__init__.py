@@ -11,11 +11,11 @@ FreeSWITCH or a client's request never waits behind an event handler.
 What ties them together, in a private directory of the engine process (mode 0700):
 
 * `hub.sock` (engine.workers.hub): a line of JSON per message. Workers tell the engine process of
-  the changes they committed (engine.store.changes; on SQLite only: on PostgreSQL, NOTIFY already
-  reaches every process), of the push events they recorded (to wake the deliverer at once) and of
-  the statistics they touched (engine.stats.hub); the engine process relays each to the other
-  workers and sends its own, plus a snapshot of the engine's status twice a second, which
-  `/api/status` answers from without asking anyone.
+  the changes they committed (engine.store.changes; on PostgreSQL too, where the processes of one
+  `serve` share one NOTIFY origin and ignore each other's NOTIFY), of the push events they recorded
+  (to wake the deliverer at once) and of the statistics they touched (engine.stats.hub); the engine
+  process relays each to the other workers and sends its own, plus a snapshot of the engine's status
+  twice a second, which `/api/status` answers from without asking anyone.
 * `engine.sock` (engine.workers.proxy): the few routes that act through the engine's FreeSWITCH
   connection or its memory (click-to-call, call control, voicemail messages, campaign control,
   `/metrics`) are declared `engine=True` (api.spec.endpoint); a worker relays such a request as it

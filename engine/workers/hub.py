@@ -2,7 +2,7 @@
 
 Messages are one JSON object per line, `t` naming the kind:
 
-* `n` — a committed change (`k` kind, `a` account id, `i` ids), SQLite only; with `r`, the sender waits for
+* `n` — a committed change (`k` kind, `a` account id, `i` ids); with `r`, the sender waits for
   `a` (acknowledged, same `r`) until every other process has handed it to its listeners;
 * `a` — that acknowledgement;
 * `t` — statistics touched (`a`, `q` queue ids or null for any, `g` agent ids or null);

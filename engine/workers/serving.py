@@ -31,7 +31,6 @@ class EngineSide:
         from gevent.pywsgi import WSGIServer
 
         from engine.server import NoDelayHandler
-        from engine.store import db
 
         # 0700: only this user reaches the sockets; systemd's RuntimeDirectory= if the unit has one
         self.folder = tempfile.mkdtemp(prefix="switchdesk-", dir=os.environ.get("RUNTIME_DIRECTORY") or None)
@@ -47,8 +46,7 @@ class EngineSide:
         metrics_dir = os.path.join(self.folder, "metrics")
         os.mkdir(metrics_dir, 0o700)
         changes.others_write(True)
-        relay_changes = db.is_sqlite()  # on PostgreSQL every process hears NOTIFY
-        self.hub = hub.Hub(os.path.join(self.folder, "hub.sock"), relay_changes=relay_changes,
+        self.hub = hub.Hub(os.path.join(self.folder, "hub.sock"), relay_changes=True,
                            status=self._status, on_lost=self._lost).start()
         from api import create_app
 
@@ -65,7 +63,7 @@ class EngineSide:
         self.internal.start()
         self.workers = Workers(count, WorkerSpec(index=0, fd=self.listener.fileno(), hub=self.hub.path, engine=path,
                                                  token=self.token, metrics_dir=metrics_dir, parent=os.getpid(),
-                                                 settings=settings))
+                                                 origin=changes.ORIGIN, settings=settings))
 
     def _status(self) -> dict[str, Any] | None:
         return self.engine.status() if self.engine is not None else None
@@ -100,7 +98,10 @@ def run_worker(spec: WorkerSpec) -> int:
         return prepared
     database, _account_ids, config = prepared
     changes.others_write(True)
-    line = hub.HubClient(spec.hub, relay_changes=db.is_sqlite()).start()
+    # one origin for the whole serve: on PostgreSQL its processes ignore each other's NOTIFY, since they
+    # hear each other over the hub first (and wait for it), and other boxes hear them all as one
+    changes.ORIGIN = spec.origin
+    line = hub.HubClient(spec.hub, relay_changes=True).start()
     has_engine = bool(settings.get("engine"))
 
     def engine_status() -> dict[str, Any] | None:

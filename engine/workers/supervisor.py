@@ -33,6 +33,7 @@ class WorkerSpec:
     token: str
     metrics_dir: str
     parent: int  # the engine process's pid
+    origin: str  # engine.store.changes.ORIGIN of the engine process: its workers NOTIFY as the same process
     settings: dict[str, Any] = field(default_factory=dict)  # engine.server.serve's settings
 
     def dumps(self) -> str:
