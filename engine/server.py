@@ -135,7 +135,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         "media_max_bytes": media_max_bytes, "media_max_seconds": media_max_seconds,
         "recordings": list(recordings) if recordings is not None else None, "box_name": box_name,
         "advertise_url": advertise_url, "engine": esl is not None, "esl_password": esl_password,
-        "workers": workers,
+        "workers": workers, "webhook_concurrency": webhook_concurrency,
     }
     prepared = _prepare(settings, init_schema=True)
     if isinstance(prepared, int):
@@ -201,12 +201,14 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         # the xml_curl answers come from memory (engine.directory.views) only while this process hears
         # other boxes' changes; with the engine, its own listener does that
         remote = pgnotify.RemoteChanges.for_database(database).start()
-    from engine.events.delivery import Deliverer
+    deliverer = None
+    if split is None:
+        from engine.events.delivery import Deliverer
 
-    deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private,
-                          **({"concurrency": webhook_concurrency} if webhook_concurrency else {})).start()
-    if split is not None:
-        split.start_workers()
+        deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private,
+                              **({"concurrency": webhook_concurrency} if webhook_concurrency else {})).start()
+    else:
+        split.start_workers()  # and the webhook sender's process
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:
@@ -219,7 +221,8 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     if split is not None:
         split.stop_workers()  # first: their requests in flight may still need the engine
     heartbeat.stop()
-    deliverer.stop()
+    if deliverer is not None:
+        deliverer.stop()
     if checkins is not None:
         checkins.stop()
     if engine is not None:

@@ -171,8 +171,9 @@ def test_serve_with_workers(tmp_path, fs, database_url):
 
     try:
         wait_until(lambda: _pids_of_workers(proc.pid) and _answers(api), timeout=30)
-        workers = _pids_of_workers(proc.pid)
-        assert len(workers) == 2, log_text()
+        wait_until(lambda: len(_pids_of_workers(proc.pid)) == 3, timeout=30)  # and the webhook sender's
+        workers = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+)\)", log_text())]
+        assert len(workers) == 2 and "webhook sender started" in log_text(), log_text()
         # /api/status from the engine process's snapshot, through a worker
         wait_until(lambda: api.json("GET", "/api/status")[1]["data"]["freeswitch"]["connected"], timeout=15)
         status = api.json("GET", "/api/status")[1]["data"]
@@ -213,7 +214,7 @@ def test_serve_with_workers(tmp_path, fs, database_url):
 
         # a worker that dies is started again; the API answers meanwhile through the other
         os.kill(workers[0], signal.SIGKILL)
-        wait_until(lambda: len(set(_pids_of_workers(proc.pid)) - {workers[0]}) == 2, timeout=15)
+        wait_until(lambda: len(set(_pids_of_workers(proc.pid)) - {workers[0]}) == 3, timeout=15)
         assert _answers(api)
         assert "exited with signal 9; starting it again" in log_text()
     finally:

@@ -6,10 +6,12 @@ Messages are one JSON object per line, `t` naming the kind:
   `a` (acknowledged, same `r`) until every other process has handed it to its listeners;
 * `a` — that acknowledgement;
 * `t` — statistics touched (`a`, `q` queue ids or null for any, `g` agent ids or null);
-* `w` — push events recorded for account `a` (worker to engine process only);
+* `w` — push events recorded for account `a` (a worker to the engine process, the engine process to the
+  webhook sender's process);
 * `s` — the engine's status (`s`: the `/api/status` fields, null without an engine; engine process
   to workers only);
-* `h` — a worker's hello (`pid`, `lost`: it may have missed sending something since it last spoke).
+* `h` — a worker's hello (`pid`, `role`: "http" or "deliver", `lost`: it may have missed sending something
+  since it last spoke).
 
 Whatever one side hears it hands to its own listeners exactly as a local commit would; the engine
 process also relays what one worker said to the others. A process hears every other process's
@@ -143,9 +145,10 @@ class _Relay:
         self._source = source
         self._relaying_numbered = "r" in message
         try:
-            if kind == "n" and self.relay_changes:
+            if kind == "n":
                 ids = message.get("i")
-                if isinstance(message.get("k"), str) and type(message.get("a")) is int and isinstance(ids, list):
+                if self.relay_changes and isinstance(message.get("k"), str) and type(message.get("a")) is int \
+                        and isinstance(ids, list):
                     changes.deliver(message["k"], message["a"], [i for i in ids if type(i) is int])
                 self._heard(source, message)
             elif kind == "t" and type(message.get("a")) is int:
@@ -190,11 +193,14 @@ class Hub(_Relay):
         self.status = status
         self.on_lost = on_lost
         self.lines: dict[_Line, int] = {}  # line -> the worker's pid
+        self.senders: set[_Line] = set()  # the lines of the webhook sender's process (role "deliver")
+        self._wakes: set[int] = set()  # accounts with new events, told the sender once per turn of the loop
         self._server: StreamServer | None = None
         self._status_loop: gevent.Greenlet | None = None
         # a worker's change relayed to the other workers: number -> (its line, its `r`, lines yet to ack)
         self._waiting: dict[int, tuple[_Line, Any, set[_Line]]] = {}
         self._numbers = 0
+        self._unwake: Callable[[], None] = lambda: None
 
     def start(self) -> Hub:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -206,12 +212,14 @@ class Hub(_Relay):
         self._server = StreamServer(listener, self._handle)
         self._server.start()
         self._listen()
+        self._unwake = outbox.on_commit(self._recorded)
         changes.hearing(self, True)
         self._status_loop = gevent.spawn(self._send_status)
         return self
 
     def stop(self) -> None:
         self._unlisten()
+        self._unwake()
         changes.hearing(self, False)
         if self._status_loop is not None:
             self._status_loop.kill(block=False)
@@ -243,6 +251,8 @@ class Hub(_Relay):
             for message in line.lines():
                 if message.get("t") == "h":
                     self.lines[line] = message.get("pid") or 0
+                    if message.get("role") == "deliver":
+                        self.senders.add(line)
                     if message.get("lost"):
                         log.warning("worker %s may have missed telling its changes: syncing everything",
                                     self.lines[line])
@@ -257,6 +267,7 @@ class Hub(_Relay):
                 self._deliver(line, message)
         finally:
             self.lines.pop(line, None)
+            self.senders.discard(line)
             line.close()
             for number, (origin, _r, _pending) in list(self._waiting.items()):
                 if origin is line:
@@ -272,7 +283,8 @@ class Hub(_Relay):
         r = message.get("r")
         if r is None or not isinstance(source, _Line):
             return
-        others = {line for line in self.lines if line is not source and not line.closed}
+        others = {line for line in self.lines
+                  if line is not source and not line.closed and line not in self.senders}
         if not others:
             source.send({"t": "a", "r": r})
             return
@@ -303,17 +315,31 @@ class Hub(_Relay):
         if self._source is not None and message.get("t") == "n" and self._relaying_numbered:
             return  # _heard sends it with its number, to be acknowledged
         for line in list(self.lines):
-            if line is not self._source:
+            if line is not self._source and line not in self.senders:
                 line.send(message)
+
+    def _recorded(self, account_id: int) -> None:
+        """Events were committed for the account (here or in a worker): wake the sender, once per turn."""
+        if not self._wakes:
+            gevent.get_hub().loop.run_callback(self._wake_senders)
+        self._wakes.add(account_id)
+
+    def _wake_senders(self) -> None:
+        accounts, self._wakes = self._wakes, set()
+        for account_id in accounts:
+            for line in list(self.senders):
+                line.send({"t": "w", "a": account_id})
 
 
 class HubClient(_Relay):
     """A worker's end: keeps its line to the engine process up and holds the last engine status."""
 
-    def __init__(self, path: str, *, relay_changes: bool) -> None:
+    def __init__(self, path: str, *, relay_changes: bool, announce: bool = True, role: str = "http") -> None:
         super().__init__()
         self.path = path
         self.relay_changes = relay_changes
+        self.announce = announce  # tell the engine process of the events this process records
+        self.role = role
         self.line: _Line | None = None
         self.status: dict[str, Any] | None = None
         self.status_at = 0.0
@@ -325,8 +351,10 @@ class HubClient(_Relay):
         self._numbers = 0
 
     def start(self) -> HubClient:
-        self._listen()
-        self._unwake = outbox.on_commit(self._recorded)
+        if self.relay_changes:
+            self._listen()
+        if self.announce:
+            self._unwake = outbox.on_commit(self._recorded)
         self._greenlet = gevent.spawn(self._run)
         return self
 
@@ -345,7 +373,8 @@ class HubClient(_Relay):
         changes.hearing(self, False)
 
     def _recorded(self, account_id: int) -> None:
-        self._send({"t": "w", "a": account_id})
+        if self._source is None:  # not the engine process's wake being handed on
+            self._send({"t": "w", "a": account_id})
 
     def _send(self, message: dict[str, Any]) -> None:
         line = self.line
@@ -386,7 +415,7 @@ class HubClient(_Relay):
                 gevent.sleep(RECONNECT_EVERY)
                 continue
             line = self.line = _Line(sock, on_overflow=lambda: None)
-            line.send({"t": "h", "pid": os.getpid(), "lost": self._lost})
+            line.send({"t": "h", "pid": os.getpid(), "lost": self._lost, "role": self.role})
             self._lost = False
             changes.hearing(self, True)
             self.connected.set()

@@ -87,8 +87,11 @@ class EngineSide:
 
 
 def run_worker(spec: WorkerSpec) -> int:
-    """A worker: the API and xml_curl on the inherited socket until SIGTERM."""
+    """A worker: the API and xml_curl on the inherited socket until SIGTERM; or, in role `deliver`, the
+    webhook sender, woken by the events every process records."""
     die_with_parent(spec.parent)
+    if spec.role == "deliver":
+        return run_sender(spec)
     from engine.server import _prepare, make_server
     from engine.store import db
 
@@ -135,5 +138,37 @@ def run_worker(spec: WorkerSpec) -> int:
     line.stop()
     if remote is not None:
         remote.stop()
+    database.close_all() if hasattr(database, "close_all") else None
+    return 0
+
+
+def run_sender(spec: WorkerSpec) -> int:
+    """The webhook sender (engine.events.delivery) in a process of its own: the engine process's loop is left
+    to FreeSWITCH's events. Every process's commits that record an event wake it over the hub."""
+    from engine.events.delivery import Deliverer
+    from engine.server import _prepare
+
+    os.close(spec.fd)  # serves no HTTP
+    settings = spec.settings
+    prepared = _prepare(settings, init_schema=False)
+    if isinstance(prepared, int):
+        return prepared
+    database, account_ids, _config = prepared
+    changes.others_write(True)
+    changes.ORIGIN = spec.origin
+    line = hub.HubClient(spec.hub, relay_changes=False, announce=False, role="deliver").start()
+    concurrency = settings.get("webhook_concurrency")
+    # the same owner after a restart: the leases the last sender of this serve held are taken back at once
+    # (it has exited: the supervisor starts no other before), instead of after they run out
+    deliverer = Deliverer(account_ids=account_ids, allow_private=settings["webhook_allow_private"],
+                          owner=f"serve-{spec.origin[:12]}",
+                          **({"concurrency": concurrency} if concurrency else {})).start()
+    log.info("webhook sender serving (pid %d)", os.getpid())
+    stopped = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stopped.set)
+    gevent.signal_handler(signal.SIGINT, lambda: None)
+    stopped.wait()
+    deliverer.stop()  # finishes the requests in flight and records them
+    line.stop()
     database.close_all() if hasattr(database, "close_all") else None
     return 0

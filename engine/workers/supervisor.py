@@ -35,6 +35,7 @@ class WorkerSpec:
     parent: int  # the engine process's pid
     origin: str  # engine.store.changes.ORIGIN of the engine process: its workers NOTIFY as the same process
     settings: dict[str, Any] = field(default_factory=dict)  # engine.server.serve's settings
+    role: str = "http"  # "http": the API and xml_curl; "deliver": the webhook sender (engine.events.delivery)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
@@ -45,25 +46,30 @@ class WorkerSpec:
 
 
 class Workers:
-    """N worker processes, each started again when it exits (with a growing delay while they keep failing)."""
+    """N worker processes and the webhook sender's, each started again when it exits (with a growing delay
+    while they keep failing)."""
 
     def __init__(self, count: int, spec: WorkerSpec) -> None:
         self.count = count
         self.spec = spec
-        self.processes: dict[int, subprocess.Popen] = {}
+        self.processes: dict[int, subprocess.Popen] = {}  # index -> process; index `count` is the sender
         self.restarts = 0
         self._stopping = False
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> Workers:
-        self._greenlets = [gevent.spawn(self._keep, index) for index in range(self.count)]
+        self._greenlets = [gevent.spawn(self._keep, index) for index in range(self.count + 1)]
         return self
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.values() if p.poll() is None]
 
+    def name(self, index: int) -> str:
+        return "webhook sender" if index == self.count else f"worker {index}"
+
     def _spawn(self, index: int) -> subprocess.Popen:
-        spec = WorkerSpec(**{**asdict(self.spec), "index": index})
+        spec = WorkerSpec(**{**asdict(self.spec), "index": index,
+                             "role": "deliver" if index == self.count else "http"})
         env = dict(os.environ)
         env[ENV] = spec.dumps()
         env["PROMETHEUS_MULTIPROC_DIR"] = spec.metrics_dir  # read when prometheus_client is imported
@@ -77,13 +83,13 @@ class Workers:
             try:
                 process = self.processes[index] = self._spawn(index)
             except OSError as exc:
-                log.error("worker %d could not start: %s", index, exc)
+                log.error("%s could not start: %s", self.name(index), exc)
             else:
-                log.info("worker %d started (pid %d)", index, process.pid)
+                log.info("%s started (pid %d)", self.name(index), process.pid)
                 code = process.wait()
                 if self._stopping:
                     return
-                log.error("worker %d (pid %d) exited with %s; starting it again", index, process.pid,
+                log.error("%s (pid %d) exited with %s; starting it again", self.name(index), process.pid,
                           code if code >= 0 else f"signal {-code}")
                 self.restarts += 1
             if time.monotonic() - started >= HEALTHY_AFTER:
