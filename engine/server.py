@@ -157,6 +157,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         server_port = split.port
+        split.start_workers()  # and the webhook sender's process
     else:
         from api import create_app
 
@@ -189,6 +190,8 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     if engine is not None:
         from engine.store import pgnotify
 
+        if split is not None:
+            split.wait_serving()
         # PostgreSQL: changes committed through other boxes' APIs reach this engine within milliseconds
         if pgnotify.attach(engine, database) is not None:
             log.info("engine: listening for other boxes' changes (PostgreSQL NOTIFY %s)", pgnotify.changes.CHANNEL)
@@ -207,8 +210,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
 
         deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private,
                               **({"concurrency": webhook_concurrency} if webhook_concurrency else {})).start()
-    else:
-        split.start_workers()  # and the webhook sender's process
+
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:

@@ -10,6 +10,8 @@ Messages are one JSON object per line, `t` naming the kind:
   webhook sender's process);
 * `s` — the engine's status (`s`: the `/api/status` fields, null without an engine; engine process
   to workers only);
+* `r` — a worker is accepting requests (the engine starts once one is: FreeSWITCH asks it for the
+  configuration of every queue the first sync loads);
 * `h` — a worker's hello (`pid`, `role`: "http" or "deliver", `lost`: it may have missed sending something
   since it last spoke).
 
@@ -201,6 +203,7 @@ class Hub(_Relay):
         self._waiting: dict[int, tuple[_Line, Any, set[_Line]]] = {}
         self._numbers = 0
         self._unwake: Callable[[], None] = lambda: None
+        self.ready = gevent.event.Event()  # a worker accepts requests
 
     def start(self) -> Hub:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -260,6 +263,9 @@ class Hub(_Relay):
                     continue
                 if message.get("t") == "bye":
                     orderly = True
+                    continue
+                if message.get("t") == "r":
+                    self.ready.set()
                     continue
                 if message.get("t") == "a":
                     self._acked(line, message.get("r"))
@@ -349,6 +355,7 @@ class HubClient(_Relay):
         self._unwake: Callable[[], None] | None = None
         self._acks: dict[int, gevent.event.Event] = {}
         self._numbers = 0
+        self._serving = False
 
     def start(self) -> HubClient:
         if self.relay_changes:
@@ -371,6 +378,11 @@ class HubClient(_Relay):
             gevent.wait([line.writer], timeout=1)
             line.close()
         changes.hearing(self, False)
+
+    def serving(self) -> None:
+        """Tell the engine process this worker accepts requests (now and after every reconnect)."""
+        self._serving = True
+        self._send({"t": "r"})
 
     def _recorded(self, account_id: int) -> None:
         if self._source is None:  # not the engine process's wake being handed on
@@ -416,6 +428,8 @@ class HubClient(_Relay):
                 continue
             line = self.line = _Line(sock, on_overflow=lambda: None)
             line.send({"t": "h", "pid": os.getpid(), "lost": self._lost, "role": self.role})
+            if self._serving:
+                line.send({"t": "r"})
             self._lost = False
             changes.hearing(self, True)
             self.connected.set()

@@ -20,6 +20,7 @@ from engine.workers.supervisor import Workers, WorkerSpec, die_with_parent
 log = logging.getLogger("switchdesk.workers")
 
 BACKLOG = 1024
+READY_TIMEOUT = 60.0
 
 
 class EngineSide:
@@ -75,6 +76,13 @@ class EngineSide:
     def start_workers(self) -> None:
         self.workers.start()
 
+    def wait_serving(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Until a worker accepts requests: FreeSWITCH fetches through them what the engine's first sync loads."""
+        if self.hub.ready.wait(timeout):
+            return True
+        log.warning("no worker accepts requests after %.0f s; starting the engine all the same", timeout)
+        return False
+
     def stop_workers(self) -> None:
         self.workers.stop()
 
@@ -128,6 +136,7 @@ def run_worker(spec: WorkerSpec) -> int:
     listener = socket.socket(fileno=spec.fd)
     server = make_server(app, listener)
     server.start()
+    line.serving()
     log.info("worker %d serving (pid %d)", spec.index, os.getpid())
     stopped = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stopped.set)
