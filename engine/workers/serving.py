@@ -100,18 +100,14 @@ def run_worker(spec: WorkerSpec) -> int:
     die_with_parent(spec.parent)
     if spec.role == "deliver":
         return run_sender(spec)
-    from engine.server import _prepare, make_server
+    from engine.server import make_server
     from engine.store import db
 
     settings = spec.settings
-    prepared = _prepare(settings, init_schema=False)
+    prepared = _set_up(spec)
     if isinstance(prepared, int):
         return prepared
     database, _account_ids, config = prepared
-    changes.others_write(True)
-    # one origin for the whole serve: on PostgreSQL its processes ignore each other's NOTIFY, since they
-    # hear each other over the hub first (and wait for it), and other boxes hear them all as one
-    changes.ORIGIN = spec.origin
     line = hub.HubClient(spec.hub, relay_changes=True).start()
     has_engine = bool(settings.get("engine"))
 
@@ -138,10 +134,7 @@ def run_worker(spec: WorkerSpec) -> int:
     server.start()
     line.serving()
     log.info("worker %d serving (pid %d)", spec.index, os.getpid())
-    stopped = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stopped.set)
-    gevent.signal_handler(signal.SIGINT, lambda: None)  # a terminal's ^C reaches the whole group: the engine
-    stopped.wait()                                       # process decides
+    _until_sigterm()
     server.close()  # accept no more; let the requests in flight end
     server.stop(timeout=5)
     line.stop()
@@ -155,16 +148,13 @@ def run_sender(spec: WorkerSpec) -> int:
     """The webhook sender (engine.events.delivery) in a process of its own: the engine process's loop is left
     to FreeSWITCH's events. Every process's commits that record an event wake it over the hub."""
     from engine.events.delivery import Deliverer
-    from engine.server import _prepare
 
     os.close(spec.fd)  # serves no HTTP
     settings = spec.settings
-    prepared = _prepare(settings, init_schema=False)
+    prepared = _set_up(spec)
     if isinstance(prepared, int):
         return prepared
     database, account_ids, _config = prepared
-    changes.others_write(True)
-    changes.ORIGIN = spec.origin
     line = hub.HubClient(spec.hub, relay_changes=False, announce=False, role="deliver").start()
     concurrency = settings.get("webhook_concurrency")
     # the same owner after a restart: the leases the last sender of this serve held are taken back at once
@@ -173,11 +163,30 @@ def run_sender(spec: WorkerSpec) -> int:
                           owner=f"serve-{spec.origin[:12]}",
                           **({"concurrency": concurrency} if concurrency else {})).start()
     log.info("webhook sender serving (pid %d)", os.getpid())
-    stopped = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stopped.set)
-    gevent.signal_handler(signal.SIGINT, lambda: None)
-    stopped.wait()
+    _until_sigterm()
     deliverer.stop()  # finishes the requests in flight and records them
     line.stop()
     database.close_all() if hasattr(database, "close_all") else None
     return 0
+
+
+def _set_up(spec: WorkerSpec) -> int | tuple[Any, Any, dict[str, Any]]:
+    """As the engine process set itself up (engine.server._prepare), as one of several writing processes."""
+    from engine.server import _prepare
+
+    prepared = _prepare(spec.settings, init_schema=False)
+    if isinstance(prepared, int):
+        return prepared
+    changes.others_write(True)
+    # one origin for the whole serve: on PostgreSQL its processes ignore each other's NOTIFY, since they
+    # hear each other over the hub first (and wait for it), and other boxes hear them all as one
+    changes.ORIGIN = spec.origin
+    return prepared
+
+
+def _until_sigterm() -> None:
+    stopped = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stopped.set)
+    # a terminal's ^C reaches the whole process group: the engine process decides, and sends SIGTERM
+    gevent.signal_handler(signal.SIGINT, lambda: None)
+    stopped.wait()
