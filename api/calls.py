@@ -69,7 +69,7 @@ def _engine():
     return current_app.config.get("ENGINE")
 
 
-@endpoint(bp, "/call/<call_id>/hangup", ["POST"], summary="Hang up a live call", tag="calls",
+@endpoint(bp, "/call/<call_id>/hangup", ["POST"], summary="Hang up a live call", engine=True, tag="calls",
           permission="supervision", errors={503: "FreeSWITCH is not connected"})
 def hangup(principal: Principal, call_id: str):
     """Every live leg of the call is hung up (NORMAL_CLEARING)."""
@@ -83,7 +83,7 @@ class TransferBody(Schema):
 
 
 @endpoint(bp, "/call/<call_id>/transfer", ["POST"], summary="Transfer a live call to an extension, queue or number",
-          tag="calls", permission="supervision", body=TransferBody,
+          engine=True, tag="calls", permission="supervision", body=TransferBody,
           errors={409: "FreeSWITCH refused the transfer", 503: "FreeSWITCH is not connected"})
 def transfer(principal: Principal, call_id: str, body: TransferBody):
     """Exactly one of `extension` (of the account), `queue_id`, `number` (through the account's dialplan and
@@ -125,7 +125,7 @@ _SUPERVISE_DOC = {"permission": "supervision", "body": SuperviseBody, "response"
 
 
 @endpoint(bp, "/call/<call_id>/listen", ["POST"], summary="Listen to a call from the supervisor's phone",
-          **_SUPERVISE_DOC)
+          engine=True, **_SUPERVISE_DOC)
 def listen(principal: Principal, call_id: str, body: SuperviseBody):
     """Rings the supervisor's phone (`device_id`, `user_id`, else the caller's own) and once answered it
     hears both sides; nobody hears it. On the phone's keypad: 0 listen, 2 whisper, 3 barge, 1 talk to the
@@ -135,14 +135,14 @@ def listen(principal: Principal, call_id: str, body: SuperviseBody):
 
 
 @endpoint(bp, "/call/<call_id>/whisper", ["POST"], summary="Coach the agent: the agent hears the supervisor, "
-          "the caller does not", **_SUPERVISE_DOC)
+          "the caller does not", engine=True, **_SUPERVISE_DOC)
 def whisper(principal: Principal, call_id: str, body: SuperviseBody):
     """As listen, and the agent hears the supervisor."""
     return _supervise(principal, call_id, body, "whisper")
 
 
 @endpoint(bp, "/call/<call_id>/barge", ["POST"], summary="Step into a call: agent and caller hear the supervisor",
-          **_SUPERVISE_DOC)
+          engine=True, **_SUPERVISE_DOC)
 def barge(principal: Principal, call_id: str, body: SuperviseBody):
     """As listen, and both the agent and the caller hear the supervisor."""
     return _supervise(principal, call_id, body, "barge")
@@ -152,8 +152,9 @@ _REC = {"type": "object", "properties": {"id": {"type": "integer"}, "paused": {"
 
 
 @endpoint(bp, "/call/<call_id>/recording/pause", ["POST"], summary="Pause the call's recording (silence is "
-          "recorded meanwhile, e.g. while a card number is given)", tag="recordings", permission="recordings",
-          response=_REC, errors={409: "FreeSWITCH refused", 503: "FreeSWITCH is not connected"})
+          "recorded meanwhile, e.g. while a card number is given)", engine=True, tag="recordings",
+          permission="recordings", response=_REC,
+          errors={409: "FreeSWITCH refused", 503: "FreeSWITCH is not connected"})
 def pause_recording(principal: Principal, call_id: str):
     """404 when the call has no recording in progress."""
     row: Recording = recordings.set_paused(_engine(), principal.account_id, call_id, True)
@@ -161,7 +162,7 @@ def pause_recording(principal: Principal, call_id: str):
 
 
 @endpoint(bp, "/call/<call_id>/recording/resume", ["POST"], summary="Resume the call's paused recording",
-          tag="recordings", permission="recordings", response=_REC,
+          engine=True, tag="recordings", permission="recordings", response=_REC,
           errors={409: "FreeSWITCH refused", 503: "FreeSWITCH is not connected"})
 def resume_recording(principal: Principal, call_id: str):
     row: Recording = recordings.set_paused(_engine(), principal.account_id, call_id, False)

@@ -151,7 +151,7 @@ def _status_view(status: str, summary: str) -> Any:
 
 for _verb, _status in (("start", "running"), ("pause", "paused"), ("stop", "stopped")):
     endpoint(bp, f"/<int:campaign_id>/{_verb}", ["POST"], summary=f"{_verb.capitalize()} the campaign",
-             tag="campaigns", permission="campaigns", errors={409: "the campaign has no queue"})(
+             tag="campaigns", permission="campaigns", errors={409: "the campaign has no queue"}, engine=True)(
         _status_view(_status, _verb))
 
 
@@ -190,7 +190,7 @@ def set_disposition(principal: Principal, campaign_id: int, attempt_id: int, bod
                                       principal.user.id, any_agent=principal.can("campaigns")))
 
 
-@endpoint(bp, "/<int:campaign_id>/stats", ["GET"], summary="Live figures of the campaign", tag="campaigns",
+@endpoint(bp, "/<int:campaign_id>/stats", ["GET"], summary="Live figures of the campaign", engine=True, tag="campaigns",
           permission="campaigns")
 def campaign_stats(principal: Principal, campaign_id: int):
     """leads_left (new + retry), dialled, answered, abandoned and abandon_rate (percent of answered), the
@@ -215,7 +215,7 @@ def _agent(principal: Principal, user_id: int | None) -> int:
 
 
 @endpoint(bp, "/<int:campaign_id>/preview", ["GET"], summary="Preview: the next lead for the agent",
-          tag="campaigns", query=PreviewQuery)
+          engine=True, tag="campaigns", query=PreviewQuery)
 def preview_next(principal: Principal, campaign_id: int, query: PreviewQuery):
     """The lead held for the agent (the same one until it calls or skips): name, tags, ext_api_vars,
     call_script. `data` null when no lead is due."""
@@ -229,7 +229,7 @@ class PreviewCall(Schema):
 
 
 @endpoint(bp, "/<int:campaign_id>/preview/<int:attempt_id>/call", ["POST"], summary="Preview: call the lead",
-          tag="campaigns", body=PreviewCall, errors={503: "FreeSWITCH is not connected"})
+          engine=True, tag="campaigns", body=PreviewCall, errors={503: "FreeSWITCH is not connected"})
 def preview_call(principal: Principal, campaign_id: int, attempt_id: int, body: PreviewCall):
     """Rings the agent's phone first (like click-to-call); when the agent answers the lead is dialled. A failed
     agent leg is HTTP 200 with success false and the cause; the lead stays held for the agent."""

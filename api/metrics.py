@@ -171,10 +171,6 @@ def install(app: Flask) -> None:
     """Request metrics, the scrape-time collector and the /metrics route, on a registry of this app."""
     disable_created_metrics()  # the *_created series double the output and say nothing here
     registry = CollectorRegistry()  # no auto_describe: registering must not run the collector's queries
-    requests = Counter("switchdesk_http_requests", "HTTP requests by route and status",
-                       ["method", "route", "status"], registry=registry)
-    latency = Histogram("switchdesk_http_request_duration_seconds", "Time to the response's headers, by route",
-                        ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
     waiting = QueueWaiting()
     registry.register(SwitchdeskCollector(app, waiting))
     engine = app.config.get("ENGINE")
@@ -182,6 +178,19 @@ def install(app: Flask) -> None:
         engine.events.on_event("*", waiting.on_event)
         engine.events.on_connect(waiting.reset)
     app.extensions[EXTENSION] = registry
+    shared = app.config.get("METRICS_MULTIPROC_DIR")
+    if shared:
+        # serve --workers: this is the engine process, serving only what its workers relay (they counted
+        # those requests already). The workers' request series are summed from their files.
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry, path=shared)
+        app.register_blueprint(bp)
+        return
+    requests = Counter("switchdesk_http_requests", "HTTP requests by route and status",
+                       ["method", "route", "status"], registry=registry)
+    latency = Histogram("switchdesk_http_request_duration_seconds", "Time to the response's headers, by route",
+                        ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
 
     @app.before_request
     def _start_timer() -> None:
@@ -210,8 +219,8 @@ def install(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-@endpoint(bp, "/metrics", ["GET"], summary="Prometheus metrics in the text format", tag="system", auth=False,
-          response={"type": "string", "description": "Prometheus text exposition format 0.0.4"})
+@endpoint(bp, "/metrics", ["GET"], summary="Prometheus metrics in the text format", engine=True, tag="system",
+          auth=False, response={"type": "string", "description": "Prometheus text exposition format 0.0.4"})
 def metrics() -> Response:
     """Served to loopback clients only (403 otherwise) unless the server runs with `--metrics-public`."""
     if not current_app.config.get("METRICS_PUBLIC") and not _loopback(request.remote_addr):

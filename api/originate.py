@@ -72,7 +72,7 @@ _RESPONSE = {"type": "object", "properties": {"uuid": {"type": "string", "descri
 
 
 @endpoint(bp, "/originate", ["GET"], summary="Click-to-call: ring the agent, then dial the destination",
-          tag="agents", query=OriginateQuery, response=_RESPONSE)
+          engine=True, tag="agents", query=OriginateQuery, response=_RESPONSE)
 def originate(principal: Principal, query: OriginateQuery):
     """Rings the agent's phone (device_id, else user_id's checked-in phone or first device, else the
     extension's target, else the caller's own phone); when the agent answers, the phone's call goes on to
@@ -87,7 +87,7 @@ def originate(principal: Principal, query: OriginateQuery):
 
 
 @endpoint(bp, "/originate", ["POST"], summary="Click-to-call with the parameters in a JSON or form body",
-          tag="agents", body=OriginateQuery, response=_RESPONSE)
+          engine=True, tag="agents", body=OriginateQuery, response=_RESPONSE)
 def originate_post(principal: Principal, body: OriginateQuery):
     """As `GET /api/cc_agent/originate`; query parameters are accepted as body fields too."""
     return _originate(principal, body)

@@ -217,6 +217,7 @@ def endpoint(
     media_type: str = "application/json",
     internal: bool = False,
     headers: list[dict[str, Any]] | None = None,
+    engine: bool = False,
 ) -> Callable:
     """Declare a route. The view receives `principal`, and `query`/`body` when models are given.
 
@@ -225,7 +226,9 @@ def endpoint(
     of (409, 429, 503...) to those derived from the declaration (see `_responses`): `{code: "when"}`, or
     `{code: response object}`.
     `media_type` is the content type of the 200 answer. `internal`: a box-to-box route, not for clients
-    (marked `x-internal` in the document); `headers` documents header parameters.
+    (marked `x-internal` in the document); `headers` documents header parameters. `engine`: the view acts
+    through the engine (its FreeSWITCH connection or memory): `serve --workers N` relays it to the engine
+    process (engine.workers.proxy).
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -244,6 +247,7 @@ def endpoint(
             return fn(**kwargs)
 
         view.requires_auth = auth  # read by the body guard: authenticate before reading a large body
+        view.engine_bound = engine
         bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=methods)
         REGISTRY.append(Endpoint(
             rule=(bp.url_prefix or "") + rule, methods=methods, summary=summary, tag=tag,

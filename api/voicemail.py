@@ -110,7 +110,7 @@ def _commands() -> Any:
     return getattr(current_app.config.get("ENGINE"), "commands", None)
 
 
-@endpoint(bp, "/<int:box_id>/messages", ["GET"], summary="List a box's messages", tag="voicemail",
+@endpoint(bp, "/<int:box_id>/messages", ["GET"], summary="List a box's messages", engine=True, tag="voicemail",
           permission="voicemail", response={"type": "array", "items": MESSAGE_SCHEMA},
           errors={503: "FreeSWITCH is not connected (mod_voicemail keeps the messages)"})
 def list_messages(principal: Principal, box_id: int):
@@ -125,7 +125,7 @@ def _uuid(value: str) -> str:
     return value
 
 
-@endpoint(bp, "/<int:box_id>/messages/<uuid>/file", ["GET"], summary="Download a message", tag="voicemail",
+@endpoint(bp, "/<int:box_id>/messages/<uuid>/file", ["GET"], summary="Download a message", engine=True, tag="voicemail",
           permission="voicemail", media_type="audio/wav", response={"type": "string", "format": "binary"},
           errors={503: "FreeSWITCH is not connected"})
 def download_message(principal: Principal, box_id: int, uuid: str):
@@ -139,7 +139,7 @@ def download_message(principal: Principal, box_id: int, uuid: str):
                      as_attachment=True, download_name=f"voicemail-{box.id}-{message.uuid}{path.suffix}", max_age=0)
 
 
-@endpoint(bp, "/<int:box_id>/messages/<uuid>", ["DELETE"], summary="Delete a message", tag="voicemail",
+@endpoint(bp, "/<int:box_id>/messages/<uuid>", ["DELETE"], summary="Delete a message", engine=True, tag="voicemail",
           permission="voicemail", errors={503: "FreeSWITCH is not connected"})
 def delete_message(principal: Principal, box_id: int, uuid: str):
     box, domain = _box_and_domain(principal, box_id)

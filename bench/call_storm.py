@@ -110,6 +110,19 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def family_cpu_seconds(pid: int | None) -> float:
+    """A process and its children (`serve --workers N`: the engine process and its workers) that are running
+    now; a worker that exited during the step takes its CPU with it (none did in the recorded runs)."""
+    if pid is None:
+        return 0.0
+    total = cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(cpu_seconds(int(child)) for child in children)
+
+
 def machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all cores."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -125,7 +138,8 @@ def children_cpu() -> float:
 class Snapshot:
     def __init__(self, fs_pid: int | None, sd_pid: int | None):
         self.wall = time.monotonic()
-        self.fs, self.sd, self.sipp = cpu_seconds(fs_pid), cpu_seconds(sd_pid), children_cpu()
+        self.fs, self.sd, self.sipp = cpu_seconds(fs_pid), family_cpu_seconds(sd_pid), children_cpu()
+        self.sd_engine = cpu_seconds(sd_pid)  # the engine process alone (the same as `sd` without workers)
         self.me = time.process_time()  # this process: event listener, webhook receiver, samplers
         self.sd_wait = runqueue_wait(sd_pid) if sd_pid else 0.0
         self.busy, self.total = machine_jiffies()
@@ -513,6 +527,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
         "setup_ms": percentiles(rtt_values(folder)),
         "fs_cpu_ms_per_call": round((after.fs - before.fs) * per_call, 2),
         "sd_cpu_ms_per_call": round((after.sd - before.sd) * per_call, 2),
+        "sd_engine_cpu_ms_per_call": round((after.sd_engine - before.sd_engine) * per_call, 2),
         "sipp_cpu_ms_per_call": round((after.sipp - before.sipp) * per_call, 2),
         "fs_core_pct": round(100 * (after.fs - before.fs) / wall, 1),
         "sd_core_pct": round(100 * (after.sd - before.sd) / wall, 1),
@@ -560,6 +575,8 @@ def main() -> None:
                         help="seconds between latency probes during the steps (0.25; 0: none, for CPU per call alone)")
     parser.add_argument("--idle-seconds", type=float, default=6.0,
                         help="seconds of API and xml_curl latency probing before the first call (6)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="serve --workers N: the API and xml_curl in N worker processes (0: one process)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, sipp files)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -580,10 +597,11 @@ def main() -> None:
     fs = FreeSwitch(install, root / "fs", ports, esl_password, xmlcurl_password)
     sd = Switchdesk(root, ports.http, ports.outbound, ports.esl, esl_password, xmlcurl_password,
                     webhook_allow_private=True)
+    sd.workers = args.workers
     hook = listener = None
     result.update(python=platform.python_version(), cpus=os.cpu_count(), load_before=os.getloadavg()[0],
                   rates=rates, seconds=args.seconds, hold_s=args.hold, ring_ms=args.ring_ms,
-                  rtp_ports=args.rtp_ports)
+                  rtp_ports=args.rtp_ports, workers=args.workers)
     try:
         fs.prepare()
         admin_key = sd.init("default.test")

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("SWITCHDESK_WEBHOOK_CONCURRENCY", "8"),
                    help="webhook requests in flight per account; each call's and agent's events still go in order "
                         "(env SWITCHDESK_WEBHOOK_CONCURRENCY; default 8)")
+    p.add_argument("--workers", type=_worker_count, default=os.environ.get("SWITCHDESK_WORKERS", "0"),
+                   help="serve the API and FreeSWITCH's xml_curl lookups from this many worker processes, the "
+                        "engine and webhooks staying in this one (env SWITCHDESK_WORKERS; default 0: all in one)")
     p.add_argument("--domains", default=os.environ.get("SWITCHDESK_DOMAINS"), type=_domain_list,
                    help="comma-separated account domains whose agents, queues and webhooks this box drives "
                         "(env SWITCHDESK_DOMAINS; default: all accounts)")
@@ -126,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cdr-days", type=_positive_int, default=os.environ.get("SWITCHDESK_CDR_DAYS", "90"),
                    help="days call records are kept unless the account says otherwise")
     return parser
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError("from 0 (everything in one process) to 64")
+    return value
 
 
 def _positive_int(value: str) -> int:
@@ -284,7 +297,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  metrics_public=args.metrics_public, outbound=outbound, media_dir=args.media_dir,
                  media_max_bytes=args.media_max_bytes, media_max_seconds=args.media_max_seconds,
                  recordings=(args.recordings_dir, args.recordings_min_free_mb, args.recording_days, args.cdr_days),
-                 box_name=args.hostname, advertise_url=args.advertise_url)
+                 box_name=args.hostname, advertise_url=args.advertise_url, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:

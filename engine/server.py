@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -60,9 +61,10 @@ class NoDelayHandler(WSGIHandler):
         return logs.redact(super().format_request())
 
 
-def make_server(app, host: str, port: int) -> WSGIServer:
-    return WSGIServer((host, port), app, handler_class=NoDelayHandler, log=logging.getLogger("switchdesk.access"),
-                      error_log=log)
+def make_server(app, host: Any, port: int | None = None) -> WSGIServer:
+    """On (host, port), or on a listening socket given as `host` (engine.workers)."""
+    return WSGIServer(host if port is None else (host, port), app, handler_class=NoDelayHandler,
+                      log=logging.getLogger("switchdesk.access"), error_log=log)
 
 
 def resolve_domains(domains: list[str] | None) -> list[int] | None:
@@ -114,7 +116,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
           media_dir: str | None = None, media_max_bytes: int | None = None,
           media_max_seconds: int | None = None,
           recordings: tuple[str | None, int, int, int] | None = None, box_name: str | None = None,
-          advertise_url: str | None = None) -> int:
+          advertise_url: str | None = None, workers: int = 0) -> int:
     """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
 
     `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
@@ -122,72 +124,57 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     the engine listens for FreeSWITCH's outbound-socket calls (check-in codes, engine.callcenter.checkin).
     `box_name` names this box in the registry and on the files it holds (default: the machine's host name);
     `advertise_url` is where the other boxes reach its API (default: from `host` unless that is loopback).
+    `workers` > 0: the API and xml_curl are served by that many worker processes (engine.workers), this
+    process keeps the engine, the webhook deliverer and the check-in socket.
     """
-    from api import create_app
-    from engine.store import db, schema
-
-    try:
-        logs.setup(log_format, log_level)
-    except ValueError as exc:  # from the environment: argparse checks only the command line
-        print(f"switchdesk: {exc}", file=sys.stderr)
-        return 2
-    for secret in (esl_password, xmlcurl_password):
-        logs.add_secret(secret)
-    from engine.directory import security
-
-    security.use_key_file(security.default_key_file(db_url))
-    if not security.has_secret_key():
-        log.warning("no key to encrypt webhook secrets (%s, %s, or `switchdesk init` for SQLite): "
-                    "setting a webhook_secret is refused until there is one",
-                    security.SECRET_KEY_ENV, security.SECRET_KEY_FILE_ENV)
-    from engine import boxes
-
-    try:
-        boxes.configure(box_name, advertise_url)
-    except ValueError as exc:
-        print(f"switchdesk: --hostname/--advertise-url: {exc}", file=sys.stderr)
-        return 2
-    database = db.bind(db_url)
-    with database.connection_context():
-        schema.init_schema(database)
-        try:
-            account_ids = resolve_domains(domains)
-        except ValueError as exc:
-            print(f"switchdesk: --domains: {exc}", file=sys.stderr)
-            return 2
-    try:
-        _configure_recordings(db_url, recordings)
-    except (OSError, ValueError) as exc:
-        print(f"switchdesk: --recordings-dir: {exc}", file=sys.stderr)
-        return 2
-    config = {"MAX_CONTENT_LENGTH": max_body} if max_body else {}
-    from engine.media import library as media_library
-
-    media_library.configure(media_dir or default_media_dir(db_url), max_bytes=media_max_bytes,
-                            max_seconds=media_max_seconds)
-    config["WEBHOOK_ALLOW_PRIVATE"] = webhook_allow_private
-    config["METRICS_PUBLIC"] = metrics_public
-    config["ACCOUNT_IDS"] = account_ids  # this box's accounts (--domains), None for all
-    if xmlcurl_password:
-        config["XMLCURL_PASSWORD"] = xmlcurl_password
+    settings = {
+        "db_url": db_url, "max_body": max_body, "webhook_allow_private": webhook_allow_private,
+        "xmlcurl_password": xmlcurl_password, "domains": domains, "log_format": log_format,
+        "log_level": log_level, "metrics_public": metrics_public,
+        "outbound": list(outbound) if outbound is not None else None, "media_dir": media_dir,
+        "media_max_bytes": media_max_bytes, "media_max_seconds": media_max_seconds,
+        "recordings": list(recordings) if recordings is not None else None, "box_name": box_name,
+        "advertise_url": advertise_url, "engine": esl is not None, "esl_password": esl_password,
+        "workers": workers, "webhook_concurrency": webhook_concurrency,
+    }
+    prepared = _prepare(settings, init_schema=True)
+    if isinstance(prepared, int):
+        return prepared
+    database, account_ids, config = prepared
     engine = None
     if esl is not None:
         from engine.engine import Engine
 
         engine = Engine(esl[0], esl[1], esl_password, account_ids=account_ids)
         config["ENGINE"] = engine
-    if outbound is not None:  # where the served dialplan sends ***<code> calls
-        config["OUTBOUND_SOCKET"] = ("127.0.0.1" if outbound[0] in ("", "0.0.0.0", "::") else outbound[0], outbound[1])
-    app = create_app(config)
-    server = make_server(app, host, port)
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
-    log.info("serving the API on http://%s:%d", host, server.server_port)
+    split = None
+    if workers > 0:
+        from engine.workers import serving
+
+        try:
+            split = serving.EngineSide(settings, config, host, port, workers, engine=engine)
+        except OSError as exc:
+            print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        server_port = split.port
+        split.start_workers()  # and the webhook sender's process
+    else:
+        from api import create_app
+
+        app = create_app(config)
+        server = make_server(app, host, port)
+        try:
+            server.start()
+        except OSError as exc:
+            print(f"switchdesk: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+            return 1
+        server_port = server.server_port
+    log.info("serving the API on http://%s:%d%s", host, server_port,
+             f" ({workers} worker processes)" if workers else "")
+    from engine import boxes
+
     if advertise_url is None:
-        boxes.settings.url = boxes.default_url(host, server.server_port)
+        boxes.settings.url = boxes.default_url(host, server_port)
     heartbeat = boxes.Heartbeat().start()  # this box in the registry: other boxes fetch its files through it
     checkins = None
     if engine is not None and outbound is not None:
@@ -198,27 +185,32 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
             checkins.start()
         except OSError as exc:
             print(f"switchdesk: --outbound-listen: {exc.strerror or exc}", file=sys.stderr)
-            server.stop(timeout=1)
+            split.stop() if split is not None else server.stop(timeout=1)
             return 1
     if engine is not None:
         from engine.store import pgnotify
 
+        if split is not None:
+            split.wait_serving()
         # PostgreSQL: changes committed through other boxes' APIs reach this engine within milliseconds
         if pgnotify.attach(engine, database) is not None:
             log.info("engine: listening for other boxes' changes (PostgreSQL NOTIFY %s)", pgnotify.changes.CHANNEL)
         engine.start()
         log.info("engine: FreeSWITCH event socket at %s:%d", *esl)
     remote = None
-    if engine is None and not db.is_sqlite():
+    if engine is None and not db_is_sqlite():
         from engine.store import pgnotify
 
         # the xml_curl answers come from memory (engine.directory.views) only while this process hears
         # other boxes' changes; with the engine, its own listener does that
         remote = pgnotify.RemoteChanges.for_database(database).start()
-    from engine.events.delivery import Deliverer
+    deliverer = None
+    if split is None:
+        from engine.events.delivery import Deliverer
 
-    deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private,
-                          **({"concurrency": webhook_concurrency} if webhook_concurrency else {})).start()
+        deliverer = Deliverer(account_ids=account_ids, allow_private=webhook_allow_private,
+                              **({"concurrency": webhook_concurrency} if webhook_concurrency else {})).start()
+
     stopped = gevent.event.Event()
 
     def stop(signum: int) -> None:
@@ -228,15 +220,87 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
     stopped.wait()
+    if split is not None:
+        split.stop_workers()  # first: their requests in flight may still need the engine
     heartbeat.stop()
-    deliverer.stop()
+    if deliverer is not None:
+        deliverer.stop()
     if checkins is not None:
         checkins.stop()
     if engine is not None:
         engine.stop()
     if remote is not None:
         remote.stop()
-    server.stop(timeout=5)
+    if split is not None:
+        split.stop()
+    else:
+        server.stop(timeout=5)
     database.close_all() if hasattr(database, "close_all") else None
     log.info("stopped")
     return 0
+
+
+def db_is_sqlite() -> bool:
+    from engine.store import db
+
+    return db.is_sqlite()
+
+
+def _prepare(settings: dict[str, Any], *, init_schema: bool) -> int | tuple[Any, list[int] | None, dict[str, Any]]:
+    """Logging, secrets, the database and the folders, as the engine process and every worker set them up
+    alike; the app's config. An exit code when the settings cannot be used."""
+    from engine.store import db, schema
+
+    try:
+        logs.setup(settings["log_format"], settings["log_level"])
+    except ValueError as exc:  # from the environment: argparse checks only the command line
+        print(f"switchdesk: {exc}", file=sys.stderr)
+        return 2
+    for secret in (settings.get("esl_password"), settings.get("xmlcurl_password")):
+        logs.add_secret(secret)
+    from engine.directory import security
+
+    db_url = settings["db_url"]
+    security.use_key_file(security.default_key_file(db_url))
+    if init_schema and not security.has_secret_key():
+        log.warning("no key to encrypt webhook secrets (%s, %s, or `switchdesk init` for SQLite): "
+                    "setting a webhook_secret is refused until there is one",
+                    security.SECRET_KEY_ENV, security.SECRET_KEY_FILE_ENV)
+    from engine import boxes
+
+    try:
+        boxes.configure(settings.get("box_name"), settings.get("advertise_url"))
+    except ValueError as exc:
+        print(f"switchdesk: --hostname/--advertise-url: {exc}", file=sys.stderr)
+        return 2
+    database = db.bind(db_url, shared=bool(settings.get("workers")))
+    with database.connection_context():
+        if init_schema:
+            schema.init_schema(database)
+        try:
+            account_ids = resolve_domains(settings.get("domains"))
+        except ValueError as exc:
+            print(f"switchdesk: --domains: {exc}", file=sys.stderr)
+            return 2
+    recordings = settings.get("recordings")
+    try:
+        _configure_recordings(db_url, tuple(recordings) if recordings is not None else None)
+    except (OSError, ValueError) as exc:
+        print(f"switchdesk: --recordings-dir: {exc}", file=sys.stderr)
+        return 2
+    max_body = settings.get("max_body")
+    config: dict[str, Any] = {"MAX_CONTENT_LENGTH": max_body} if max_body else {}
+    from engine.media import library as media_library
+
+    media_library.configure(settings.get("media_dir") or default_media_dir(db_url),
+                            max_bytes=settings.get("media_max_bytes"), max_seconds=settings.get("media_max_seconds"))
+    config["WEBHOOK_ALLOW_PRIVATE"] = settings["webhook_allow_private"]
+    config["METRICS_PUBLIC"] = settings["metrics_public"]
+    config["ACCOUNT_IDS"] = account_ids  # this box's accounts (--domains), None for all
+    if settings.get("xmlcurl_password"):
+        config["XMLCURL_PASSWORD"] = settings["xmlcurl_password"]
+    outbound = settings.get("outbound")
+    if settings.get("engine") and outbound is not None:  # where the served dialplan sends ***<code> calls
+        config["OUTBOUND_SOCKET"] = ("127.0.0.1" if outbound[0] in ("", "0.0.0.0", "::") else outbound[0],
+                                     outbound[1])
+    return database, account_ids, config

@@ -126,7 +126,7 @@ def armed() -> bool:
         _bound = database
     if not enabled():
         return False
-    if isinstance(database, peewee.PostgresqlDatabase):
+    if changes.must_hear():  # PostgreSQL, or serve --workers: other processes write
         epoch = changes.hearing_epoch()
         if epoch != _epoch:
             clear()

@@ -4,14 +4,14 @@ In-process only and cheap: per watched account a version number, the recent chan
 agents each commit touched) and a gevent Event. A writer calls `touch(account_id, queues, agents)` once
 its transaction has committed; a stream waits on `wait(account_id, version, timeout)` holding no
 database connection, then asks `since()` what changed, so it re-reads only those queues and agents.
-Figures changed by another process (another box on PostgreSQL) are picked up by the streams' periodic
-refresh (api.stats.REFRESH).
+Figures changed by another box (on PostgreSQL) are picked up by the streams' periodic refresh
+(api.stats.REFRESH); the processes of one `serve --workers N` tell each other (engine.workers.hub).
 """
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import gevent.event
 
@@ -21,6 +21,19 @@ _versions: dict[int, int] = {}
 _events: dict[int, gevent.event.Event] = {}
 _log: dict[int, collections.deque] = {}
 _lock = threading.Lock()
+# told of every touch after it is made (engine.workers.hub: the other processes' streams hear it too)
+_touch_listeners: list[Callable[[int, Iterable[int] | None, Iterable[int] | None], None]] = []
+
+
+def on_touch(listener: Callable[[int, Iterable[int] | None, Iterable[int] | None], None]) -> None:
+    """Register `listener(account_id, queues, agents)`; it must not block."""
+    if listener not in _touch_listeners:
+        _touch_listeners.append(listener)
+
+
+def unhear_touch(listener: Callable[[int, Iterable[int] | None, Iterable[int] | None], None]) -> None:
+    if listener in _touch_listeners:
+        _touch_listeners.remove(listener)
 
 
 def version(account_id: int) -> int:
@@ -30,16 +43,19 @@ def version(account_id: int) -> int:
 def touch(account_id: int, queues: Iterable[int] | None = None, agents: Iterable[int] | None = None) -> None:
     """The account's figures changed (call after the commit): these queues and agents; None for either
     means "any" (a rebuild)."""
+    queues = None if queues is None else frozenset(queues)
+    agents = None if agents is None else frozenset(agents)
     with _lock:
         current = _versions[account_id] = _versions.get(account_id, 0) + 1
         log = _log.get(account_id)
         if log is None:
             log = _log[account_id] = collections.deque(maxlen=KEEP)
-        log.append((current, None if queues is None else frozenset(queues),
-                    None if agents is None else frozenset(agents)))
+        log.append((current, queues, agents))
         event = _events.pop(account_id, None)
     if event is not None:
         event.set()
+    for listener in list(_touch_listeners):
+        listener(account_id, queues, agents)
 
 
 def since(account_id: int, seen: int) -> tuple[int, set[int] | None, set[int] | None]:

@@ -81,6 +81,21 @@ def unhear(callback: Callable[[], None]) -> None:
         _hearing_callbacks.remove(callback)
 
 
+_others_write = False
+
+
+def others_write(on: bool) -> None:
+    """Other processes commit to this database (engine.workers on SQLite too): what a cache keeps is only
+    current while this process hears them (`hearing_epoch`)."""
+    global _others_write
+    _others_write = on
+
+
+def must_hear() -> bool:
+    """Whether a cache of what the database holds may only be used while `hearing_epoch()` is not None."""
+    return _others_write or isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
 def hearing_epoch() -> int | None:
     """None while no listener of this process hears other processes' changes; else a number that
     changes whenever one starts or stops (changes may have been missed in between)."""

@@ -30,13 +30,14 @@ SQLITE_PRAGMAS = {
 }
 
 
-def make_database(url: str, *, command_line: bool = False) -> peewee.Database:
+def make_database(url: str, *, command_line: bool = False, shared: bool = False) -> peewee.Database:
     """Build (but do not open) the database named by `url`.
 
     `command_line`: a process of its own beside a running `serve`. Its SQLite transactions take the
     write lock when they begin: a deferred one that reads and then writes gets "database is locked" at
     once (not after the busy timeout) when serve wrote in between. The server keeps deferred
-    transactions, so its readers never wait on the event loop.
+    transactions, so its readers never wait on the event loop. `shared`: one of the processes of
+    `serve --workers N`, which all write: the same immediate transactions, for the same reason.
     """
     parsed = urlparse(url)
     scheme = parsed.scheme
@@ -47,7 +48,7 @@ def make_database(url: str, *, command_line: bool = False) -> peewee.Database:
             raise ValueError(f"no database file in {url!r}")
         return PooledSqliteDatabase(
             path, pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=300, timeout=POOL_WAIT,
-            check_same_thread=False, lock_type="IMMEDIATE" if command_line else None,
+            check_same_thread=False, lock_type="IMMEDIATE" if command_line or shared else None,
         )
     if scheme in ("postgres", "postgresql"):
         return PooledPostgresqlDatabase(
@@ -62,9 +63,9 @@ def make_database(url: str, *, command_line: bool = False) -> peewee.Database:
 POOL_WAIT = 30
 
 
-def bind(url: str, *, command_line: bool = False) -> peewee.Database:
+def bind(url: str, *, command_line: bool = False, shared: bool = False) -> peewee.Database:
     """Bind the global proxy to the database at `url` (see make_database) and return it."""
-    database = make_database(url, command_line=command_line)
+    database = make_database(url, command_line=command_line, shared=shared)
     db.initialize(database)
     return database
 

@@ -103,6 +103,8 @@ class Switchdesk:
         self.process: subprocess.Popen | None = None
         self.base = f"http://{HOST}:{http_port}"
         self.box_name = "sd-box-a"  # serve --hostname: the `host` of the recordings it makes
+        # serve --workers: the API and xml_curl in worker processes (engine.workers); 0 runs it all in one
+        self.workers = int(os.environ.get("SWITCHDESK_TEST_WORKERS", "2"))
         self.start_seconds = 0.0
 
     def second_box(self, http_port: int, domains: str) -> subprocess.Popen:
@@ -156,7 +158,8 @@ class Switchdesk:
         command = [*self.command, "serve", "--db", self.db, "--listen", f"{HOST}:{self.http_port}",
                    "--esl", f"{HOST}:{self.esl_port}", "--outbound-listen", f"{HOST}:{self.outbound_port}",
                    "--log-level", "INFO", "--recordings-dir", str(self.recordings),
-                   "--hostname", self.box_name, "--advertise-url", self.base]  # another box may fetch its files
+                   "--hostname", self.box_name, "--advertise-url", self.base,  # another box may fetch its files
+                   "--workers", str(self.workers)]
         if self.webhook_allow_private:
             command.append("--webhook-allow-private")
         with open(self.log_file, "ab") as log:
