@@ -69,7 +69,7 @@ log = logging.getLogger("switchdesk.dialer")
 EVENTS = ("CUSTOM avmd::beep",)
 TICK = 0.25  # seconds between pacing passes (a finished call or an agent change wakes it sooner)
 POPULATE_EVERY = 30.0  # wall-clock seconds between looks for leads added to the campaign's lists
-ABANDON_AFTER = 2.0  # an answered lead left without an agent after this long is abandoned
+ABANDON_AFTER = pacing.ABANDON_AFTER  # an answered lead with no agent after this long is abandoned
 ACK_TIMEOUT = 10.0
 FRESH = 10.0  # seconds: a call this young missing from FreeSWITCH may still be in the making
 WINDOW = 900.0  # seconds of finished calls the predictive pacing learns from
@@ -104,6 +104,7 @@ class Live:
     agent: float | None = None
     user_id: int | None = None
     offered: bool = False  # an agent is being offered this lead (mod_callcenter's agent-offering)
+    offered_at: float | None = None
     machine: bool = False
     preview: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
@@ -229,6 +230,7 @@ class Dialer:
             return pacing.progressive(floor)
         pacer = self.pacer(campaign)
         stats = self.stats_of(campaign.id)
+        pacer.grace = stats.grace(ABANDON_AFTER)
         elapsed = [at - c.agent for c in self.live.values() if c.campaign_id == campaign.id and c.agent is not None
                    and not c.preview]
         ages = [at - c.started for c in self.live.values() if c.campaign_id == campaign.id and c.answered is None
@@ -404,8 +406,14 @@ class Dialer:
         if action != "bridge-agent-start":
             # an agent's phone rings for this lead (or stopped ringing unanswered: it waits for another)
             call.offered = action == "agent-offering"
+            call.offered_at = clock() if call.offered else None
             return
         call.agent = clock()
+        if not call.preview and call.answered is not None:
+            stats = self.stats_of(call.campaign_id)
+            if call.offered_at is not None:
+                stats.agent_rang(call.agent, call.agent - call.offered_at)
+            self._verdict(call, call.agent - call.answered > ABANDON_AFTER)
         parsed = fsconfig.parse_name(event.get("CC-Agent") or "")
         call.user_id = parsed[0] if parsed else None
         with connection():
@@ -439,10 +447,20 @@ class Dialer:
                 stats.dialled(at, False, at - call.started)
             else:
                 stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
-            pacer = self.pacers.get(call.campaign_id)
-            if pacer is not None and call.answered is not None:
-                pacer.adapt(stats.summary(at), outcome == "abandoned")
+            if call.answered is not None and call.agent is None and not call.machine and not call.preview:
+                self._verdict(call, outcome == "abandoned")  # hung up with no agent (after ABANDON_AFTER: abandoned)
         self.wake()
+
+    def _verdict(self, call: Live, abandoned: bool) -> None:
+        """An answered call's verdict (`abandoned`: no agent within ABANDON_AFTER seconds of its answer, the
+        issue's definition, whether the lead then hung up or an agent took it later): into the window and the
+        pacing's control loop."""
+        at = clock()
+        stats = self.stats_of(call.campaign_id)
+        stats.verdict(at, abandoned)
+        pacer = self.pacers.get(call.campaign_id)
+        if pacer is not None:
+            pacer.adapt(stats.summary(at), abandoned)
 
     # -- leases: a dead box's leads are taken over --
 

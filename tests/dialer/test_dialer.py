@@ -180,13 +180,15 @@ def test_predictive_pacing_falls_back_and_dials_ahead():
             stats.ended(i, False, 60.0 + i)
     summary = stats.summary(100)
     assert summary["answer_rate"] == pytest.approx(34 / 100)
+    p.z = 1.0  # a bold margin: the next line may be abandoned with a chance of 16%
     ahead = p.lines(floor, summary, stats, [5.0] * 18)
     assert ahead >= 2 and not p.fallback
     # calls about to end free their agents: more lines than for calls that just began, dialling ahead
     assert p.lines(floor, summary, stats, [150.0] * 18) > ahead
-    # far over the cap: no dialling ahead
+    # far over the cap (the issue's abandons: no agent within 2 s of the answer): no dialling ahead
     for i in range(100, 140):
         stats.ended(i, True, None)
+        stats.verdict(i, True)
     assert p.lines(floor, stats.summary(140), stats, [5.0] * 18) == 2
 
 
@@ -588,3 +590,45 @@ def test_run_out_leases_are_taken_once_even_from_threads(tenant):
     assert all(CampaignLead.get_by_id(c.campaign_lead_id).owner == owners[c.attempt_id] for c in claimed)
     # another account's box takes none of them
     assert leadsvc.reclaim("other", [tenant.account_id + 1000], later + leadsvc.LEASE_MS * 2) == []
+
+
+def test_an_agent_later_than_2_s_is_an_abandon(tenant):
+    """The abandon the pacing caps and the figures show is the issue's: answered, and no agent within 2 s of
+    the answer, also when an agent takes the lead later; the agents' pick-up time sets the pacing's grace."""
+    from engine.dialer import campaigns as service
+    t = NY_NOON.timestamp()
+    runner.clock = lambda: t
+    try:
+        campaign = _leased_campaign(tenant.account_id, ["2125550100", "2125550101", "2125550102"])
+        campaign.mode = "predictive"
+        campaign.save()
+        late, soon, gave_up = sorted(leadsvc.claim(campaign, 3, "test", zone="UTC", mode="predictive"),
+                                     key=lambda c: c.phone)
+        dialer = runner.Dialer(engine=None, owner="test")
+        dialer.wake = lambda: None
+        for c, answered in ((late, t - 5), (soon, t - 1), (gave_up, t - 9)):
+            dialer.live[c.uuid] = runner.Live(c.attempt_id, campaign.id, c.uuid, t - 20)
+            dialer._answered(c.uuid, answered)
+        for c in (late, soon):
+            runner.clock = lambda: t - 0.5
+            dialer.on_callcenter({"CC-Action": "agent-offering", "CC-Member-Session-UUID": c.uuid})
+            runner.clock = lambda: t
+            dialer.on_callcenter({"CC-Action": "bridge-agent-start", "CC-Member-Session-UUID": c.uuid,
+                                  "CC-Agent": "x"})
+        stats = dialer.stats_of(campaign.id)
+        assert [a for _, a in stats.verdicts] == [True, False]
+        assert stats.grace(2.0) == 0.0  # too few pick-ups measured yet
+        for n in range(20):
+            stats.agent_rang(t, 0.5 + n / 100)
+        assert stats.grace(2.0) == pytest.approx(2.0 - 0.67)  # 2 s less the slowest tenth of the pick-ups
+        runner.clock = lambda: t + 60
+        dialer._finish(gave_up.uuid, "abandoned", "NORMAL_CLEARING")
+        dialer._finish(late.uuid, "answered", "NORMAL_CLEARING")
+        dialer._finish(soon.uuid, "answered", "NORMAL_CLEARING")
+        assert [a for _, a in stats.verdicts] == [True, False, True]
+        assert stats.summary(t + 60)["abandon_rate"] == pytest.approx(2 / 3)
+        figures = service.figures(tenant.account_id, campaign.id)
+        assert (figures["answered"], figures["abandoned"], figures["taken_late"]) == (3, 2, 1)
+        assert figures["abandon_rate"] == pytest.approx(66.67)
+    finally:
+        runner.clock = __import__("time").time
