@@ -217,10 +217,15 @@ def reclaim(owner: str, account_ids: Any, at_ms: int, limit: int = RECLAIM_BATCH
     with transaction:
         expired = ((CampaignLead.state == "dialing") & CampaignLead.lease_until.is_null(False)
                    & (CampaignLead.lease_until < at_ms))
-        query = CampaignLead.select(CampaignLead.id).where(expired).order_by(CampaignLead.id).limit(limit)
+        campaigns = Campaign.select(Campaign.id)
         if account_ids is not None:
-            query = query.where(CampaignLead.campaign.in_(
-                Campaign.select(Campaign.id).where(Campaign.account.in_(list(account_ids)))))
+            campaigns = campaigns.where(Campaign.account.in_(list(account_ids)))
+        ids = [c for (c,) in campaigns.tuples()]
+        if not ids:
+            return out
+        # by campaign and state: the (campaign, state, ...) index, not a scan of every campaign's leads
+        query = (CampaignLead.select(CampaignLead.id).where(CampaignLead.campaign.in_(ids) & expired)
+                 .order_by(CampaignLead.id).limit(limit))
         if not is_sqlite():
             query = query.for_update("FOR UPDATE SKIP LOCKED")
         for (row_id,) in query.tuples():
