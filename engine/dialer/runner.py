@@ -24,13 +24,17 @@ CHANNEL_HANGUP_COMPLETE of the lead's leg, mod_callcenter's
 ``bridge-agent-start`` (an agent took it) and, with AMD, mod_avmd's
 ``avmd::beep`` (an answering machine: the leg is hung up). An answered lead
 that hung up without an agent after more than ABANDON_AFTER seconds is
-abandoned. Per event only a dict lookup is done for legs that are not ours.
+abandoned; for the abandon rate the pacing caps, so is one an agent took only
+after ABANDON_AFTER seconds (the issue's rule: no agent within 2 s). Per
+event only a dict lookup is done for legs that are not ours.
 
 After a (re)connect, and so after a restart of switchdesk, the attempts this
 box left open are looked up in FreeSWITCH (``uuid_exists``): a leg still up is
 followed again, a leg gone is finished from what was recorded (answered: done;
 never answered: retried without counting the try), so a lead is neither lost
-nor dialled twice.
+nor dialled twice. Every RENEW_EVERY seconds the box renews the leases of the
+calls it follows and takes over, the same way, the leads of a box that stopped
+renewing (engine.dialer.leads: `renew`, `reclaim`).
 """
 from __future__ import annotations
 
