@@ -193,8 +193,9 @@ def set_disposition(principal: Principal, campaign_id: int, attempt_id: int, bod
 @endpoint(bp, "/<int:campaign_id>/stats", ["GET"], summary="Live figures of the campaign", engine=True, tag="campaigns",
           permission="campaigns")
 def campaign_stats(principal: Principal, campaign_id: int):
-    """leads_left (new + retry), dialled, answered, abandoned and abandon_rate (percent of answered), the
-    queue's agents busy/free, and `live` (this box: calls ringing, waiting for an agent, the rolling window the
+    """leads_left (new + retry), dialled, answered, abandoned (answered with no agent within 2 s: hung up, or
+    `taken_late` by an agent after more than 2 s) and abandon_rate (percent of answered), the queue's agents
+    busy/free, and `live` (this box: calls ringing, waiting for an agent, the rolling window the
     predictive pacing uses, whether it predicts or falls back to progressive)."""
     return ok(service.figures(principal.account_id, campaign_id, _dialer()))
 

@@ -13,6 +13,7 @@ import peewee
 
 from engine.dialer import leads as leadsvc
 from engine.dialer import window
+from engine.dialer.pacing import ABANDON_AFTER
 from engine.errors import ServiceError
 from engine.leads.numbers import phone_key
 from engine.leads.phonelists import account_country, holding
@@ -192,10 +193,15 @@ def figures(account_id: int, campaign_id: int, dialer: Any = None) -> dict[str, 
     campaign = get(account_id, campaign_id)
     states = dict(CampaignLead.select(CampaignLead.state, peewee.fn.COUNT(CampaignLead.id))
                   .where(CampaignLead.campaign == campaign.id).group_by(CampaignLead.state).tuples())
+    # abandoned, as the pacing caps it: answered, and no agent within ABANDON_AFTER (2 s) of the answer,
+    # whether the lead then hung up (outcome `abandoned`) or an agent took it later (`taken_late`)
+    late = (Attempt.agent_ms - Attempt.answered_ms > int(ABANDON_AFTER * 1000)) & (Attempt.mode != "preview")
     counts = (Attempt.select(peewee.fn.COUNT(Attempt.id), peewee.fn.COUNT(Attempt.answered_ms),
-                             peewee.fn.SUM(peewee.Case(None, [(Attempt.outcome == "abandoned", 1)], 0)))
+                             peewee.fn.SUM(peewee.Case(None, [(Attempt.outcome == "abandoned", 1)], 0)),
+                             peewee.fn.SUM(peewee.Case(None, [(late, 1)], 0)))
               .where(Attempt.campaign == campaign.id).tuples().get())
-    dialled, answered, abandoned = counts[0] or 0, counts[1] or 0, int(counts[2] or 0)
+    dialled, answered, hung_up, taken_late = counts[0] or 0, counts[1] or 0, int(counts[2] or 0), int(counts[3] or 0)
+    abandoned = hung_up + taken_late
     agents: dict[str, int] = {"free": 0, "busy": 0}
     if campaign.queue_id is not None:
         rows = (AgentState.select(AgentState.fs_state).join(Tier, on=(Tier.user == AgentState.user))
@@ -207,7 +213,7 @@ def figures(account_id: int, campaign_id: int, dialer: Any = None) -> dict[str, 
         "campaign_id": campaign.id, "status": campaign.status, "mode": campaign.mode,
         "leads_left": states.get("new", 0) + states.get("retry", 0),
         "leads": {s: states.get(s, 0) for s in ("new", "retry", "dialing", "done", "skipped")},
-        "dialled": dialled, "answered": answered, "abandoned": abandoned,
+        "dialled": dialled, "answered": answered, "abandoned": abandoned, "taken_late": taken_late,
         "abandon_rate": round(100.0 * abandoned / answered, 2) if answered else 0.0,
         "agents_busy": agents["busy"], "agents_free": agents["free"],
     }

@@ -9,6 +9,13 @@ taken before reading). The 'dialing' state is left only when the attempt's
 outcome is written (`finish`), or by the owner's reconciliation after a restart
 (`engine.dialer.runner`), so a lead is never dialled twice at once.
 
+A dialing lead carries a lease (`owner`, `lease_until`): the box following its
+call renews it while the call lives (`renew`); a box that dies stops renewing,
+and once the lease has run out any box driving the account (or the same one
+restarted) takes the lead over (`reclaim`), looks its call up on its switch,
+and follows it or finishes it. A preview lead held for an agent has no lease
+until the agent's call is placed.
+
 Before a claimed lead is dialled, in the same transaction: a number on one of
 the campaign's DNC lists or any DNC list of the account is skipped for good; a
 number outside its local calling window waits for the window (its next look is
@@ -29,6 +36,8 @@ from engine.store.db import db, is_sqlite
 from engine.store.models import Attempt, Campaign, CampaignLead, CampaignList, Lead, LeadSkip, PhoneList, now
 
 CLAIM_SCAN = 4  # candidates read per lead wanted (some are skipped)
+LEASE_MS = 60_000  # a box renews the leases of the calls it follows well before this (runner.RENEW_EVERY)
+RECLAIM_BATCH = 100
 
 
 def ms() -> int:
@@ -157,8 +166,10 @@ def claim(campaign: Campaign, wanted: int, owner: str, *, zone: str, mode: str,
                 later = window.next_local_open(row.phone_key, zone, campaign.local_start, campaign.local_end, at)
                 _skip(row, reason, final=False, next_at=int(later.timestamp() * 1000))
                 continue
+            # a preview lead is held for its agent (no lease) until the agent's call is placed
+            lease = None if mode == "preview" else at_ms + LEASE_MS
             taken = CampaignLead.update({
-                CampaignLead.state: "dialing", CampaignLead.owner: owner, CampaignLead.lease_until: at_ms,
+                CampaignLead.state: "dialing", CampaignLead.owner: owner, CampaignLead.lease_until: lease,
                 CampaignLead.attempts: CampaignLead.attempts + 1, CampaignLead.skip_reason: None,
                 CampaignLead.ts: now(),
             }).where((CampaignLead.id == row.id) & CampaignLead.state.in_(("new", "retry"))).execute()
@@ -171,6 +182,65 @@ def claim(campaign: Campaign, wanted: int, owner: str, *, zone: str, mode: str,
                                      user=user_id, started_ms=at_ms)
             out.append(Claimed(row.id, attempt.id, call_uuid, lead.phone, row.phone_key, lead_ref, lead.name,
                                lead.tags, lead.ext_api_vars))
+    return out
+
+
+def renew(owner: str, attempt_ids: list[int], at_ms: int) -> set[int]:
+    """Extend the leases of the leads of `attempt_ids` (calls `owner` follows); returns the attempts whose
+    lead is still `owner`'s: another box that found the lease run out (this box stalled) has the others."""
+    if not attempt_ids:
+        return set()
+    ours: set[int] = set()
+    with db.atomic():
+        for start in range(0, len(attempt_ids), 500):
+            chunk = attempt_ids[start:start + 500]
+            rows = Attempt.select(Attempt.campaign_lead).where(Attempt.id.in_(chunk))
+            mine = ((CampaignLead.id.in_(rows)) & (CampaignLead.owner == owner)
+                    & (CampaignLead.state == "dialing"))
+            CampaignLead.update(lease_until=at_ms + LEASE_MS).where(mine).execute()
+            ours.update(a for (a,) in Attempt.select(Attempt.id).join(CampaignLead).where(
+                Attempt.id.in_(chunk) & (CampaignLead.owner == owner) & (CampaignLead.state == "dialing")).tuples())
+    return ours
+
+
+def reclaim(owner: str, account_ids: Any, at_ms: int, limit: int = RECLAIM_BATCH) -> list[Attempt]:
+    """Take over the leads whose lease ran out (the box dialling them stopped renewing: dead or cut off),
+    for `owner`; returns their open attempts, now `owner`'s, for it to look up on its switch (a leg still up
+    is followed, one gone is finished: `engine.dialer.runner`).
+
+    One transaction: the candidates are read `FOR UPDATE SKIP LOCKED` on PostgreSQL (IMMEDIATE on SQLite)
+    and each is taken by a conditional UPDATE (still dialing, lease still run out), so two boxes never take
+    the same lead and a lease renewed meanwhile is kept by its box. `account_ids`: the accounts this box
+    drives (None: all)."""
+    transaction = db.atomic("IMMEDIATE") if is_sqlite() else db.atomic()
+    out: list[Attempt] = []
+    with transaction:
+        expired = ((CampaignLead.state == "dialing") & CampaignLead.lease_until.is_null(False)
+                   & (CampaignLead.lease_until < at_ms))
+        campaigns = Campaign.select(Campaign.id)
+        if account_ids is not None:
+            campaigns = campaigns.where(Campaign.account.in_(list(account_ids)))
+        ids = [c for (c,) in campaigns.tuples()]
+        if not ids:
+            return out
+        # by campaign and state: the (campaign, state, ...) index, not a scan of every campaign's leads
+        query = (CampaignLead.select(CampaignLead.id).where(CampaignLead.campaign.in_(ids) & expired)
+                 .order_by(CampaignLead.id).limit(limit))
+        if not is_sqlite():
+            query = query.for_update("FOR UPDATE SKIP LOCKED")
+        for (row_id,) in query.tuples():
+            taken = CampaignLead.update({CampaignLead.owner: owner, CampaignLead.lease_until: at_ms + LEASE_MS,
+                                         CampaignLead.ts: now()}).where(
+                (CampaignLead.id == row_id) & expired).execute()
+            if taken != 1:
+                continue
+            mine = (Attempt.campaign_lead == row_id) & Attempt.ended_ms.is_null()
+            Attempt.update(owner=owner).where(mine).execute()
+            out.extend(Attempt.select().where(mine))
+            if not Attempt.select().where(mine).exists():  # nothing open (should not be): free the lead
+                CampaignLead.update({CampaignLead.state: "retry", CampaignLead.owner: None,
+                                     CampaignLead.lease_until: None, CampaignLead.next_at: at_ms}).where(
+                    CampaignLead.id == row_id).execute()
     return out
 
 

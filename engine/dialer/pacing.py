@@ -3,29 +3,31 @@
 Pure functions over what the runner measured, so the pacing can be reasoned
 about and tested without a switch.
 
-Predictive: for each horizon s of the next GRID seconds it compares the agents
-expected free by then with the answers expected by then, and places the
-largest number of lines whose answers stay Z standard deviations inside the
-agents at every horizon (the tightest horizon decides):
+Predictive places lines one by one while the next line's chance of being
+abandoned (answered, and no agent within ABANDON_AFTER seconds) stays under
+`tail(z)`. That chance is summed over each second s of the ring-time
+distribution of answered calls (the window's, not its mean): the line answers
+in that second with `answer_rate * P(ring in (s-1, s])`, and is then abandoned
+if the agents free by s + grace are fewer than the other answers by s plus one
+(normal approximation, each agent and each call a 0/1 chance):
 
-* agents free by s: the free ones; those in wrap-up whose wrap-up ends by s;
-  for the campaign's own calls with an agent, P(H <= e + s | H > e) from the
-  handle times (talk and wrap-up) of the window given how long each call has
-  lasted; other busy agents (inbound calls) `1 - exp(-s/handle)` each; an
-  agent being offered one of our waiting leads has just begun a call (and that
-  lead needs no other agent). Each agent is a 0/1 chance: the variance is the
-  sum of q(1-q).
+* agents free by t: the free ones; those in wrap-up whose wrap-up ends by t
+  (known to the second); for the campaign's own calls with an agent,
+  P(H <= e + t | H > e) from the handle times (talk and wrap-up) of the window
+  given how long each call has lasted; other busy agents (inbound calls)
+  `1 - exp(-t/handle)` each; an agent being offered one of our waiting leads
+  has just begun a call (and that lead needs no other agent). `grace`: the
+  abandon rule allows ABANDON_AFTER seconds from the answer to the agent, less
+  the time agents take to pick up an offer (measured), so an agent freeing
+  just after the answer still takes the lead in time.
 * answers by s: the leads waiting; each call still ringing with P(answered
   within s more | rang a so far, not answered) from the window's ring times;
-  each new line `answer_rate * P(ring <= s)` (the window's ring times of
-  answered calls: a distribution, not a mean, so agents freeing in 3 s are not
-  counted against answers that cannot come before 5 s).
+  each other new line `answer_rate * P(ring <= s)`.
 
-Z is steered by the abandon rate of the rolling window (smoothed): it grows
-when the rate nears the cap and shrinks slowly while it stays well under;
-far over the cap the pacing dials like progressive until it recovers. With
-fewer than `MIN_SAMPLES` finished calls in the window there is nothing to
-predict from, and predictive dials like progressive.
+z is steered by a PI loop on the abandon verdicts (Predictive.adapt) so the
+rate settles under the cap; far over the cap the pacing dials like progressive
+until it recovers. With fewer than `MIN_SAMPLES` finished calls in the window
+there is nothing to predict from, and predictive dials like progressive.
 """
 from __future__ import annotations
 
@@ -34,15 +36,18 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+ABANDON_AFTER = 2.0  # seconds: an answered lead with no agent by then is abandoned (the figure the cap is on)
 MIN_SAMPLES = 30  # finished attempts in the window before predicting
 MIN_ANSWERED = 10
 MIN_HANDLES = 20  # handle times before the conditional estimate of who frees up
 MIN_TAIL = 5
-Z_START, Z_MIN, Z_MAX = 1.5, 0.5, 3.0  # standard deviations of answers kept inside the agents
-GRID = tuple(float(s) for s in range(2, 31, 2))  # horizons (seconds) the supply and the answers are compared at
+Z_START, Z_MIN, Z_MAX = 2.0, 1.0, 3.5  # the next line's abandon chance is kept under P(N(0,1) > z)
+MAX_HORIZON = 300  # seconds: the longest ring time of an answer the pacing looks at
 PRIOR = 30  # calls at the cap the abandon rate is smoothed with
-MEMORY = 500.0  # answered calls the abandon rate that steers the margin remembers (exponential weight)
-STEP = 0.005  # standard deviation the margin moves by per answered call
+MEMORY = 200.0  # verdicts the proportional part's abandon rate remembers (exponential weight)
+TARGET = 0.8  # of the cap: the abandon rate the loop settles at (the rolling window's rate scatters around it)
+KI = 0.006  # integral gain: standard deviations per verdict per cap of error
+KP = 0.5  # proportional gain: standard deviations per cap of distance between the smoothed rate and the target
 
 
 @dataclass
@@ -70,6 +75,9 @@ class Stats:
         # (when, answered, seconds it rang: to the answer, or to the failure)
         self.dials: deque[tuple[float, bool, float | None]] = deque()
         self.ends: deque[tuple[float, bool, float | None]] = deque()  # answered calls: (when, abandoned, handle)
+        # answered calls, when it is known whether an agent took them within ABANDON_AFTER: (when, abandoned)
+        self.verdicts: deque[tuple[float, bool]] = deque()
+        self.agent_rings: deque[tuple[float, float]] = deque()  # (when, seconds from the offer to the bridge)
         self._sorted: dict[str, list[float]] = {}  # sorted ring and handle times, until the window changes
 
     def dialled(self, at: float, answered: bool, ring: float | None = None) -> None:
@@ -80,8 +88,24 @@ class Stats:
         self.ends.append((at, abandoned, handle))
         self._sorted.clear()
 
+    def verdict(self, at: float, abandoned: bool) -> None:
+        """An answered call was taken by an agent within ABANDON_AFTER seconds of its answer, or not
+        (`abandoned`: no agent by then, whether it hung up or was taken later)."""
+        self.verdicts.append((at, abandoned))
+
+    def agent_rang(self, at: float, seconds: float) -> None:
+        self.agent_rings.append((at, seconds))
+
+    def grace(self, after: float) -> float:
+        """Seconds after an answer by which an agent must be free for the lead to be taken within `after`:
+        `after` less the time agents take to pick up an offer (the slowest tenth of the window's)."""
+        rings = sorted(r for _, r in self.agent_rings)
+        if len(rings) < MIN_ANSWERED:
+            return 0.0
+        return max(0.0, after - rings[min(len(rings) - 1, int(0.9 * len(rings)))])
+
     def trim(self, now: float) -> None:
-        for queue in (self.dials, self.ends):
+        for queue in (self.dials, self.ends, self.verdicts, self.agent_rings):
             while queue and queue[0][0] < now - self.window:
                 queue.popleft()
                 self._sorted.clear()
@@ -118,6 +142,11 @@ class Stats:
             mean += q
             var += q * (1 - q)
         return mean, var
+
+    def horizons(self) -> range:
+        """Whole seconds up to the longest ring time of the window's answered calls."""
+        rings = self._times("answered")
+        return range(1, min(MAX_HORIZON, math.ceil(rings[-1]) if rings else 0) + 1)
 
     def ring_cdf(self, s: float) -> float:
         """P(an answered call rang at most `s` seconds), from the window."""
@@ -157,15 +186,17 @@ class Stats:
         rings = [r for _, answered, r in self.dials if answered and r is not None]
         answered = sum(1 for _, a, _ in self.dials if a)
         ended = len(self.ends)
-        abandoned = sum(1 for _, a, _ in self.ends if a)
+        decided = len(self.verdicts)
+        abandoned = sum(1 for _, a in self.verdicts if a)
         handles = self.handles
         return {
             "dialled": total,
             "answered": answered,
             "abandoned": abandoned,
             "ended": ended,
+            "decided": decided,
             "answer_rate": answered / total if total else None,
-            "abandon_rate": abandoned / ended if ended else 0.0,
+            "abandon_rate": abandoned / decided if decided else 0.0,
             "ring": sum(rings) / len(rings) if rings else None,
             "handle": sum(handles) / len(handles) if handles else None,
         }
@@ -177,35 +208,35 @@ def progressive(floor: Floor) -> int:
 
 
 class Predictive:
-    """The predictive pacer of one campaign: its margin (`z`) adapts to the abandon rate of the window."""
+    """The predictive pacer of one campaign: its margin (`z`) is steered by the abandon rate (a PI loop)."""
 
     def __init__(self, cap: float = 3.0, max_ratio: float = 3.0) -> None:
         self.cap = cap / 100.0  # percent -> fraction
         self.max_ratio = max_ratio
-        self.z = Z_START
-        self.seen = self.lost = 0.0  # answered calls ended, and those abandoned, exponentially weighted
+        self.z = self.base = Z_START  # base: the loop's integral part
+        self.seen = self.lost = 0.0  # verdicts, and abandons among them, exponentially weighted
         self.fallback = True  # too little data: progressive
+        self.grace = 0.0  # seconds after an answer an agent freeing still takes the lead in time
 
     def adapt(self, summary: dict, abandoned: bool = False) -> None:
-        """Called when an answered call ends (`abandoned`: it was): steer the margin by the abandon rate.
+        """Called with each answered call's verdict (`abandoned`: no agent within ABANDON_AFTER seconds of
+        its answer): steer the margin so that the abandon rate settles at TARGET of the cap.
 
-        The rate that steers is not the rolling window's: 3% of the ~100 answered calls of a 15-minute
-        window is three abandons, give or take two, and a pacing steered by that swings between too careful
-        and too bold. It is an exponentially weighted rate over the last ~MEMORY answered calls, smoothed
-        towards the cap (as if PRIOR calls at the cap had been seen) so two abandons among the first twenty
-        calls do not throw the pacing back to the floor. The margin moves by STEP standard deviation per
-        answered call: up over 85% of the cap, down under 70% of it. The window's own rate still guards the
-        cap (lines(): far over it, no dialling ahead)."""
+        A PI loop on the margin: the integral part moves by KI per verdict, up by (1 - target) for an
+        abandon, down by target for a call taken in time, so it stands still exactly when abandons run at
+        the target rate, whatever the floor; the proportional part adds KP per cap of distance between an
+        exponentially weighted rate of the last ~MEMORY verdicts (smoothed towards the cap as if PRIOR calls
+        at the cap had been seen, so two early abandons do not throw it) and the target. The window's own
+        rate still guards the cap (lines(): far over it, no dialling ahead)."""
         decay = 1.0 - 1.0 / MEMORY
         self.seen = self.seen * decay + 1.0
         self.lost = self.lost * decay + (1.0 if abandoned else 0.0)
         if self.fallback or summary["ended"] < MIN_ANSWERED:
             return
+        target = TARGET * self.cap
+        self.base = min(Z_MAX, max(Z_MIN, self.base + KI * ((1.0 if abandoned else 0.0) - target) / self.cap))
         rate = (self.lost + self.cap * PRIOR) / (self.seen + PRIOR)
-        if rate > 0.85 * self.cap:
-            self.z = min(Z_MAX, self.z + STEP)
-        elif rate < 0.7 * self.cap:
-            self.z = max(Z_MIN, self.z - STEP)
+        self.z = min(Z_MAX, max(Z_MIN, self.base + KP * (rate - target) / self.cap))
 
     def lines(self, floor: Floor, summary: dict, stats: Stats | None = None,
               elapsed: list[float] | None = None, ages: list[float] | None = None) -> int:
@@ -217,7 +248,7 @@ class Predictive:
             self.fallback = True
             return progressive(floor)
         self.fallback = False
-        if (summary["abandon_rate"] or 0.0) > self.cap * 3 and summary["ended"] >= MIN_SAMPLES:
+        if (summary["abandon_rate"] or 0.0) > self.cap * 3 and summary.get("decided", 0) >= MIN_SAMPLES:
             return progressive(floor)  # far over the cap: stop dialling ahead until it recovers
         elapsed = (elapsed or [])[:floor.busy]
         ages = ages if ages is not None else []
@@ -229,27 +260,40 @@ class Predictive:
         waiting = max(0, floor.waiting - floor.offered)
         agents = floor.free + floor.busy
         wanted = max(0.0, self.max_ratio * max(agents, 1) - floor.ringing)
-        for s in GRID:
-            per_line = answer_rate * stats.ring_cdf(s)  # answers by s of one line placed now
-            if per_line <= 0:
+        grace = self.grace
+        horizons = []  # (answers of a new line in this second, its cumulative f, margin, variance)
+        before = 0.0
+        for s in stats.horizons():
+            cdf = stats.ring_cdf(s)
+            if cdf <= before:
                 continue
-            other = 1.0 - math.exp(-s / mean)
-            free = floor.free + sum(1 for w in floor.wrapping if w <= s) + others * other
+            t = s + grace
+            other = 1.0 - math.exp(-t / mean)
+            free = floor.free + sum(1 for w in floor.wrapping if w <= t) + others * other
             var = others * other * (1 - other)
-            ending, ending_var = stats.freeing(elapsed, s, mean)
+            ending, ending_var = stats.freeing(elapsed, t, mean)
             coming, coming_var = stats.answering(ages, s)
-            wanted = min(wanted, _lines(free + ending - coming - waiting, var + ending_var + coming_var,
-                                        per_line, self.z))
+            horizons.append((cdf - before, answer_rate * cdf, free + ending - coming - waiting,
+                             var + ending_var + coming_var))
+            before = cdf
+        limit = _tail(self.z)
+        n = 0
+        while n < wanted:
+            # the chance that line n+1, once answered, finds no agent free in time: at each second of
+            # its ring time, the agents free by then less the other answers by then is under one
+            risk = 0.0
+            for mass, f, margin, var in horizons:
+                mu = margin - n * f
+                sd = math.sqrt(max(var + n * f * (1 - f), 1e-9))
+                risk += mass * _tail((mu - 0.5) / sd)
+            if risk > limit:
+                break
+            n += 1
+        wanted = n
         # never fewer than progressive would dial: a free agent always gets a line
         return max(progressive(floor), int(wanted))
 
 
-def _lines(margin: float, var: float, f: float, z: float) -> float:
-    """The largest n with margin - n*f >= z * sqrt(var + n*f*(1-f)): n lines, each answered by the horizon
-    with probability f, keep their answers z standard deviations inside the agents' expected margin."""
-    if margin < z * math.sqrt(var):
-        return 0.0
-    c = f * (1 - f)
-    b = 2 * margin * f + z * z * c
-    disc = b * b - 4 * f * f * (margin * margin - z * z * var)
-    return (b - math.sqrt(max(0.0, disc))) / (2 * f * f)
+def _tail(x: float) -> float:
+    """P(N(0,1) > x)."""
+    return 0.5 * math.erfc(x / math.sqrt(2.0))

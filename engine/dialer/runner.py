@@ -24,13 +24,17 @@ CHANNEL_HANGUP_COMPLETE of the lead's leg, mod_callcenter's
 ``bridge-agent-start`` (an agent took it) and, with AMD, mod_avmd's
 ``avmd::beep`` (an answering machine: the leg is hung up). An answered lead
 that hung up without an agent after more than ABANDON_AFTER seconds is
-abandoned. Per event only a dict lookup is done for legs that are not ours.
+abandoned; for the abandon rate the pacing caps, so is one an agent took only
+after ABANDON_AFTER seconds (the issue's rule: no agent within 2 s). Per
+event only a dict lookup is done for legs that are not ours.
 
 After a (re)connect, and so after a restart of switchdesk, the attempts this
 box left open are looked up in FreeSWITCH (``uuid_exists``): a leg still up is
 followed again, a leg gone is finished from what was recorded (answered: done;
 never answered: retried without counting the try), so a lead is neither lost
-nor dialled twice.
+nor dialled twice. Every RENEW_EVERY seconds the box renews the leases of the
+calls it follows and takes over, the same way, the leads of a box that stopped
+renewing (engine.dialer.leads: `renew`, `reclaim`).
 """
 from __future__ import annotations
 
@@ -51,18 +55,29 @@ from engine.dialer import pacing, window
 from engine.esl import quoting
 from engine.esl.errors import ESLError
 from engine.store import fastq
-from engine.store.db import connection
-from engine.store.models import Account, AgentState, Attempt, Campaign, Device, Extension, Tier, TimeGroup
+from engine.store.db import connection, db
+from engine.store.models import (
+    Account,
+    AgentState,
+    Attempt,
+    Campaign,
+    CampaignLead,
+    Device,
+    Extension,
+    Tier,
+    TimeGroup,
+)
 
 log = logging.getLogger("switchdesk.dialer")
 
 EVENTS = ("CUSTOM avmd::beep",)
 TICK = 0.25  # seconds between pacing passes (a finished call or an agent change wakes it sooner)
 POPULATE_EVERY = 30.0  # wall-clock seconds between looks for leads added to the campaign's lists
-ABANDON_AFTER = 2.0  # an answered lead left without an agent after this long is abandoned
+ABANDON_AFTER = pacing.ABANDON_AFTER  # an answered lead with no agent after this long is abandoned
 ACK_TIMEOUT = 10.0
 FRESH = 10.0  # seconds: a call this young missing from FreeSWITCH may still be in the making
 WINDOW = 900.0  # seconds of finished calls the predictive pacing learns from
+RENEW_EVERY = 15.0  # dialer-clock seconds between lease renewals and looks for leases run out (LEASE_MS: 60 s)
 PHONE = re.compile(r"^\+?[0-9]{3,20}$")
 
 clock = time.time  # the bench compresses time on the emulator: it replaces this (and the emulator's)
@@ -93,6 +108,7 @@ class Live:
     agent: float | None = None
     user_id: int | None = None
     offered: bool = False  # an agent is being offered this lead (mod_callcenter's agent-offering)
+    offered_at: float | None = None
     machine: bool = False
     preview: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +126,7 @@ class Dialer:
         self.populated: dict[int, float] = {}
         self.wraps: dict[int, int] = {}  # the account's wrap_up_time per campaign (mod_callcenter's wrap-up)
         self.ticks = 0
+        self.renewed = -RENEW_EVERY  # when the leases were last renewed (dialer clock)
         self.reconciled = gevent.event.Event()
         self._wake = gevent.event.Event()
         self._loop: gevent.Greenlet | None = None
@@ -131,6 +148,11 @@ class Dialer:
             self._wake.wait(TICK)
             self._wake.clear()
             try:
+                at = clock()
+                if at - self.renewed >= RENEW_EVERY:  # also while the switch is away: this box is alive
+                    self.renewed = at
+                    with connection():
+                        self.leases(at)
                 if self.reconciled.is_set() and self.engine.commands.client is not None:
                     with connection():
                         self.tick()
@@ -212,6 +234,7 @@ class Dialer:
             return pacing.progressive(floor)
         pacer = self.pacer(campaign)
         stats = self.stats_of(campaign.id)
+        pacer.grace = stats.grace(ABANDON_AFTER)
         elapsed = [at - c.agent for c in self.live.values() if c.campaign_id == campaign.id and c.agent is not None
                    and not c.preview]
         ages = [at - c.started for c in self.live.values() if c.campaign_id == campaign.id and c.answered is None
@@ -306,15 +329,24 @@ class Dialer:
     # -- preview: the agent's leg is followed; the lead is the leg it bridges to --
 
     def follow_preview(self, attempt: Attempt, call_uuid: str) -> None:
-        """The agent is about to be rung for a preview lead: follow its leg (`call_uuid`)."""
-        Attempt.update(uuid=call_uuid, agent_ms=int(clock() * 1000)).where(Attempt.id == attempt.id).execute()
-        self.live[call_uuid] = Live(attempt.id, attempt.campaign_id, call_uuid, clock(), preview=True)
+        """The agent is about to be rung for a preview lead: follow its leg (`call_uuid`); from now on this
+        box holds the lead's lease (renewed while the call lives)."""
+        at = clock()
+        with connection(), db.atomic():
+            Attempt.update(uuid=call_uuid, agent_ms=int(at * 1000), owner=self.owner).where(
+                Attempt.id == attempt.id).execute()
+            CampaignLead.update(owner=self.owner, lease_until=int(at * 1000) + leadsvc.LEASE_MS).where(
+                CampaignLead.id == attempt.campaign_lead_id).execute()
+        self.live[call_uuid] = Live(attempt.id, attempt.campaign_id, call_uuid, at, preview=True)
 
     def unfollow_preview(self, call_uuid: str) -> None:
-        """The agent's leg failed: the lead stays held for the agent, nothing was dialled."""
+        """The agent's leg failed: the lead stays held for the agent (no lease), nothing was dialled."""
         call = self.live.pop(call_uuid, None)
         if call is not None:
-            Attempt.update(agent_ms=None).where(Attempt.id == call.attempt_id).execute()
+            with connection(), db.atomic():
+                Attempt.update(agent_ms=None).where(Attempt.id == call.attempt_id).execute()
+                CampaignLead.update(lease_until=None).where(CampaignLead.id.in_(
+                    Attempt.select(Attempt.campaign_lead).where(Attempt.id == call.attempt_id))).execute()
 
     def _preview_end(self, uid: str, event: Any) -> None:
         bridged = _int(event.get("variable_bridge_epoch")) or event.get("variable_last_bridge_to")
@@ -378,8 +410,14 @@ class Dialer:
         if action != "bridge-agent-start":
             # an agent's phone rings for this lead (or stopped ringing unanswered: it waits for another)
             call.offered = action == "agent-offering"
+            call.offered_at = clock() if call.offered else None
             return
         call.agent = clock()
+        if not call.preview and call.answered is not None:
+            stats = self.stats_of(call.campaign_id)
+            if call.offered_at is not None:
+                stats.agent_rang(call.agent, call.agent - call.offered_at)
+            self._verdict(call, call.agent - call.answered > ABANDON_AFTER)
         parsed = fsconfig.parse_name(event.get("CC-Agent") or "")
         call.user_id = parsed[0] if parsed else None
         with connection():
@@ -413,10 +451,54 @@ class Dialer:
                 stats.dialled(at, False, at - call.started)
             else:
                 stats.ended(at, outcome == "abandoned", (at - call.agent + wrap) if call.agent is not None else None)
-            pacer = self.pacers.get(call.campaign_id)
-            if pacer is not None and call.answered is not None:
-                pacer.adapt(stats.summary(at), outcome == "abandoned")
+            if call.answered is not None and call.agent is None and not call.machine and not call.preview:
+                self._verdict(call, outcome == "abandoned")  # hung up with no agent (after ABANDON_AFTER: abandoned)
         self.wake()
+
+    def _verdict(self, call: Live, abandoned: bool) -> None:
+        """An answered call's verdict (`abandoned`: no agent within ABANDON_AFTER seconds of its answer, the
+        issue's definition, whether the lead then hung up or an agent took it later): into the window and the
+        pacing's control loop."""
+        at = clock()
+        stats = self.stats_of(call.campaign_id)
+        stats.verdict(at, abandoned)
+        pacer = self.pacers.get(call.campaign_id)
+        if pacer is not None:
+            pacer.adapt(stats.summary(at), abandoned)
+
+    # -- leases: a dead box's leads are taken over --
+
+    def leases(self, at: float) -> None:
+        """Renew the leases of the calls this box follows, drop the ones another box took over (this box
+        stalled past its lease), and take over the leads whose lease ran out (`leads.reclaim`)."""
+        at_ms = int(at * 1000)
+        followed = {c.attempt_id: uid for uid, c in self.live.items()}
+        ours = leadsvc.renew(self.owner, list(followed), at_ms)
+        for attempt_id, uid in followed.items():
+            if attempt_id not in ours and uid in self.live and self.live[uid].attempt_id == attempt_id:
+                log.warning("attempt %s: its lease was taken over by another box; no longer followed here",
+                            attempt_id)
+                self.live.pop(uid, None)
+        client = self.engine.commands.client if self.engine is not None else None
+        if client is None or not self.reconciled.is_set():
+            return  # the switch cannot be asked about the calls (or our own are not reconciled): take nothing
+        taken = leadsvc.reclaim(self.owner, self.engine.account_ids, at_ms)
+        for attempt in taken:
+            try:
+                exists = client.api(f"uuid_exists {attempt.uuid}", check=False).strip() == "true"
+            except ESLError:
+                exists = True  # cannot tell: keep following it; the next reconciliation decides
+            if exists:
+                self.live.setdefault(attempt.uuid, Live(
+                    attempt.id, attempt.campaign_id, attempt.uuid, attempt.started_ms / 1000,
+                    answered=attempt.answered_ms / 1000 if attempt.answered_ms else None,
+                    agent=attempt.agent_ms / 1000 if attempt.agent_ms else None, user_id=attempt.user_id,
+                    preview=attempt.mode == "preview"))
+                continue
+            answered = attempt.answered_ms and attempt.mode != "preview"
+            leadsvc.finish(attempt.id, "answered" if answered else "lost", cause="LEASE_EXPIRED")
+        if taken:
+            log.info("dialer: took over %d lead(s) whose lease ran out", len(taken))
 
     # -- after a (re)connect --
 

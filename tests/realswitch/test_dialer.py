@@ -1,6 +1,6 @@
 """The dialer on the real switch, one rich scenario: a progressive campaign over sipp leads that answer,
 are busy or stay silent, one of them on the account's do-not-call list, with one agent checked in; switchdesk
-is restarted while a lead rings.
+is restarted while a lead rings; then a preview campaign worked by the agent (skip one lead, call the next).
 
 The judges: the SIP the phones received (the DNC number's phone never gets an INVITE, the answering lead and
 the agent are bridged), `show calls`, the attempts and skips the API reports, and the call events."""
@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.realswitch.floor import Floor, eventually, invites
+from tests.realswitch.switchdesk import Http
 from tests.realswitch.test_calls import call_events
 
 pytestmark = pytest.mark.real_freeswitch
@@ -108,3 +109,54 @@ def test_campaign_dials_leads_into_the_queue_skips_dnc_and_survives_a_restart(re
     assert f"{by_phone['5611']['uuid']} EXECUTE" in log and "Avmd on channel [sofia/switchdesk/2611@" in log
     lead_answers.wait(30)
     assert lead_answers.ok, lead_answers.report()
+
+    # preview, by the agent itself (its own API key): it is given the next lead, skips it (never dialled),
+    # is given the next one and calls it: its own phone rings first, then the lead's, and the two are bridged
+    # the agent may use the API, nothing more (no `campaigns`: preview is its own work)
+    account.http("PUT", f"/api/user/{agent.user_id}", {"permissions": {"call_center_api": True}})
+    agent_http = Http(account.http.base, real_switch.sd.new_api_key(f"agent-{agent.sip}-{floor.tag}"))
+    previews = account.http.post("/api/phone_list", {"name": "Preview me"})
+    _, preview_phone = floor.device("2615", extension="5615")
+    _, skipped_phone = floor.device("2616", extension="5616")
+    account.http.post(f"/api/phone_list/{previews['id']}/lead", [
+        {"phone": "5616", "name": "Skip me", "lead_id": "P-2", "priority": 9, "tags": "cold"},
+        {"phone": "5615", "name": "Call me", "lead_id": "P-1", "priority": 1, "ext_api_vars": {"crm": "77"}},
+    ])
+    preview = account.http.post("/api/campaign", {
+        "name": "Preview", "queue_id": queue.id, "list_ids": [previews["id"]], "mode": "preview",
+        "call_script": "SCRIPT-P", "local_start": "00:00", "local_end": "24:00"})
+    pid = preview["id"]
+    account.http.post(f"/api/campaign/{pid}/start")
+    agent_picks_up = agent.phone.answer(stay_seconds=6)
+    lead_picks_up = preview_phone.answer(stay_seconds=2, ring_seconds=0.3)
+    never_rung = skipped_phone.ring(timeout_s=30)
+    for phone in (agent.phone, preview_phone, skipped_phone):
+        phone.wait_listening()
+    first = agent_http.get(f"/api/campaign/{pid}/preview")
+    assert (first["phone"], first["name"], first["tags"], first["call_script"]) == (
+        "5616", "Skip me", "cold", "SCRIPT-P"), first
+    assert agent_http.post(f"/api/campaign/{pid}/preview/{first['attempt_id']}/skip")["outcome"] == "skipped"
+    second = agent_http.get(f"/api/campaign/{pid}/preview")
+    assert (second["phone"], second["name"], second["ext_api_vars"]) == ("5615", "Call me", {"crm": "77"})
+    placed = agent_http.post(f"/api/campaign/{pid}/preview/{second['attempt_id']}/call", {})
+    try:
+        eventually(lambda: floor.bridged("2615", agent.sip), bool, "the preview lead bridged to the agent",
+                   timeout=10)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{placed}\n{attempts(account, pid)}\n" + real_switch.failure_context()) from None
+    lead_picks_up.wait(20)
+    agent_picks_up.wait(20)
+    assert lead_picks_up.ok, lead_picks_up.report() + real_switch.failure_context()
+    assert agent_picks_up.ok, agent_picks_up.report() + real_switch.failure_context()
+    assert len(invites(agent_picks_up)) == 1 and len(invites(lead_picks_up)) == 1
+    done = eventually(lambda: {a["phone"]: a for a in attempts(account, pid)},
+                      lambda rows: all(r["ended"] for r in rows.values()) and len(rows) == 2,
+                      "both preview attempts ended", timeout=10)
+    assert done["5616"]["outcome"] == "skipped" and done["5615"]["outcome"] == "answered", done
+    assert done["5615"]["user_id"] == agent.user_id
+    skips = [s["phone"] for s in account.http.get(f"/api/campaign/{pid}/skips")]
+    assert skips == ["5616"]
+    never_rung.process.terminate()  # listened all along: the skipped lead's phone never rang
+    never_rung.wait(5)
+    assert not invites(never_rung)
+    assert agent_http.get(f"/api/campaign/{pid}/preview") is None  # nothing left to preview
