@@ -50,6 +50,30 @@ def wire_body(event: OutboxEvent) -> bytes:
     ).encode()
 
 
+def batch_body(account_id: int, events: list[OutboxEvent]) -> bytes:
+    """The POST body of a batched request (the account's `event_push_batch` above 1).
+
+    `{"account_id": .., "events": [...]}`, each element exactly the body a one-event request carries
+    (`wire_body`), in `account_seq` order. A batch's makeup may differ between attempts (a retried batch
+    takes along events that became ready meanwhile), so receivers drop duplicates by each event's `id`.
+    """
+    return b'{"account_id":%d,"events":[%s]}' % (account_id, b",".join(wire_body(event) for event in events))
+
+
+def batch_headers(events: list[OutboxEvent], body: bytes, secret: str | None) -> dict[str, str]:
+    """The headers of a batched request: the signature over the whole body, how many events it carries and
+    the first and last `account_seq` in it (not consecutive: other events of the account may be in other
+    requests in flight)."""
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Switchdesk-Timestamp": timestamp,
+               "X-Switchdesk-Event-Count": str(len(events)),
+               "X-Switchdesk-Account-Seq-First": str(events[0].account_seq),
+               "X-Switchdesk-Account-Seq-Last": str(events[-1].account_seq)}
+    if secret:
+        headers["X-Switchdesk-Signature"] = signature(secret, timestamp, body)
+    return headers
+
+
 def signed_headers(event_id: str, body: bytes, secret: str | None, account_seq: int | None = None) -> dict[str, str]:
     """The request headers of one attempt, signed with `secret` when the account has one."""
     timestamp = str(int(time.time()))
@@ -86,11 +110,16 @@ def classify(status: int) -> Outcome:
 
 @dataclass
 class Target:
-    """Where an account's events go and the secret they are signed with."""
+    """Where an account's events go, the secret they are signed with and how many go in one request.
+
+    `per_request` is the account's `event_push_batch`: 1 sends the vendor's one-event body, above 1 the
+    batched body (`batch_body`), even when only one event is ready.
+    """
 
     url: str | None
     secret: str | None
     secret_problem: str | None = None
+    per_request: int = 1
 
 
 @functools.lru_cache(maxsize=1024)
@@ -99,15 +128,17 @@ def _decrypt(secret_enc: str) -> str:
     return security.decrypt_secret(secret_enc)
 
 
-def read_target(url: str | None, secret_enc: str | None) -> Target:
-    """The account's URL and secret as stored when the batch was read: a change applies from the next batch."""
+def read_target(url: str | None, secret_enc: str | None, per_request: int | None = 1) -> Target:
+    """The account's URL, secret and events per request as stored when the batch was read: a change applies
+    from the next batch."""
+    per_request = max(1, int(per_request or 1))
     if not secret_enc:
-        return Target(url or None, None)
+        return Target(url or None, None, per_request=per_request)
     try:
-        return Target(url or None, _decrypt(secret_enc))
+        return Target(url or None, _decrypt(secret_enc), per_request=per_request)
     except Exception as exc:  # a missing or changed SWITCHDESK_SECRET_KEY; never send unsigned
         return Target(url or None, None, f"cannot decrypt the webhook secret ({type(exc).__name__}); "
-                                         f"check {security.SECRET_KEY_ENV}")
+                                         f"check {security.SECRET_KEY_ENV}", per_request)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
