@@ -83,8 +83,8 @@ def test_upgrade_from_older_schema_keeps_data(tmp_path):
         run.fake("0001_initial")
         migrator = run.migrator
         migrator.migrate(migrator.drop_column("user", "api_ip_ranges"),
-                         migrator.drop_column("user", "listen_protected"),  # added by 0007
-                         migrator.drop_column("account", "event_push_batch"))  # added by 0008
+                         migrator.drop_column("user", "listen_protected"))  # added by 0007
+        database.execute_sql('ALTER TABLE "account" DROP COLUMN "event_push_batch"')  # added by 0008
         database.execute_sql(
             "INSERT INTO account (name, domain, country, timezone, session_ttl, max_snooze, wrap_up_time, "
             "no_answer_delay_time, reject_delay_time, busy_delay_time, max_no_answer, ts) "
