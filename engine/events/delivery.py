@@ -18,6 +18,16 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
   up only the later events of its call and agent. After `concurrency` failed
   attempts in a row (the receiver looks down) the account sends only its due
   retries until one of them succeeds, instead of trying every call once.
+* Batches, if the account asks (`event_push_batch` N > 1; sender.batch_body).
+  A request then carries up to N events (`_Lane.take`): the ready ones in
+  `seq` order, each with the next events of its keys that wait for nothing
+  outside the request. So a request is in flight for every key of its
+  events, no event of those keys goes in another request meanwhile, and
+  within a request each key's events are in `seq` order. Nothing waits to
+  fill a batch. The answer is every event's answer; a retry keeps the
+  request's events together (one delay; the later events of a key wait for
+  their head instead of their own timer) and may take along events that
+  became ready meanwhile.
 * The account's order is restorable. Before its first attempt an event gets
   `account_seq`, the account's next number (1, 2, 3, ... in `seq` order, no
   gaps; the counter is `WebhookLease.last_seq`, advanced only by the lease's
