@@ -37,6 +37,7 @@ per account, as before requests went several at a time.
   run, with the default 8 requests in flight and the account's
   ``event_push_batch`` set to N (BENCH_SLOW_BATCH, default ``50,100``): each
   request carries up to N events (``..._events_per_request``: their mean).
+  ``slow_..._tail_ms``: from the last commit to the last event received.
 
 BENCH_CASES=slow runs only the slow-receiver case, BENCH_CASES=fast all but it.
 
@@ -240,6 +241,8 @@ def slow_receiver(out: dict, database) -> None:
                 job.join()
                 out[f"slow_{name}_eps"] = round(len(storm) / (end - start))
                 out[f"slow_{name}_peak"] = deliverer.stats["peak_in_flight"]
+                # the last event's arrival after the last commit: small when the source, not delivery, is the limit
+                out[f"slow_{name}_tail_ms"] = round((end - job.value) * 1000)
                 if per_request > 1:
                     out[f"slow_{name}_events_per_request"] = round(
                         deliverer.stats["events_sent"] / max(1, deliverer.stats["attempts"]), 1)

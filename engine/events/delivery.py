@@ -213,6 +213,8 @@ class _Lane:
                 break
             taken.append(seq)
             self.inflight[seq] = True
+            if size == 1:
+                break  # one event per request: nothing may join (the vendor's format, the default)
             successors = []
             for key in self.keys[seq]:
                 n = counts[key] = counts.get(key, 0) + 1
