@@ -38,6 +38,9 @@ per account, as before requests went several at a time.
   ``event_push_batch`` set to N (BENCH_SLOW_BATCH, default ``50,100``): each
   request carries up to N events (``..._events_per_request``: their mean).
   ``slow_..._tail_ms``: from the last commit to the last event received.
+  ``slow_..._drain_eps``: the first BENCH_SLOW_DRAIN events of the storm
+  (default 2,000) recorded while no deliverer runs, then one starts: events/s
+  of delivery alone, whatever the pace of the source.
 
 BENCH_CASES=slow runs only the slow-receiver case, BENCH_CASES=fast all but it.
 
@@ -71,6 +74,7 @@ EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
 SLOW_EVENTS = int(os.environ.get("BENCH_SLOW_EVENTS", "6000"))
 SLOW_MS = float(os.environ.get("BENCH_SLOW_MS", "100"))
 SLOW_CONCURRENCY = [int(c) for c in os.environ.get("BENCH_SLOW_CONCURRENCY", "8,64").split(",")]
+SLOW_DRAIN = int(os.environ.get("BENCH_SLOW_DRAIN", "2000"))
 SLOW_BATCH = [int(n) for n in os.environ.get("BENCH_SLOW_BATCH", "50,100").split(",") if n]
 CASES = os.environ.get("BENCH_CASES", "all")
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "10"))
@@ -225,11 +229,11 @@ def slow_receiver(out: dict, database) -> None:
                                event_push_batch=per_request).where(Account.id == account_id).execute()
             deliverer = Deliverer(allow_private=True, account_ids=[account_id], concurrency=concurrency).start()
 
-            def emitter(account_id: int = account_id) -> float:
-                for start in range(0, len(storm), 10):
+            def emitter(account_id: int = account_id, events: list = storm) -> float:
+                for start in range(0, len(events), 10):
                     with db.connection_context(), db.atomic():
-                        for name, data in storm[start:start + 10]:
-                            emit(account_id, name, data)
+                        for event, data in events[start:start + 10]:
+                            emit(account_id, event, data)
                     gevent.sleep(0)
                 return time.perf_counter()
 
@@ -248,8 +252,20 @@ def slow_receiver(out: dict, database) -> None:
                         deliverer.stats["events_sent"] / max(1, deliverer.stats["attempts"]), 1)
             finally:
                 deliverer.stop()
+            # the same account's backlog: the storm's first SLOW_DRAIN events recorded while no deliverer runs,
+            # then one starts: what delivery alone gets through, whatever the source's pace
+            emitter(events=storm[:SLOW_DRAIN])
+            before = receiver.count()
+            start = time.perf_counter()
+            deliverer = Deliverer(allow_private=True, account_ids=[account_id], concurrency=concurrency).start()
+            try:
+                end = receiver.wait_count(before + SLOW_DRAIN)
+                out[f"slow_{name}_drain_eps"] = round(SLOW_DRAIN / (end - start))
+            finally:
+                deliverer.stop()
     finally:
         receiver.stop()
+    out["slow_drain_events"] = SLOW_DRAIN
     out["slow_target_eps"] = 500
 
 
