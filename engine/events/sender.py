@@ -29,6 +29,7 @@ SEND_TIMEOUT = 5.0          # seconds for connect + request + answer (issue 7)
 HOST_CONNECTIONS = 32       # keep-alive connections per receiving host
 MAX_RESPONSE_READ = 65536   # a longer answer is not read: its connection is closed instead
 USER_AGENT = "switchdesk-webhooks/1"
+MAX_PER_REQUEST = 500       # events in one batched request at most (the account's `event_push_batch`: 1..500)
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -131,7 +132,7 @@ def _decrypt(secret_enc: str) -> str:
 def read_target(url: str | None, secret_enc: str | None, per_request: int | None = 1) -> Target:
     """The account's URL, secret and events per request as stored when the batch was read: a change applies
     from the next batch."""
-    per_request = max(1, int(per_request or 1))
+    per_request = min(MAX_PER_REQUEST, max(1, int(per_request or 1)))  # the API's bounds, whatever was stored
     if not secret_enc:
         return Target(url or None, None, per_request=per_request)
     try:
