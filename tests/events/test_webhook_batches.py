@@ -251,3 +251,30 @@ def test_a_batch_gives_up_per_event_after_24_hours_never_out_of_order(tenant, re
     clock.advance(700)
     wait_until(lambda: statuses(tenant.account_id) == {"failed": 1, "delivered": 2})
     assert received_ids(receiver.requests[1:]) == [new, late]
+
+
+def test_a_receiver_that_is_down_gets_at_most_concurrency_batches(tenant, deliverers, clock):
+    """Connection refused: after `concurrency` failed requests in a row only the batches already tried are
+    retried (no first attempt joins them); when the receiver is back everything arrives, in order."""
+    port = base.free_port()
+    set_target(tenant.account_id, f"http://127.0.0.1:{port}/hooks")
+    set_batch(tenant.account_id, 10)
+    ids = record_events(tenant.account_id, 200, agents=200)
+    d = deliverers(clock=clock, concurrency=4)
+    wait_until(lambda: d.stats["retries"] >= 40)
+    gevent.sleep(0.2)
+    tried = OutboxEvent.select().where(OutboxEvent.attempts > 0).count()
+    assert 40 <= tried <= (2 * 4 - 1) * 10 and d.stats["attempts"] <= 2 * 4 - 1
+    clock.advance(5)  # the retries are due: they probe, fail again, and still nothing else is tried
+    wait_until(lambda: d.stats["retries"] >= 2 * tried)
+    gevent.sleep(0.2)
+    assert OutboxEvent.select().where(OutboxEvent.attempts > 0).count() == tried
+    receiver = base.Receiver(port).start()
+    try:
+        clock.advance(5)
+        wait_until(lambda: statuses(tenant.account_id) == {"delivered": 200})
+        assert sorted(received_ids(receiver.requests)) == sorted(ids)
+        assert_in_order(receiver.requests)
+        assert max(len(events_of(r)) for r in receiver.requests) == 10
+    finally:
+        receiver.stop()
