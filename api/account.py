@@ -11,6 +11,7 @@ from api.envelope import APIError, ok
 from api.spec import Schema, endpoint
 from api.users import Timezone
 from engine.directory import accounts as service
+from engine.events.sender import MAX_PER_REQUEST
 from engine.store.models import Account
 
 bp = Blueprint("account", __name__, url_prefix="/api/account")
@@ -55,6 +56,11 @@ class AccountFields(Schema):
     webhook_secret: Annotated[str, Field(max_length=256), AfterValidator(_secret), Field(description=(
         "write-only: the HMAC-SHA256 key of X-Switchdesk-Signature, stored encrypted; empty or null removes it"
     ))] | None = None
+    event_push_batch: Annotated[int, Field(ge=1, le=MAX_PER_REQUEST, description=(
+        "events per webhook request, default 1: one event per POST, the vendor's body. Above 1 a request carries "
+        "up to that many of the account's pending events as {\"account_id\", \"events\": [...]} in account_seq "
+        "order (README, Event push: batched delivery), so a receiver that answers slowly still keeps up"
+    ))] | None = None
     outbound_gateway: Annotated[str, Field(pattern=r"^([A-Za-z0-9_.-]{1,200})?$", description=(
         "FreeSWITCH gateway for calls to numbers outside the account (click-to-call's B leg)"
     ))] | None = None
@@ -82,6 +88,7 @@ def account_record(account: Account) -> dict[str, Any]:
         "timezone": account.timezone,
         "event_push_url": account.event_push_url,
         "webhook_secret_set": bool(account.webhook_secret_enc),
+        "event_push_batch": account.event_push_batch,
         "outbound_gateway": account.outbound_gateway,
     }
     for name in _DEFAULTS:

@@ -33,6 +33,14 @@ per account, as before requests went several at a time.
   in flight per account (BENCH_SLOW_CONCURRENCY, default ``8,64``) sends them:
   events/s from the first emit() to the last request received. Each call's and
   agent's events still go in order. Target: at least 500 events/s.
+* ``slow_8_in_flight_batch_<N>_eps``: the same storm, same receiver, in the same
+  run, with the default 8 requests in flight and the account's
+  ``event_push_batch`` set to N (BENCH_SLOW_BATCH, default ``50,100``): each
+  request carries up to N events (``..._events_per_request``: their mean).
+  ``slow_..._tail_ms``: from the last commit to the last event received.
+  ``slow_..._drain_eps``: the first BENCH_SLOW_DRAIN events of the storm
+  (default 2,000) recorded while no deliverer runs, then one starts: events/s
+  of delivery alone, whatever the pace of the source.
 
 BENCH_CASES=slow runs only the slow-receiver case, BENCH_CASES=fast all but it.
 
@@ -66,11 +74,13 @@ EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
 SLOW_EVENTS = int(os.environ.get("BENCH_SLOW_EVENTS", "6000"))
 SLOW_MS = float(os.environ.get("BENCH_SLOW_MS", "100"))
 SLOW_CONCURRENCY = [int(c) for c in os.environ.get("BENCH_SLOW_CONCURRENCY", "8,64").split(",")]
+SLOW_DRAIN = int(os.environ.get("BENCH_SLOW_DRAIN", "2000"))
+SLOW_BATCH = [int(n) for n in os.environ.get("BENCH_SLOW_BATCH", "50,100").split(",") if n]
 CASES = os.environ.get("BENCH_CASES", "all")
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "10"))
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
 
-# The receiver: answers 200 to POSTs and reports how many it got on GET.
+# The receiver: answers 200 to POSTs and reports how many events it got on GET (a batch counts its events).
 RECEIVER = r"""
 import sys
 from gevent import monkey; monkey.patch_all()
@@ -85,7 +95,7 @@ def app(environ, start_response):
         environ["wsgi.input"].read()
         if delay:
             gevent.sleep(delay)
-        count[0] += 1
+        count[0] += int(environ.get("HTTP_X_SWITCHDESK_EVENT_COUNT", 1))
         body = b"ok"
     else:
         body = str(count[0]).encode()
@@ -208,20 +218,22 @@ def slow_receiver(out: dict, database) -> None:
     out["slow_receiver_ms"] = SLOW_MS
     out["slow_events"] = len(storm)
     try:
-        for concurrency in SLOW_CONCURRENCY:
+        cases = [(concurrency, 1) for concurrency in SLOW_CONCURRENCY] + [(8, n) for n in SLOW_BATCH]
+        for concurrency, per_request in cases:
+            name = f"{concurrency}_in_flight" + (f"_batch_{per_request}" if per_request > 1 else "")
             with database.connection_context():
-                account_id = accounts.create_account(f"Slow {concurrency}", f"slow{concurrency}.bench.test",
-                                                     f"slowadmin{concurrency}").account.id
+                account_id = accounts.create_account(f"Slow {name}", f"slow{name.replace('_', '-')}.bench.test",
+                                                     f"slowadmin{name}").account.id
                 Account.update(event_push_url=f"http://127.0.0.1:{port}/hooks/pbx",
                                webhook_secret_enc=security.encrypt_secret("bench-webhook-secret-0123456789"),
-                               ).where(Account.id == account_id).execute()
+                               event_push_batch=per_request).where(Account.id == account_id).execute()
             deliverer = Deliverer(allow_private=True, account_ids=[account_id], concurrency=concurrency).start()
 
-            def emitter(account_id: int = account_id) -> float:
-                for start in range(0, len(storm), 10):
+            def emitter(account_id: int = account_id, events: list = storm) -> float:
+                for start in range(0, len(events), 10):
                     with db.connection_context(), db.atomic():
-                        for name, data in storm[start:start + 10]:
-                            emit(account_id, name, data)
+                        for event, data in events[start:start + 10]:
+                            emit(account_id, event, data)
                     gevent.sleep(0)
                 return time.perf_counter()
 
@@ -231,12 +243,30 @@ def slow_receiver(out: dict, database) -> None:
                 job = gevent.spawn(emitter)
                 end = receiver.wait_count(before + len(storm))
                 job.join()
-                out[f"slow_{concurrency}_in_flight_eps"] = round(len(storm) / (end - start))
-                out[f"slow_{concurrency}_in_flight_peak"] = deliverer.stats["peak_in_flight"]
+                out[f"slow_{name}_eps"] = round(len(storm) / (end - start))
+                out[f"slow_{name}_peak"] = deliverer.stats["peak_in_flight"]
+                # the last event's arrival after the last commit: small when the source, not delivery, is the limit
+                out[f"slow_{name}_tail_ms"] = round((end - job.value) * 1000)
+                if per_request > 1:
+                    out[f"slow_{name}_events_per_request"] = round(
+                        deliverer.stats["events_sent"] / max(1, deliverer.stats["attempts"]), 1)
+            finally:
+                deliverer.stop()
+            # the same account's backlog: the storm's first SLOW_DRAIN events recorded while no deliverer runs,
+            # then one starts: what delivery alone gets through, whatever the source's pace
+            backlog = storm[:SLOW_DRAIN]
+            emitter(events=backlog)
+            before = receiver.count()
+            start = time.perf_counter()
+            deliverer = Deliverer(allow_private=True, account_ids=[account_id], concurrency=concurrency).start()
+            try:
+                end = receiver.wait_count(before + len(backlog))
+                out[f"slow_{name}_drain_eps"] = round(len(backlog) / (end - start))
             finally:
                 deliverer.stop()
     finally:
         receiver.stop()
+    out["slow_drain_events"] = min(SLOW_DRAIN, len(storm))
     out["slow_target_eps"] = 500
 
 

@@ -84,6 +84,7 @@ def test_upgrade_from_older_schema_keeps_data(tmp_path):
         migrator = run.migrator
         migrator.migrate(migrator.drop_column("user", "api_ip_ranges"),
                          migrator.drop_column("user", "listen_protected"))  # added by 0007
+        database.execute_sql('ALTER TABLE "account" DROP COLUMN "event_push_batch"')  # added by 0008
         database.execute_sql(
             "INSERT INTO account (name, domain, country, timezone, session_ttl, max_snooze, wrap_up_time, "
             "no_answer_delay_time, reject_delay_time, busy_delay_time, max_no_answer, ts) "
@@ -103,8 +104,10 @@ def test_upgrade_from_older_schema_keeps_data(tmp_path):
         assert "api_ip_ranges" in {c.name for c in database.get_columns("user")}
         user = User.get()
         assert user.username == "olda" and user.api_ip_ranges == [] and user.listen_protected is False
+        assert user.account.event_push_batch == 1
         assert {m.name for m in schema.runner(database).status() if m.applied} >= {
-            "0001_initial", "0002_user_api_ip_ranges", "0007_user_listen_protected"}
+            "0001_initial", "0002_user_api_ip_ranges", "0007_user_listen_protected",
+            "0008_account_event_push_batch"}
 
 
 def _database_before_0004(database) -> None:

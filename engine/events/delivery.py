@@ -18,6 +18,16 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
   up only the later events of its call and agent. After `concurrency` failed
   attempts in a row (the receiver looks down) the account sends only its due
   retries until one of them succeeds, instead of trying every call once.
+* Batches, if the account asks (`event_push_batch` N > 1; sender.batch_body).
+  A request then carries up to N events (`_Lane.take`): the ready ones in
+  `seq` order, each with the next events of its keys that wait for nothing
+  outside the request. So a request is in flight for every key of its
+  events, no event of those keys goes in another request meanwhile, and
+  within a request each key's events are in `seq` order. Nothing waits to
+  fill a batch. The answer is every event's answer; a retry keeps the
+  request's events together (one delay; the later events of a key wait for
+  their head instead of their own timer) and may take along events that
+  became ready meanwhile.
 * The account's order is restorable. Before its first attempt an event gets
   `account_seq`, the account's next number (1, 2, 3, ... in `seq` order, no
   gaps; the counter is `WebhookLease.last_seq`, advanced only by the lease's
@@ -73,6 +83,8 @@ from engine.events.sender import (
     Outcome,
     Sender,
     Target,
+    batch_body,
+    batch_headers,
     read_target,
     signed_headers,
     wire_body,
@@ -147,6 +159,7 @@ class _Lane:
         self.retrying: list[tuple[float, int]] = []  # heap of (next_attempt, seq): heads waiting for a retry
         self.held: list[int] = []                  # ready first attempts held while the receiver looks down
         self.inflight: dict[int, bool] = {}        # seqs being sent
+        self.requests = 0                          # requests in flight (each carries one event, or a batch)
         self.sends = gevent.pool.Group()           # the senders (at most `concurrency`)
         self.senders = 0                           # how many of them run (the group forgets them later)
         self.wake = gevent.event.Event()           # an attempt ended, or new events were committed
@@ -175,13 +188,63 @@ class _Lane:
             else:
                 heapq.heappush(self.ready, seq)
 
+    def take(self, size: int, first_attempts: bool, now: float) -> list[int]:
+        """Up to `size` events for one request, taken into flight, in `seq` order (None taken: an empty list).
+
+        The ready events in `seq` order, and with each the next events of its keys that no longer wait for
+        anything outside the request: an event joins only when, on every one of its keys, all the events
+        before it (still unfinished) are in this request, and it is due. So a request is in flight for all
+        the keys of its events, an event whose key is held elsewhere (in flight, retrying) never joins, and
+        within a request each key's events are in recording order. Only what was read is taken: nothing
+        waits to fill a batch. Without `first_attempts` (the receiver looks down) only retries go.
+        """
+        taken: list[int] = []
+        counts: dict[tuple, int] = {}      # key -> how many of its queue's head events are in this request
+        joined: list[int] = []             # heap of later events that may join
+        while len(taken) < size:
+            if joined and (not self.ready or joined[0] < self.ready[0]):
+                seq = heapq.heappop(joined)
+            elif self.ready:
+                seq = heapq.heappop(self.ready)
+                if not first_attempts and not self.window[seq].attempts:
+                    self.held.append(seq)
+                    continue
+            else:
+                break
+            taken.append(seq)
+            self.inflight[seq] = True
+            if size == 1:
+                break  # one event per request: nothing may join (the vendor's format, the default)
+            successors = []
+            for key in self.keys[seq]:
+                n = counts[key] = counts.get(key, 0) + 1
+                queue = self.queues[key]
+                if len(queue) > n:
+                    successors.append(queue[n])
+            for successor in dict.fromkeys(successors):
+                event = self.window[successor]
+                if (event.next_attempt <= now and (first_attempts or event.attempts)
+                        and all(len(self.queues[key]) > counts.get(key, 0)
+                                and self.queues[key][counts.get(key, 0)] == successor
+                                for key in self.keys[successor])):
+                    heapq.heappush(joined, successor)
+        taken.sort()
+        return taken
+
     def settle(self, seq: int, finished: bool, now: float) -> None:
-        """An attempt ended: the event is done (its keys' next events may go), or it waits for its retry."""
+        """An attempt ended: the event is done (its keys' next events may go), or it waits for its retry.
+
+        The events of one request are settled in `seq` order while all of them still count as in flight, so
+        an event's successor in the same request is settled by its own turn, not released. A retrying event
+        that does not head its keys' queues (an earlier event of its request retries too) waits for its
+        predecessor instead of its own timer: it goes again with it, or after it.
+        """
         event = self.window.get(seq)
         if event is None:
             return
         if not finished:
-            heapq.heappush(self.retrying, (event.next_attempt, seq))
+            if all(self.queues[key][0] == seq for key in self.keys[seq]):
+                heapq.heappush(self.retrying, (event.next_attempt, seq))
             return
         del self.window[seq]
         successors = []
@@ -470,7 +533,7 @@ class Deliverer:
             wake_at = lane.due(now)
             if lane.held and (not self._failing.get(account_id) or not (lane.retrying or lane.inflight)):
                 lane.unhold()  # a retry got through (or none is left to probe with)
-            for _ in range(min(self.concurrency - lane.senders, len(lane.ready))):
+            for _ in range(min(self.concurrency - lane.senders, math.ceil(len(lane.ready) / self._per_request(lane)))):
                 lane.senders += 1
                 lane.sends.spawn(self._sender, lane)
             # Read on while a backlog lasts or new events were committed, once fewer than `concurrency` events
@@ -478,7 +541,7 @@ class Deliverer:
             # flight, at most every REFILL_GAP. Commits of a few events each would otherwise cost a read and a
             # numbering write each; this way the reads grow with the backlog, as with one request in flight.
             read = ((lane.more or account_id in self._dirty)
-                    and len(lane.ready) < self.concurrency and len(lane.window) < WINDOW
+                    and len(lane.ready) < self.concurrency * self._per_request(lane) and len(lane.window) < WINDOW
                     and (len(lane.window) - len(lane.inflight) < self._low_water(lane) or bool(lane.retrying)))
             if read and lane.retrying and not lane.inflight and not lane.ready and not lane.read_freed:
                 # everything read waits behind retries, and so did all of the last read: reading on would most
@@ -503,49 +566,58 @@ class Deliverer:
                 timeout = min(timeout, gap)
             lane.wake.wait(timeout=timeout)
 
+    @staticmethod
+    def _per_request(lane: _Lane) -> int:
+        """How many events one request of the account may carry (its `event_push_batch`, as last read)."""
+        return lane.target.per_request if lane.target is not None else 1
+
     def _low_water(self, lane: _Lane) -> int:
         """Fewer events than this left to start and the worker reads on: half a batch ahead while a backlog
-        lasts (its reads come back full), else `concurrency` (new events are read as the last ones go)."""
-        return max(self.concurrency, self.batch // 2) if lane.more else self.concurrency
+        lasts (its reads come back full), else enough to fill every request (`concurrency` x events per
+        request: new events are read as the last ones go)."""
+        full = self.concurrency * self._per_request(lane)
+        return max(full, self.batch // 2) if lane.more else full
 
-    def _next_ready(self, lane: _Lane) -> OutboxEvent | None:
-        """The next event that may go now, taken into flight; None when none may. After `concurrency` failed
-        attempts in a row (the receiver looks down) only retries go until one of them gets through."""
-        if not lane.ready or len(lane.inflight) >= self.concurrency:
-            return None
+    def _next_batch(self, lane: _Lane) -> tuple[list[OutboxEvent], Target | None]:
+        """The events of the next request, taken into flight (`_Lane.take`), and the target they go to; no
+        events when none may go. After `concurrency` failed attempts in a row (the receiver looks down) only
+        retries go until one of them gets through."""
+        if not lane.ready or lane.requests >= self.concurrency:
+            return [], None
         now = self.clock()
         if self._leases.get(lane.account_id, 0) - now <= LEASE_SECONDS / 2:
             with self._db():
                 if not self._hold_lease(lane.account_id):
                     lane.lost = True
-                    return None
+                    return [], None
         down = self._failing.get(lane.account_id, 0) >= self.concurrency
-        while lane.ready and len(lane.inflight) < self.concurrency:
-            seq = heapq.heappop(lane.ready)
-            event = lane.window[seq]
-            if down and not event.attempts:
-                lane.held.append(seq)
-                continue
-            lane.inflight[seq] = True
-            if len(lane.inflight) > self.stats["peak_in_flight"]:
-                self.stats["peak_in_flight"] = len(lane.inflight)
-            return event
-        return None
+        target = lane.target
+        seqs = lane.take(self._per_request(lane), not down, now)
+        if not seqs:
+            return [], None
+        lane.requests += 1
+        if lane.requests > self.stats["peak_in_flight"]:
+            self.stats["peak_in_flight"] = lane.requests
+        return [lane.window[seq] for seq in seqs], target
 
     def _sender(self, lane: _Lane) -> None:
-        """One of the account's `concurrency` senders: sends the next event that may go until none may (a
-        finished event's successor on its call or agent is usually the next), then ends."""
+        """One of the account's `concurrency` senders: sends the next request that may go until none may (a
+        finished event's successor on its call or agent is usually in the next), then ends."""
         try:
             while not self._stopping and not lane.lost:
-                event = self._next_ready(lane)
-                if event is None:
+                batch, target = self._next_batch(lane)
+                if not batch:
                     return
-                finished = False
+                finished: dict[int, bool] = {}
                 try:
-                    finished = self._send(lane, event)
+                    finished = self._send(lane, batch, target)
                 finally:
-                    lane.inflight.pop(event.seq, None)
-                    lane.settle(event.seq, finished, self.clock())
+                    now = self.clock()
+                    for event in batch:  # in seq order, all still in flight (`_Lane.settle`)
+                        lane.settle(event.seq, finished.get(event.seq, False), now)
+                    for event in batch:
+                        lane.inflight.pop(event.seq, None)
+                    lane.requests -= 1
                 if lane.retrying or ((lane.more or lane.account_id in self._dirty)
                                      and len(lane.window) - len(lane.inflight) < self._low_water(lane)):
                     lane.wake.set()  # the worker may read on, or time a retry
@@ -553,27 +625,30 @@ class Deliverer:
             lane.senders -= 1
             lane.wake.set()
 
-    def _send(self, lane: _Lane, event: OutboxEvent) -> bool:
-        """One attempt and its record; True when the event is finished (delivered, failed), False when it retries."""
+    def _send(self, lane: _Lane, batch: list[OutboxEvent], target: Target | None) -> dict[int, bool]:
+        """One request (one event, or a batch) and its record; by seq, True when the event is finished
+        (delivered, failed), False when it retries. A batch's answer is every one of its events' answer."""
         now = self.clock()
+        seqs = [event.seq for event in batch]
         try:
-            outcome = self._attempt(event, lane.target)
+            outcome = self._attempt(lane.account_id, batch, target)
             if outcome.kind == DELIVERED:
                 self._failing.pop(lane.account_id, None)
-                self._unacked.setdefault(lane.account_id, set()).add(event.seq)
+                self._unacked.setdefault(lane.account_id, set()).update(seqs)
                 self._ack_wake.set()
-                return True
+                return dict.fromkeys(seqs, True)
             if outcome.kind == FAILED:
                 self._failing.pop(lane.account_id, None)
-                self._mark([event.seq], status=FAILED, last_error=outcome.error, attempts=event.attempts + 1)
-                self.stats[FAILED] += 1
-                return True
+                self._mark(seqs, status=FAILED, last_error=outcome.error, attempts=OutboxEvent.attempts + 1)
+                self.stats[FAILED] += len(seqs)
+                return dict.fromkeys(seqs, True)
             self._failing[lane.account_id] = self._failing.get(lane.account_id, 0) + 1
-            return self._retry_later(event, outcome.error or "failed", now)
-        except Exception:  # the outcome could not be recorded (the database is away): try the event again later
+            return self._retry_later(lane, batch, outcome.error or "failed", now)
+        except Exception:  # the outcome could not be recorded (the database is away): try the events again later
             log.exception("webhooks: recording an attempt for account %s", lane.account_id)
-            event.next_attempt = max(event.next_attempt, math.ceil(now + RETRY_BASE))
-            return False
+            for event in batch:
+                event.next_attempt = max(event.next_attempt, math.ceil(now + RETRY_BASE))
+            return dict.fromkeys(seqs, False)
 
     def _refill(self, lane: _Lane) -> bool:
         """Read the account's next pending events after the worker's cursor into its window."""
@@ -705,7 +780,8 @@ class Deliverer:
 
     def _batch_sql(self) -> str:
         sql, _ = fastq.compiled("webhooks:batch", lambda: (
-            OutboxEvent.select(OutboxEvent, Account.event_push_url, Account.webhook_secret_enc)
+            OutboxEvent.select(OutboxEvent, Account.event_push_batch, Account.event_push_url,
+                               Account.webhook_secret_enc)
             .join(Account, on=(OutboxEvent.account == Account.id))
             .where((OutboxEvent.account == 0) & (OutboxEvent.status == PENDING) & (OutboxEvent.seq > 0))
             .order_by(OutboxEvent.seq).limit(1)))
@@ -754,7 +830,8 @@ class Deliverer:
             batch = [fastq.make(OutboxEvent, row) for row in account_rows
                      if row[_SEQ_COLUMN] not in sent[account_id]]  # rows sent already are not even decoded
             first = account_rows[0]
-            heads[account_id] = (batch, read_target(first[-2], first[-1]), len(account_rows) >= limits[account_id])
+            heads[account_id] = (batch, read_target(first[-2], first[-1], first[-3]),
+                                 len(account_rows) >= limits[account_id])
         return heads
 
     def _hold_lease(self, account_id: int) -> bool:
@@ -777,28 +854,51 @@ class Deliverer:
             self.stats["lease_busy"] += 1
         return bool(taken)
 
-    def _attempt(self, event: OutboxEvent, target: Target) -> Outcome:
+    def _attempt(self, account_id: int, batch: list[OutboxEvent], target: Target) -> Outcome:
+        """One POST: the vendor's one-event body, or (the account's `event_push_batch` above 1) a batch body."""
         if target.secret_problem:
             return Outcome("retry", target.secret_problem)
-        body = wire_body(event)
-        headers = signed_headers(event.id, body, target.secret, event.account_seq)
+        if target.per_request > 1:
+            body = batch_body(account_id, batch)
+            headers = batch_headers(batch, body, target.secret)
+        else:
+            (event,) = batch
+            body = wire_body(event)
+            headers = signed_headers(event.id, body, target.secret, event.account_seq)
         self.stats["attempts"] += 1
+        self.stats["events_sent"] += len(batch)
         return self.sender.deliver(target.url, body, headers)
 
-    def _retry_later(self, event: OutboxEvent, error: str, now: float) -> bool:
-        """Record the failed attempt: the event's next try, or (24 hours after it) its end. True when it ended."""
-        attempts = event.attempts + 1
-        give_up_at = event.ts + MAX_AGE
-        if now >= give_up_at:
-            self._mark([event.seq], status=FAILED, attempts=attempts,
+    def _retry_later(self, lane: _Lane, batch: list[OutboxEvent], error: str, now: float) -> dict[int, bool]:
+        """Record a failed attempt of a request: its events' next try, together (one delay, from the most
+        attempts among them), or (24 hours after an event) that event's end. By seq, True when it ended.
+
+        An event gives up only when no earlier event of its keys in the request keeps retrying: a call's or
+        agent's events never finish out of order.
+        """
+        attempts = max(event.attempts for event in batch) + 1
+        retry_at = math.ceil(now + retry_delay(attempts))
+        blocked: set[tuple] = set()
+        ended, waits = [], {}
+        for event in batch:  # in seq order
+            keys = lane.keys.get(event.seq) or order_keys(event)
+            if now >= event.ts + MAX_AGE and blocked.isdisjoint(keys):
+                ended.append(event)
+            else:
+                blocked.update(keys)
+                waits.setdefault(min(retry_at, max(event.ts + MAX_AGE, math.ceil(now))), []).append(event)
+        if ended:
+            self._mark([event.seq for event in ended], status=FAILED, attempts=OutboxEvent.attempts + 1,
                        last_error=f"{error}; gave up {MAX_AGE // 3600} hours after the event")
-            self.stats[FAILED] += 1
-            return True  # the next event's turn
-        next_attempt = min(math.ceil(now + retry_delay(attempts)), give_up_at)
-        self._mark([event.seq], attempts=attempts, next_attempt=next_attempt, last_error=error)
-        event.attempts, event.next_attempt, event.last_error = attempts, next_attempt, error
-        self.stats["retries"] += 1
-        return False
+            self.stats[FAILED] += len(ended)
+        for next_attempt, group in waits.items():
+            self._mark([event.seq for event in group], attempts=OutboxEvent.attempts + 1,
+                       next_attempt=next_attempt, last_error=error)
+            for event in group:
+                event.attempts, event.next_attempt, event.last_error = event.attempts + 1, next_attempt, error
+            self.stats["retries"] += len(group)
+        gone = {event.seq for event in ended}
+        return {event.seq: event.seq in gone for event in batch}
 
     def _ack_loop(self) -> None:
         while True:

@@ -29,6 +29,7 @@ SEND_TIMEOUT = 5.0          # seconds for connect + request + answer (issue 7)
 HOST_CONNECTIONS = 32       # keep-alive connections per receiving host
 MAX_RESPONSE_READ = 65536   # a longer answer is not read: its connection is closed instead
 USER_AGENT = "switchdesk-webhooks/1"
+MAX_PER_REQUEST = 500       # events in one batched request at most (the account's `event_push_batch`: 1..500)
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -48,6 +49,30 @@ def wire_body(event: OutboxEvent) -> bytes:
          "account_seq": event.account_seq, "data": event.data},
         separators=(",", ":"), ensure_ascii=False,
     ).encode()
+
+
+def batch_body(account_id: int, events: list[OutboxEvent]) -> bytes:
+    """The POST body of a batched request (the account's `event_push_batch` above 1).
+
+    `{"account_id": .., "events": [...]}`, each element exactly the body a one-event request carries
+    (`wire_body`), in `account_seq` order. A batch's makeup may differ between attempts (a retried batch
+    takes along events that became ready meanwhile), so receivers drop duplicates by each event's `id`.
+    """
+    return b'{"account_id":%d,"events":[%s]}' % (account_id, b",".join(wire_body(event) for event in events))
+
+
+def batch_headers(events: list[OutboxEvent], body: bytes, secret: str | None) -> dict[str, str]:
+    """The headers of a batched request: the signature over the whole body, how many events it carries and
+    the first and last `account_seq` in it (not consecutive: other events of the account may be in other
+    requests in flight)."""
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Switchdesk-Timestamp": timestamp,
+               "X-Switchdesk-Event-Count": str(len(events)),
+               "X-Switchdesk-Account-Seq-First": str(events[0].account_seq),
+               "X-Switchdesk-Account-Seq-Last": str(events[-1].account_seq)}
+    if secret:
+        headers["X-Switchdesk-Signature"] = signature(secret, timestamp, body)
+    return headers
 
 
 def signed_headers(event_id: str, body: bytes, secret: str | None, account_seq: int | None = None) -> dict[str, str]:
@@ -86,11 +111,16 @@ def classify(status: int) -> Outcome:
 
 @dataclass
 class Target:
-    """Where an account's events go and the secret they are signed with."""
+    """Where an account's events go, the secret they are signed with and how many go in one request.
+
+    `per_request` is the account's `event_push_batch`: 1 sends the vendor's one-event body, above 1 the
+    batched body (`batch_body`), even when only one event is ready.
+    """
 
     url: str | None
     secret: str | None
     secret_problem: str | None = None
+    per_request: int = 1
 
 
 @functools.lru_cache(maxsize=1024)
@@ -99,15 +129,17 @@ def _decrypt(secret_enc: str) -> str:
     return security.decrypt_secret(secret_enc)
 
 
-def read_target(url: str | None, secret_enc: str | None) -> Target:
-    """The account's URL and secret as stored when the batch was read: a change applies from the next batch."""
+def read_target(url: str | None, secret_enc: str | None, per_request: int | None = 1) -> Target:
+    """The account's URL, secret and events per request as stored when the batch was read: a change applies
+    from the next batch."""
+    per_request = min(MAX_PER_REQUEST, max(1, int(per_request or 1)))  # the API's bounds, whatever was stored
     if not secret_enc:
-        return Target(url or None, None)
+        return Target(url or None, None, per_request=per_request)
     try:
-        return Target(url or None, _decrypt(secret_enc))
+        return Target(url or None, _decrypt(secret_enc), per_request=per_request)
     except Exception as exc:  # a missing or changed SWITCHDESK_SECRET_KEY; never send unsigned
         return Target(url or None, None, f"cannot decrypt the webhook secret ({type(exc).__name__}); "
-                                         f"check {security.SECRET_KEY_ENV}")
+                                         f"check {security.SECRET_KEY_ENV}", per_request)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ class Account(BaseModel):
     timezone = peewee.CharField(max_length=64, default="UTC")
     event_push_url = peewee.CharField(max_length=2000, null=True)
     webhook_secret_enc = peewee.TextField(null=True)
+    # Events per webhook request: 1 is the vendor's one-event body; more sends batches (engine.events.sender).
+    event_push_batch = peewee.IntegerField(default=1, constraints=[peewee.SQL("DEFAULT 1")])
     outbound_gateway = peewee.CharField(max_length=200, null=True)
     session_ttl = peewee.IntegerField(default=ACCOUNT_DEFAULTS["session_ttl"])
     max_snooze = peewee.IntegerField(default=ACCOUNT_DEFAULTS["max_snooze"])
