@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.directory import accounts
 from engine.store import db, schema
-from engine.store.models import ALL_MODELS, User
+from engine.store.models import ALL_MODELS, ApiKey, User
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,6 +96,9 @@ def test_upgrade_from_older_schema_keeps_data(tmp_path):
             "geo_limit, follow_me, ts, permissions, override_device, device_overrides) VALUES "
             "(1, 1, 1, 0, 1, 'Old Admin', 'olda', 'olda', 'o@old.test', 'o@old.test', 'x', 'UTC', '[]', '[]', "
             "'[]', '[]', '', 0, 0, '{}', 0, '{}')")
+        # rows referring to the user and the account ON DELETE CASCADE: a migration that rebuilt `user` or
+        # `account` with foreign keys enforced deleted them
+        database.execute_sql("INSERT INTO api_key (user_id, prefix, digest, ts) VALUES (1, 'sdk_old', 'd', 0)")
         assert "api_ip_ranges" not in {c.name for c in database.get_columns("user")}
     database.close_all()
     result = run_cli("init", "--db", url)
@@ -105,9 +109,35 @@ def test_upgrade_from_older_schema_keeps_data(tmp_path):
         user = User.get()
         assert user.username == "olda" and user.api_ip_ranges == [] and user.listen_protected is False
         assert user.account.event_push_batch == 1
+        assert [k.prefix for k in ApiKey.select()] == ["sdk_old"]  # kept through every migration
         assert {m.name for m in schema.runner(database).status() if m.applied} >= {
             "0001_initial", "0002_user_api_ip_ranges", "0007_user_listen_protected",
             "0008_account_event_push_batch"}
+
+
+def test_a_migration_that_rebuilds_a_table_keeps_the_rows_referring_to_it(tmp_path, monkeypatch):
+    """The migrator rebuilds a SQLite table to add a NOT NULL column (copy, DROP TABLE, rename): init runs
+    migrations with foreign keys off, so dropping `user` cascades to none of its API keys."""
+    import shutil
+
+    folder = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "0099_rebuild_user.py").write_text(
+        "from peewee import TextField\n\n\ndef up(migrator, db):\n"
+        "    migrator.migrate(migrator.add_column('user', 'rebuilt', TextField(default='')))\n")
+    url = f"sqlite:///{tmp_path / 'sd.db'}"
+    database = db.bind(url)
+    with database.connection_context():
+        schema.init_schema(database)
+        made = accounts.create_account("Rebuilt", "rebuilt.test", "rebuilt-admin")  # with its first API key
+        keys = [k.prefix for k in ApiKey.select()]
+        monkeypatch.setattr(schema, "MIGRATIONS_DIR", str(folder))
+        schema.init_schema(database)
+        assert "rebuilt" in {c.name for c in database.get_columns("user")}
+        assert len(keys) == 1 and [k.prefix for k in ApiKey.select()] == keys
+        assert User.get_by_id(made.admin.id).username == "rebuilt-admin"
+        assert database.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1  # enforced again after
+    database.close_all()
 
 
 def _database_before_0004(database) -> None:

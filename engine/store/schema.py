@@ -21,13 +21,29 @@ def init_schema(database: peewee.Database) -> bool:
     """Bring the schema to the current version; True when the database was empty."""
     run = runner(database)
     fresh = not run.History.table_exists()
-    with database.atomic():
-        if fresh:
-            database.create_tables(ALL_MODELS)
-            run.fake()
-        else:
-            applied = run.up()
-            for name in applied:
-                log.info("applied migration %s", name)
-            database.create_tables(ALL_MODELS, safe=True)
+    # SQLite: the migrator changes a column by rebuilding its table (copy, DROP TABLE, rename); with foreign
+    # keys enforced, dropping `user` or `account` deletes every row that refers to it ON DELETE CASCADE (API
+    # keys, devices, tiers...). SQLite's own procedure: enforcement off around the change (outside any
+    # transaction, where the pragma takes effect), then foreign_key_check before the commit.
+    sqlite = isinstance(database, peewee.SqliteDatabase) and not fresh
+    if sqlite:
+        database.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        with database.atomic():
+            if fresh:
+                database.create_tables(ALL_MODELS)
+                run.fake()
+            else:
+                applied = run.up()
+                for name in applied:
+                    log.info("applied migration %s", name)
+                database.create_tables(ALL_MODELS, safe=True)
+                if sqlite:
+                    broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"the upgrade would leave {len(broken)} row(s) referring to rows that "
+                                           f"do not exist (first: {broken[0]}); nothing was changed")
+    finally:
+        if sqlite:
+            database.execute_sql("PRAGMA foreign_keys = ON")
     return fresh
