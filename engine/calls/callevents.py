@@ -37,7 +37,7 @@ from typing import Any
 import gevent.lock
 import peewee
 
-from engine.calls import recordings, records
+from engine.calls import legs, recordings, records
 from engine.calls.call_fields import account_of, end_fields, event_ts, header, leg_fields, payload, queue_end_fields
 from engine.calls.reconcile import RECONCILE_GRACE, end_vanished_legs, purge_ended, reconcile_when_connected
 from engine.directory import views
@@ -73,6 +73,7 @@ class CallEvents:
         self.reconciles = 0  # completed reconciliations (tests wait on it)
         self._ended = 0
         self._reconcile_lock = gevent.lock.Semaphore()
+        legs.forget_all()  # a new engine (a test's, a restarted one) reads its legs from the database first
 
     # -- event handlers (run in event order on the ESL dispatcher; short DB work only) --
 
@@ -107,9 +108,16 @@ class CallEvents:
         uid = header(event, "Unique-ID")
         if not uid:
             return
+        try:
+            self._handle(event, uid, kind, queue_end, held)
+        except BaseException:
+            legs.forget(uid)  # its copy may be ahead of a row that was rolled back
+            raise
+
+    def _handle(self, event: Any, uid: str, kind: str, queue_end: bool, held: bool | None) -> None:
         with connection():
-            row = _row(uid)
-            if row is None:
+            leg = _leg(uid)
+            if leg is None:
                 if kind == "update" or (header(event, "Caller-Destination-Number") or "").startswith(FEATURE_PREFIX):
                     return
                 account = account_of(event)
@@ -117,12 +125,12 @@ class CallEvents:
                     return  # not a call of ours
                 prior: dict[str, Any] = {}
             else:
-                if row.ended_at is not None:
+                if leg.ended:
                     return  # a late or repeated event of a leg that has ended: nothing is due
-                account = views.account(row.account_id)
+                account = views.account(leg.account_id)
                 if account is None:
                     return
-                prior = row.data or {}
+                prior = leg.data or {}
             data = leg_fields(event, account, prior)
             if queue_end:
                 data.update(queue_end_fields(event))
@@ -134,18 +142,20 @@ class CallEvents:
             if kind == "answer" and not data.get("answer_ts"):
                 data["answer_ts"] = ts  # for the active calls (engine.calls.supervision); not an event field
             with db.atomic():
-                if row is None:
-                    row = self._create(event, uid, account.id, data)
-                elif data != prior or data["call_id"] != row.call_id:
+                if leg is None:
+                    leg = self._create(event, uid, account.id, data)
+                elif data != prior or data["call_id"] != leg.call_id:
                     _update_data(uid, data)
-                self._emit_due(row, kind, data, ts, event)
+                    leg.data, leg.call_id = data, data["call_id"]
+                self._emit_due(leg, kind, data, ts, event)
             if kind == "end":
                 self._ended += 1
                 if self._ended % PURGE_EVERY == 0:
                     purge_ended()
+                    legs.forget_ended()
 
     @staticmethod
-    def _create(event: Any, uid: str, account_id: int, data: dict[str, Any]) -> ActiveCall:
+    def _create(event: Any, uid: str, account_id: int, data: dict[str, Any]) -> legs.Leg:
         fs_host = (header(event, "FreeSWITCH-Hostname") or "")[:255]
         seen_ms = int(time.time() * 1000)
         try:
@@ -156,30 +166,32 @@ class CallEvents:
                 }), uid, account_id, data["call_id"], fs_host, seen_ms, _json(data))
         except peewee.IntegrityError:  # recorded meanwhile (another engine on the same database)
             ActiveCall.update(data=data).where(ActiveCall.uuid == uid).execute()
-            return ActiveCall.get(ActiveCall.uuid == uid)
-        return ActiveCall(uuid=uid, account=account_id, call_id=data["call_id"], fs_host=fs_host, seen_ms=seen_ms,
-                          data=data)
+            return legs.put(_from_row(ActiveCall.get(ActiveCall.uuid == uid)))
+        return legs.put(legs.Leg(uid, account_id, data["call_id"], seen_ms, data))
 
-    def _emit_due(self, row: ActiveCall, kind: str, data: dict[str, Any], ts: int, event: Any = None) -> None:
+    def _emit_due(self, leg: legs.Leg, kind: str, data: dict[str, Any], ts: int, event: Any = None) -> None:
         """Emit what `kind` calls for, each at most once per leg (conditional updates decide)."""
-        uid, account_id = row.uuid, row.account_id
-        if kind == "ring" and _once(uid, "rang", unanswered=True):
+        uid, account_id = leg.uuid, leg.account_id
+        if kind == "ring" and _once(leg, "rang", unanswered=True):
             emit(account_id, "call:ring", payload(data, ts), ts=ts)
         elif kind == "answer":
-            if _once(uid, "rang"):
+            if _once(leg, "rang"):
                 emit(account_id, "call:ring", payload(data, ts), ts=ts)
-            if _once(uid, "answered"):
+            if _once(leg, "answered"):
                 emit(account_id, "call:answer", payload(data, ts), ts=ts)
                 if uid != data.get("call_id"):  # a further leg answered: the call is connected
                     recordings.call_connected(self.engine, account_id, data, ts)
-        elif kind == "start" and _once(uid, "started"):
+        elif kind == "start" and _once(leg, "started"):
             emit(account_id, "call:start", payload(data, ts), ts=ts)
-        elif kind == "end" and fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
+        elif kind == "end":
+            done = fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
                 {ActiveCall.ended_at: t}).where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
-                uid, now()) == 1:
-            body = payload(data, ts, end=True)
-            emit(account_id, "call:end", body, ts=ts)
-            records.leg_ended(account_id, uid, body, event, row.seen_ms, ts)
+                uid, now()) == 1
+            leg.ended = True  # by this event or, if not, already
+            if done:
+                body = payload(data, ts, end=True)
+                emit(account_id, "call:end", body, ts=ts)
+                records.leg_ended(account_id, uid, body, event, leg.seen_ms, ts)
 
     # -- after a (re)connect --
 
@@ -200,14 +212,23 @@ class CallEvents:
             return ended
 
 
-# -- the leg's row, with SQL compiled once (fastq) --
+# -- the leg's row, with SQL compiled once (fastq), and its copy in memory (legs) --
 
 _json = ActiveCall.data.db_value
 
 
-def _row(uid: str) -> ActiveCall | None:
+def _leg(uid: str) -> legs.Leg | None:
+    """The leg as last written: from memory, else from its row (then kept)."""
+    leg = legs.get(uid)
+    if leg is not None:
+        return leg
     rows = fastq.select("callevents.row", lambda u: ActiveCall.select().where(ActiveCall.uuid == u), uid)
-    return fastq.make(ActiveCall, rows[0]) if rows else None
+    return legs.put(_from_row(fastq.make(ActiveCall, rows[0]))) if rows else None
+
+
+def _from_row(row: ActiveCall) -> legs.Leg:
+    return legs.Leg(row.uuid, row.account_id, row.call_id, row.seen_ms, row.data or {}, rang=bool(row.rang),
+                    answered=bool(row.answered), started=bool(row.started), ended=row.ended_at is not None)
 
 
 def _update_data(uid: str, data: dict[str, Any]) -> None:
@@ -219,15 +240,27 @@ def _update_data(uid: str, data: dict[str, Any]) -> None:
 _FLAGS = {"rang": ActiveCall.rang, "answered": ActiveCall.answered, "started": ActiveCall.started}
 
 
-def _once(uid: str, flag: str, *, unanswered: bool = False) -> bool:
-    """Set `flag` on the live leg unless it was set: True only for the one caller that set it."""
+def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
+    """Set `flag` on the live leg unless it was set: True only for the one caller that set it.
+
+    A flag known set (or, with `unanswered`, a leg known answered) changes nothing in the database: no
+    statement. Otherwise the conditional UPDATE decides, and the copy learns what the row now holds.
+    """
+    if getattr(leg, flag) or (unanswered and leg.answered):
+        return False
+
     def build(u: str) -> peewee.Query:
         field = _FLAGS[flag]
         cond = (ActiveCall.uuid == u) & ActiveCall.ended_at.is_null() & (field == False)  # noqa: E712 - SQL
         if unanswered:
             cond &= ActiveCall.answered == False  # noqa: E712
         return ActiveCall.update({field: True}).where(cond)
-    return fastq.execute(f"callevents.once:{flag}:{unanswered}", build, uid) == 1
+    done = fastq.execute(f"callevents.once:{flag}:{unanswered}", build, leg.uuid) == 1
+    if done:
+        setattr(leg, flag, True)
+    else:  # set before (another engine), answered, or ended meanwhile: read the row again next time
+        legs.forget(leg.uuid)
+    return done
 
 
 def attach(engine: Any) -> CallEvents:
