@@ -30,8 +30,10 @@ the reconstruction after a reconnect is `reconcile`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gevent.lock
@@ -43,7 +45,7 @@ from engine.calls.reconcile import RECONCILE_GRACE, end_vanished_legs, purge_end
 from engine.directory import views
 from engine.events.outbox import emit
 from engine.store import fastq
-from engine.store.db import connection, db
+from engine.store.db import connection, db, is_sqlite
 from engine.store.models import ActiveCall, now
 
 log = logging.getLogger("switchdesk.callevents")
@@ -263,6 +265,30 @@ def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
     return done
 
 
+@contextlib.contextmanager
+def batch() -> Iterator[None]:
+    """The channel events waiting on the dispatcher, handled in one transaction (engine.esl.dispatch, "Batches").
+
+    Each event still writes its leg and emits its call events inside its own savepoint (`handle`'s
+    `db.atomic()`), so a failing event changes nothing and the others commit; the outbox rows commit with
+    the state they report, as before, and the deliverer and statistics hear of them after the one commit.
+    SQLite only: `BEGIN IMMEDIATE` takes the write lock at once (a deferred transaction that read first
+    could not write after another process's commit), and one commit per batch instead of one per event is
+    what saves. On PostgreSQL a savepoint costs the round trips a transaction does, so each event keeps
+    its own transaction there.
+    """
+    if not is_sqlite():
+        yield
+        return
+    with connection():
+        try:
+            with db.atomic(lock_type="IMMEDIATE"):
+                yield
+        except BaseException:
+            legs.forget_all()  # rolled back: no kept leg may be ahead of its row
+            raise
+
+
 def attach(engine: Any) -> CallEvents:
     """Register the handlers on the engine's event connection and reconcile after each (re)connect."""
     plugin = CallEvents(engine)
@@ -270,5 +296,8 @@ def attach(engine: Any) -> CallEvents:
     for name in EVENTS:
         engine.events.on_event(name, plugin.on_channel)
     engine.events.on_event("callcenter::info", plugin.on_callcenter)
+    # Only the channel events: their handlers (this plugin, the dialer's, the metrics' counter) write inside
+    # savepoints and send no change notice (which must wait for a commit); callcenter::info's do.
+    engine.events.batch_events(batch, EVENTS)
     engine.events.on_connect(lambda _client: plugin.request_reconcile())
     return plugin

@@ -64,8 +64,13 @@ def emit(account_id: int, event: str, data: dict[str, Any], *, ts: int | None = 
     values = (str(uuid.uuid4()), account_id, event, ts or at, OutboxEvent.data.db_value(data), PENDING, 0, at)
     cursor = db.obj.execute_sql(_insert_sql(), values)
     seq = cursor.lastrowid if is_sqlite() else cursor.fetchone()[0]
-    recorded = OutboxEvent(seq=seq, id=values[0], account=account_id, event=event, ts=values[3], data=data,
-                           status=PENDING, attempts=0, next_attempt=at, last_error=None, delivered_at=None)
+    # What OutboxEvent(seq=..., ...) gives, without peewee's setattr per field (a tenth of this function)
+    recorded = OutboxEvent.__new__(OutboxEvent)
+    recorded.__data__ = {"seq": seq, "id": values[0], "account": account_id, "event": event, "ts": values[3],
+                         "data": data, "status": PENDING, "attempts": 0, "next_attempt": at, "last_error": None,
+                         "delivered_at": None}
+    recorded._dirty = set(recorded.__data__)
+    recorded.__rel__ = {}
     for listener in _emit_listeners:
         listener(account_id, event, data, values[3])
     if _commit_listeners:
