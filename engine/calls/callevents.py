@@ -143,7 +143,7 @@ class CallEvents:
                 data["held"] = held
             if kind == "answer" and not data.get("answer_ts"):
                 data["answer_ts"] = ts  # for the active calls (engine.calls.supervision); not an event field
-            with db.atomic():
+            with _atomic():
                 if leg is None:
                     leg = self._create(event, uid, account.id, data)
                 elif data != prior or data["call_id"] != leg.call_id:
@@ -263,6 +263,32 @@ def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
     else:  # set before (another engine), answered, or ended meanwhile: read the row again next time
         legs.forget(leg.uuid)
     return done
+
+
+_SAVEPOINT = '"callevent"'
+
+
+@contextlib.contextmanager
+def _atomic() -> Iterator[None]:
+    """The event's writes all or none: its own transaction, or inside a batch a savepoint.
+
+    In a batch (SQLite) the savepoint is two statements on the driver's connection: peewee's nested
+    `atomic()` names each savepoint with a new UUID and goes through its query wrapper, which cost about as
+    much as the commit the batch saves. Savepoints of one name nest in SQLite (RELEASE takes the newest).
+    """
+    if not is_sqlite() or not db.obj.in_transaction():
+        with db.atomic():
+            yield
+        return
+    raw = db.obj.connection()
+    raw.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        yield
+    except BaseException:
+        raw.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        raw.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        raise
+    raw.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
 
 @contextlib.contextmanager

@@ -599,3 +599,31 @@ def test_a_rolled_back_batch_leaves_no_leg_ahead_of_its_row(world):
     plugin.on_channel(create)  # heard again (a replay): the ring goes out now, once
     plugin.on_channel(create)
     assert [e["event"] for e in call_events()] == ["call:ring"]
+
+
+def test_a_failing_event_in_a_batch_changes_nothing_and_the_others_commit(world, monkeypatch):
+    """Each event of a batch has its own savepoint: the row written before the failure is rolled back."""
+    from engine.calls import legs
+
+    _reset()
+    plugin = callevents.CallEvents(engine=None)
+    events = {}
+    for scenario in ("queue-call-answered", "abandon-no-agent"):
+        member = MEMBER[scenario][0]
+        evs = [Event(dict(h), None, "json") for h in rewrite(recorded(f"{scenario}.json.esl"), world, scenario)]
+        events[scenario] = next(e for e in evs if e.name == "CHANNEL_CREATE" and e["Unique-ID"] == member)
+    real_emit = callevents.emit
+
+    def failing_emit(account_id, name, data, **kw):
+        if data["id"] == MEMBER["queue-call-answered"][0]:
+            raise RuntimeError("emit failed")
+        return real_emit(account_id, name, data, **kw)
+    monkeypatch.setattr(callevents, "emit", failing_emit)
+    with callevents.batch():
+        with pytest.raises(RuntimeError):
+            plugin.on_channel(events["queue-call-answered"])
+        plugin.on_channel(events["abandon-no-agent"])
+    with db.connection_context():
+        assert {r.uuid for r in ActiveCall.select()} == {MEMBER["abandon-no-agent"][0]}
+    assert [(e["event"], e["id"]) for e in call_events()] == [("call:ring", MEMBER["abandon-no-agent"][0])]
+    assert legs.get(MEMBER["queue-call-answered"][0]) is None
