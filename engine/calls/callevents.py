@@ -145,7 +145,7 @@ class CallEvents:
                 data["answer_ts"] = ts  # for the active calls (engine.calls.supervision); not an event field
             with _atomic():
                 if leg is None:
-                    leg = self._create(event, uid, account.id, data)
+                    leg = self._create(event, uid, account.id, data, kind)
                 elif data != prior or data["call_id"] != leg.call_id:
                     _update_data(uid, data)
                     leg.data, leg.call_id = data, data["call_id"]
@@ -157,19 +157,26 @@ class CallEvents:
                     legs.forget_ended()
 
     @staticmethod
-    def _create(event: Any, uid: str, account_id: int, data: dict[str, Any]) -> legs.Leg:
+    def _create(event: Any, uid: str, account_id: int, data: dict[str, Any], kind: str) -> legs.Leg:
+        """The leg's row, with the flag of what `kind` emits first already set (`_once` then knows it was
+        this insert that set it): one statement where a new leg took two or three."""
         fs_host = (header(event, "FreeSWITCH-Hostname") or "")[:255]
         seen_ms = int(time.time() * 1000)
-        try:
-            with db.atomic():
-                fastq.execute("callevents.create", lambda u, a, c, h, s, d: ActiveCall.insert({
-                    ActiveCall.uuid: u, ActiveCall.account: a, ActiveCall.call_id: c, ActiveCall.fs_host: h,
-                    ActiveCall.seen_ms: s, ActiveCall.data: peewee.Value(d, converter=False),
-                }), uid, account_id, data["call_id"], fs_host, seen_ms, _json(data))
-        except peewee.IntegrityError:  # recorded meanwhile (another engine on the same database)
-            ActiveCall.update(data=data).where(ActiveCall.uuid == uid).execute()
-            return legs.put(_from_row(ActiveCall.get(ActiveCall.uuid == uid)))
-        return legs.put(legs.Leg(uid, account_id, data["call_id"], seen_ms, data))
+        flags = _FIRST.get(kind, ())
+        # INSERT ... ON CONFLICT DO NOTHING: no savepoint needed to survive a row recorded meanwhile
+        if fastq.execute("callevents.create", lambda u, a, c, h, s, d, r, an, st: ActiveCall.insert({
+                ActiveCall.uuid: u, ActiveCall.account: a, ActiveCall.call_id: c, ActiveCall.fs_host: h,
+                ActiveCall.seen_ms: s, ActiveCall.data: peewee.Value(d, converter=False),
+                ActiveCall.rang: peewee.Value(r) == 1, ActiveCall.answered: peewee.Value(an) == 1,
+                ActiveCall.started: peewee.Value(st) == 1}).on_conflict_ignore(),
+                uid, account_id, data["call_id"], fs_host, seen_ms, _json(data),
+                int("rang" in flags), int("answered" in flags), int("started" in flags)) == 1:
+            leg = legs.Leg(uid, account_id, data["call_id"], seen_ms, data)
+            leg.fresh = set(flags)
+            return legs.put(leg)
+        # recorded meanwhile (another engine on the same database)
+        ActiveCall.update(data=data).where(ActiveCall.uuid == uid).execute()
+        return legs.put(_from_row(ActiveCall.get(ActiveCall.uuid == uid)))
 
     def _emit_due(self, leg: legs.Leg, kind: str, data: dict[str, Any], ts: int, event: Any = None) -> None:
         """Emit what `kind` calls for, each at most once per leg (conditional updates decide)."""
@@ -216,7 +223,7 @@ class CallEvents:
 
 # -- the leg's row, with SQL compiled once (fastq), and its copy in memory (legs) --
 
-_json = ActiveCall.data.db_value
+_json = fastq.json_text  # the leg's fields: no floats, the same text as the field's json.dumps
 
 
 def _leg(uid: str) -> legs.Leg | None:
@@ -240,6 +247,8 @@ def _update_data(uid: str, data: dict[str, Any]) -> None:
 
 
 _FLAGS = {"rang": ActiveCall.rang, "answered": ActiveCall.answered, "started": ActiveCall.started}
+# The flags `_emit_due` sets first for a new leg, by kind: set by the row's INSERT itself.
+_FIRST = {"ring": ("rang",), "answer": ("rang", "answered"), "start": ("started",)}
 
 
 def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
@@ -248,6 +257,10 @@ def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
     A flag known set (or, with `unanswered`, a leg known answered) changes nothing in the database: no
     statement. Otherwise the conditional UPDATE decides, and the copy learns what the row now holds.
     """
+    if flag in leg.fresh:  # set by the INSERT of this event: this caller set it
+        leg.fresh.discard(flag)
+        setattr(leg, flag, True)
+        return True
     if getattr(leg, flag) or (unanswered and leg.answered):
         return False
 

@@ -28,12 +28,14 @@ MAX_LEGS = 20_000
 class Leg:
     """One leg's row as last written: the fields, the emitted-once flags, whether it has ended."""
 
-    __slots__ = ("account_id", "answered", "call_id", "data", "ended", "rang", "seen_ms", "started", "uuid")
+    __slots__ = ("account_id", "answered", "call_id", "data", "ended", "fresh", "rang", "seen_ms", "started", "uuid")
 
     def __init__(self, uuid: str, account_id: int, call_id: str, seen_ms: int, data: dict[str, Any], *,
                  rang: bool = False, answered: bool = False, started: bool = False, ended: bool = False) -> None:
         self.uuid, self.account_id, self.call_id, self.seen_ms, self.data = uuid, account_id, call_id, seen_ms, data
         self.rang, self.answered, self.started, self.ended = rang, answered, started, ended
+        # flags the row's INSERT set for the event that created it, not yet claimed by its `_once`
+        self.fresh: set[str] = set()
 
 
 _legs: OrderedDict[str, Leg] = OrderedDict()

@@ -583,6 +583,10 @@ def test_batched_dispatch_gives_the_same_events_in_the_same_order(world):
 def test_a_rolled_back_batch_leaves_no_leg_ahead_of_its_row(world):
     """The ring of a batch that did not commit is emitted by the next event of the leg, as if unheard."""
     from engine.calls import legs
+    from engine.store.db import is_sqlite
+
+    if not is_sqlite():
+        pytest.skip("batches are SQLite's (on PostgreSQL each event keeps its own transaction)")
 
     _reset()
     plugin = callevents.CallEvents(engine=None)
