@@ -146,10 +146,14 @@ class CallEvents:
             with _atomic():
                 if leg is None:
                     leg = self._create(event, uid, account.id, data, kind)
-                elif data != prior or data["call_id"] != leg.call_id:
+                    changed = False
+                else:
+                    changed = data != prior or data["call_id"] != leg.call_id
+                # the changed fields ride on the event's conditional UPDATE when there is one
+                if self._emit_due(leg, kind, data, ts, event, changed) and changed:
                     _update_data(uid, data)
+                if changed:
                     leg.data, leg.call_id = data, data["call_id"]
-                self._emit_due(leg, kind, data, ts, event)
             if kind == "end":
                 self._ended += 1
                 if self._ended % PURGE_EVERY == 0:
@@ -178,29 +182,53 @@ class CallEvents:
         ActiveCall.update(data=data).where(ActiveCall.uuid == uid).execute()
         return legs.put(_from_row(ActiveCall.get(ActiveCall.uuid == uid)))
 
-    def _emit_due(self, leg: legs.Leg, kind: str, data: dict[str, Any], ts: int, event: Any = None) -> None:
-        """Emit what `kind` calls for, each at most once per leg (conditional updates decide)."""
+    def _emit_due(self, leg: legs.Leg, kind: str, data: dict[str, Any], ts: int, event: Any = None,
+                  changed: bool = False) -> bool:
+        """Emit what `kind` calls for, each at most once per leg (conditional updates decide).
+
+        `changed`: the leg's fields changed and are written by the first conditional UPDATE that sets
+        something (one statement instead of two). Returns whether they still have to be written.
+        """
         uid, account_id = leg.uuid, leg.account_id
-        if kind == "ring" and _once(leg, "rang", unanswered=True):
-            emit(account_id, "call:ring", payload(data, ts), ts=ts)
-        elif kind == "answer":
-            if _once(leg, "rang"):
+        carry = data if changed else None
+        if kind == "ring":
+            done, wrote = _once(leg, "rang", unanswered=True, data=carry)
+            if done:
                 emit(account_id, "call:ring", payload(data, ts), ts=ts)
-            if _once(leg, "answered"):
+            return not wrote
+        if kind == "answer":
+            done, wrote = _once(leg, "rang", data=carry)
+            if done:
+                emit(account_id, "call:ring", payload(data, ts), ts=ts)
+            done, wrote_now = _once(leg, "answered", data=None if wrote else carry)
+            wrote = wrote or wrote_now
+            if done:
                 emit(account_id, "call:answer", payload(data, ts), ts=ts)
                 if uid != data.get("call_id"):  # a further leg answered: the call is connected
                     recordings.call_connected(self.engine, account_id, data, ts)
-        elif kind == "start" and _once(leg, "started"):
-            emit(account_id, "call:start", payload(data, ts), ts=ts)
-        elif kind == "end":
-            done = fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
-                {ActiveCall.ended_at: t}).where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
-                uid, now()) == 1
+            return not wrote
+        if kind == "start":
+            done, wrote = _once(leg, "started", data=carry)
+            if done:
+                emit(account_id, "call:start", payload(data, ts), ts=ts)
+            return not wrote
+        if kind == "end":
+            if carry is None:
+                done = fastq.execute("callevents.end", lambda u, t: ActiveCall.update(
+                    {ActiveCall.ended_at: t}).where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
+                    uid, now()) == 1
+            else:
+                done = fastq.execute("callevents.end_data", lambda u, t, d, c: ActiveCall.update(
+                    {ActiveCall.ended_at: t, ActiveCall.data: peewee.Value(d, converter=False), ActiveCall.call_id: c})
+                    .where((ActiveCall.uuid == u) & ActiveCall.ended_at.is_null()),
+                    uid, now(), _json(carry), carry["call_id"]) == 1
             leg.ended = True  # by this event or, if not, already
             if done:
                 body = payload(data, ts, end=True)
                 emit(account_id, "call:end", body, ts=ts)
                 records.leg_ended(account_id, uid, body, event, leg.seen_ms, ts)
+            return not done
+        return True
 
     # -- after a (re)connect --
 
@@ -251,8 +279,10 @@ _FLAGS = {"rang": ActiveCall.rang, "answered": ActiveCall.answered, "started": A
 _FIRST = {"ring": ("rang",), "answer": ("rang", "answered"), "start": ("started",)}
 
 
-def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
-    """Set `flag` on the live leg unless it was set: True only for the one caller that set it.
+def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False,
+          data: dict[str, Any] | None = None) -> tuple[bool, bool]:
+    """Set `flag` on the live leg unless it was set: (True only for the one caller that set it, whether
+    `data` — the leg's changed fields, if given — was written along with it).
 
     A flag known set (or, with `unanswered`, a leg known answered) changes nothing in the database: no
     statement. Otherwise the conditional UPDATE decides, and the copy learns what the row now holds.
@@ -260,22 +290,29 @@ def _once(leg: legs.Leg, flag: str, *, unanswered: bool = False) -> bool:
     if flag in leg.fresh:  # set by the INSERT of this event: this caller set it
         leg.fresh.discard(flag)
         setattr(leg, flag, True)
-        return True
+        return True, False
     if getattr(leg, flag) or (unanswered and leg.answered):
-        return False
+        return False, False
 
-    def build(u: str) -> peewee.Query:
+    def cond(u: str) -> peewee.Expression:
         field = _FLAGS[flag]
-        cond = (ActiveCall.uuid == u) & ActiveCall.ended_at.is_null() & (field == False)  # noqa: E712 - SQL
+        where = (ActiveCall.uuid == u) & ActiveCall.ended_at.is_null() & (field == False)  # noqa: E712 - SQL
         if unanswered:
-            cond &= ActiveCall.answered == False  # noqa: E712
-        return ActiveCall.update({field: True}).where(cond)
-    done = fastq.execute(f"callevents.once:{flag}:{unanswered}", build, leg.uuid) == 1
+            where &= ActiveCall.answered == False  # noqa: E712
+        return where
+
+    if data is None:
+        done = fastq.execute(f"callevents.once:{flag}:{unanswered}", lambda u: ActiveCall.update(
+            {_FLAGS[flag]: True}).where(cond(u)), leg.uuid) == 1
+    else:
+        done = fastq.execute(f"callevents.once_data:{flag}:{unanswered}", lambda u, d, c: ActiveCall.update(
+            {_FLAGS[flag]: True, ActiveCall.data: peewee.Value(d, converter=False), ActiveCall.call_id: c})
+            .where(cond(u)), leg.uuid, _json(data), data["call_id"]) == 1
     if done:
         setattr(leg, flag, True)
     else:  # set before (another engine), answered, or ended meanwhile: read the row again next time
         legs.forget(leg.uuid)
-    return done
+    return done, done and data is not None
 
 
 _SAVEPOINT = '"callevent"'
