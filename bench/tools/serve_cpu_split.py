@@ -1,9 +1,10 @@
 """`switchdesk serve` with its CPU split by greenlet: where a call storm's CPU per call goes.
 
-Not a bench on its own: a stand-in for the `switchdesk` command that `bench/call_storm.py` starts
-(through the test harness's SWITCHDESK_TEST_COMMAND), e.g.
+Not a bench on its own (hence under bench/tools, out of `make bench`'s bench/*.py): a stand-in for the
+`switchdesk` command that `bench/call_storm.py` starts (through the test harness's SWITCHDESK_TEST_COMMAND),
+e.g.
 
-    printf '#!/bin/sh\\nexec %s %s "$@"\\n' "$PWD/.venv/bin/python" "$PWD/bench/serve_cpu_split.py" > /tmp/sd.sh
+    printf '#!/bin/sh\\nexec %s %s "$@"\\n' "$PWD/.venv/bin/python" "$PWD/bench/tools/serve_cpu_split.py" > /tmp/sd.sh
     chmod +x /tmp/sd.sh
     SWITCHDESK_TEST_COMMAND=/tmp/sd.sh SD_SPLIT_OUT=/tmp/split.json \\
         .venv/bin/python bench/call_storm.py --rates 15 --seconds 25 --probe-every 0
