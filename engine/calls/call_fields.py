@@ -18,6 +18,7 @@ from typing import Any
 import phonenumbers
 
 from engine.callcenter import fsconfig
+from engine.calls import legs
 from engine.directory import views
 from engine.directory.views import AccountView, RouteView
 from engine.store import fastq
@@ -264,6 +265,10 @@ _DATA = JSONField()
 
 
 def _leg(uid: str) -> dict[str, Any]:
+    """Another leg's fields (the call's first leg, the other side): from memory if the plugin kept it."""
+    kept = legs.get(uid)
+    if kept is not None:
+        return kept.data
     rows = fastq.select("call_fields.leg", lambda u: (
         ActiveCall.select(ActiveCall.data).where(ActiveCall.uuid == u).limit(1)), uid)
     return (_DATA.python_value(rows[0][0]) or {}) if rows else {}

@@ -16,7 +16,7 @@ from typing import Any
 
 import gevent
 
-from engine.calls import records
+from engine.calls import legs, records
 from engine.calls.call_fields import payload
 from engine.esl.errors import ESLError
 from engine.events.outbox import emit
@@ -90,7 +90,10 @@ def end_vanished_legs(client: Any, grace: float) -> int | None:
                     emit(row.account_id, "call:end", data, ts=stamp)
                     records.leg_ended(row.account_id, row.uuid, data, None, row.seen_ms, stamp)
                     ended += done
+            if done:
+                legs.ended(row.uuid)  # after the commit: the kept copy is never ahead of the row
         purge_ended()
+        legs.forget_ended()
     return ended
 
 

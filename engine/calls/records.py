@@ -50,7 +50,7 @@ def default_days() -> int:
 
 # -- the call path ------------------------------------------------------------------------------------
 
-_json = CallRecordLeg.data.db_value
+_json = fastq.json_text  # the call events' fields: no floats, the same text as the field's json.dumps
 
 
 def _int(value: Any) -> int | None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import gevent.event
@@ -90,6 +91,8 @@ class ESLSupervisor:
         self._on_connect: list[ConnectCallback] = []
         self._on_disconnect: list[DisconnectCallback] = []
         self._handlers: list[tuple[str, Callable, bool]] = []
+        self._batch: Callable[[], Any] | None = None
+        self._batch_keys: frozenset[str] = frozenset()
         self._stopping = gevent.event.Event()
         self._connected_event = gevent.event.Event()
         self._runner: gevent.Greenlet | None = None
@@ -126,6 +129,14 @@ class ESLSupervisor:
 
     def on_disconnect(self, callback: DisconnectCallback) -> None:
         self._on_disconnect.append(callback)
+
+    def batch_events(self, batch: Callable[[], Any], keys: Collection[str]) -> None:
+        """Dispatch waiting events of `keys` together inside `batch()` on every client this supervisor builds
+        (engine.esl.dispatch, "Batches"); `keys` add to those already given."""
+        self._batch = batch
+        self._batch_keys = frozenset(self._batch_keys) | frozenset(keys)
+        if self._client is not None:
+            self._client.batch, self._client.batch_keys = self._batch, self._batch_keys
 
     def on_event(self, name: str, handler: Callable, *, spawn: bool = False) -> None:
         """Register an event handler on every client this supervisor builds."""
@@ -203,6 +214,7 @@ class ESLSupervisor:
         while not self._stopping.is_set():
             self._attempts += 1
             client = self._factory()
+            client.batch, client.batch_keys = self._batch, self._batch_keys
             for name, handler, spawn in self._handlers:
                 client.on_event(name, handler, spawn=spawn)
             try:

@@ -8,9 +8,11 @@ text per database, query and shape, and only bind new parameters.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgspec
 import peewee
 
 from engine.store.db import db
@@ -187,3 +189,19 @@ def _dialect() -> tuple[type, str]:
     """What the compiled SQL text depends on: the database class and its parameter style
     (not the object's address, which a new database could reuse)."""
     return type(db.obj), db.obj.param
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_text(value: Any) -> str:
+    """What `JSONField.db_value` stores (compact, non-ASCII kept), encoded in C: 3-5x faster than json.dumps.
+
+    For values of strs, ints, bools, None, lists and dicts, whose text is then the same byte for byte (the call
+    events' fields, which are all parsed from text as ints or kept as text). Not for floats: msgspec writes
+    some of them otherwise (NaN as null). Anything msgspec refuses goes to json.dumps.
+    """
+    try:
+        return _encode(value).decode()
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

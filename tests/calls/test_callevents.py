@@ -237,12 +237,11 @@ def test_agent_no_answer(switch, engine, world):
 
 def test_plain_and_json_recordings_give_the_same_events(world):
     """The plain stream (percent-encoded, ARRAY::) through the same parser and handlers gives the same events."""
-    plugin = callevents.CallEvents(engine=None)
-
     def run(fmt: str) -> list[dict[str, Any]]:
         with db.connection_context():
             OutboxEvent.delete().execute()
             ActiveCall.delete().execute()
+        plugin = callevents.CallEvents(engine=None)  # a new engine: the legs it keeps in memory start afresh
         for scenario in MEMBER:
             for headers in rewrite(recorded(f"{scenario}.{fmt}.esl"), world, scenario):
                 event = Event(dict(headers), None, fmt)
@@ -523,3 +522,112 @@ def test_did_call_is_attributed_before_the_dialplan_runs(world):
     assert strip(ring) == base(world, id="did-leg", call_id="did-leg", ts=ring["ts"], dst_num="97235550100",
                                src_device_id=None, src_user_id=None, cid_num="+442071838750", cid_name="Ada",
                                a2="GB")
+
+
+# -- batches and the legs kept in memory (issue 19) ----------------------------------------------------------
+
+
+def _replay_direct(plugin: callevents.CallEvents, world: dict[str, Any]) -> None:
+    for scenario in MEMBER:
+        for headers in rewrite(recorded(f"{scenario}.json.esl"), world, scenario):
+            event = Event(dict(headers), None, "json")
+            if event.key in callevents.EVENTS:
+                plugin.on_channel(event)
+            elif event.key == "callcenter::info":
+                plugin.on_callcenter(event)
+
+
+def _reset() -> None:
+    with db.connection_context():
+        OutboxEvent.delete().execute()
+        ActiveCall.delete().execute()
+
+
+def test_batched_dispatch_gives_the_same_events_in_the_same_order(world):
+    """Every event queued before the dispatcher runs: the channel events go in batches (one transaction
+    each), callcenter::info alone between them; the outbox is what one event at a time gives."""
+    import collections
+
+    from engine.esl.dispatch import EventDispatcher
+
+    _reset()
+    _replay_direct(callevents.CallEvents(engine=None), world)
+    one_by_one = [strip(e) | {"event": e["event"]} for e in call_events()]
+    assert len(one_by_one) == 25
+    _reset()
+
+    class Dispatcher(EventDispatcher):
+        name, _alive = "test", True
+        stats: collections.Counter = collections.Counter()
+
+    plugin = callevents.CallEvents(engine=None)
+    dispatcher = Dispatcher()
+    dispatcher._init_dispatch(queue_size=10_000, handler_pool_size=1)
+    dispatcher.batch, dispatcher.batch_keys = callevents.batch, frozenset(callevents.EVENTS)
+    for name in callevents.EVENTS:
+        dispatcher.on_event(name, plugin.on_channel)
+    dispatcher.on_event("callcenter::info", plugin.on_callcenter)
+    for scenario in MEMBER:  # what the engine subscribes to (the recordings have every event)
+        for headers in rewrite(recorded(f"{scenario}.json.esl"), world, scenario):
+            event = Event(dict(headers), None, "json")
+            if event.key in callevents.EVENTS or event.key == "callcenter::info":
+                dispatcher._queue.put(event)
+    dispatcher._alive = False
+    dispatcher._queue.put(None)
+    gevent.spawn(dispatcher._dispatch_loop).join(timeout=30)
+    assert dispatcher.stats["batches"] >= 5 and dispatcher.stats["batched"] >= 15
+    assert dispatcher.stats["handler_errors"] == dispatcher.stats["batch_failures"] == 0
+    assert [strip(e) | {"event": e["event"]} for e in call_events()] == one_by_one
+
+
+def test_a_rolled_back_batch_leaves_no_leg_ahead_of_its_row(world):
+    """The ring of a batch that did not commit is emitted by the next event of the leg, as if unheard."""
+    from engine.calls import legs
+    from engine.store.db import is_sqlite
+
+    if not is_sqlite():
+        pytest.skip("batches are SQLite's (on PostgreSQL each event keeps its own transaction)")
+
+    _reset()
+    plugin = callevents.CallEvents(engine=None)
+    scenario = "queue-call-answered"
+    member = MEMBER[scenario][0]
+    events = [Event(dict(h), None, "json") for h in rewrite(recorded(f"{scenario}.json.esl"), world, scenario)]
+    create = next(e for e in events if e.name == "CHANNEL_CREATE" and e["Unique-ID"] == member)
+    with pytest.raises(RuntimeError), callevents.batch():
+        plugin.on_channel(create)
+        assert legs.get(member) is not None and legs.get(member).rang
+        raise RuntimeError("the commit failed")
+    assert legs.get(member) is None
+    assert call_events() == []
+    plugin.on_channel(create)  # heard again (a replay): the ring goes out now, once
+    plugin.on_channel(create)
+    assert [e["event"] for e in call_events()] == ["call:ring"]
+
+
+def test_a_failing_event_in_a_batch_changes_nothing_and_the_others_commit(world, monkeypatch):
+    """Each event of a batch has its own savepoint: the row written before the failure is rolled back."""
+    from engine.calls import legs
+
+    _reset()
+    plugin = callevents.CallEvents(engine=None)
+    events = {}
+    for scenario in ("queue-call-answered", "abandon-no-agent"):
+        member = MEMBER[scenario][0]
+        evs = [Event(dict(h), None, "json") for h in rewrite(recorded(f"{scenario}.json.esl"), world, scenario)]
+        events[scenario] = next(e for e in evs if e.name == "CHANNEL_CREATE" and e["Unique-ID"] == member)
+    real_emit = callevents.emit
+
+    def failing_emit(account_id, name, data, **kw):
+        if data["id"] == MEMBER["queue-call-answered"][0]:
+            raise RuntimeError("emit failed")
+        return real_emit(account_id, name, data, **kw)
+    monkeypatch.setattr(callevents, "emit", failing_emit)
+    with callevents.batch():
+        with pytest.raises(RuntimeError):
+            plugin.on_channel(events["queue-call-answered"])
+        plugin.on_channel(events["abandon-no-agent"])
+    with db.connection_context():
+        assert {r.uuid for r in ActiveCall.select()} == {MEMBER["abandon-no-agent"][0]}
+    assert [(e["event"], e["id"]) for e in call_events()] == [("call:ring", MEMBER["abandon-no-agent"][0])]
+    assert legs.get(MEMBER["queue-call-answered"][0]) is None

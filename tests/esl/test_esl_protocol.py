@@ -13,8 +13,10 @@ from engine.esl.protocol import (
     channel_data,
     decode_header_block,
     parse_event,
+    parse_json_event,
     parse_plain_event,
 )
+from engine.esl.protocol import _parse_json_event_any as parse_json_event_any
 from tests.fakeswitch.fixtures import esl_files, load
 
 FILES = esl_files()
@@ -115,6 +117,32 @@ def test_json_and_plain_give_the_same_headers(scenario: str) -> None:
         assert plain[seq].headers == js[seq].headers, seq
         assert list(plain[seq].headers) == list(js[seq].headers)
         assert plain[seq].body == js[seq].body
+
+
+@pytest.mark.parametrize("scenario", PAIRS)
+def test_typed_json_decoding_matches_the_general_path(scenario: str) -> None:
+    """The C-checked fast path gives exactly what the general decoder gives, header order included."""
+    frames = [f for f in frames_of(f"{scenario}.json.esl") if f.content_type == "text/event-json"]
+    assert frames
+    for f in frames:
+        fast, general = parse_json_event(f.body), parse_json_event_any(f.body)
+        assert list(fast.headers.items()) == list(general.headers.items())
+        assert (fast.body, fast.format) == (general.body, general.format)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"Event-Name":"API","n":5,"f":1.5,"t":true,"z":null}',
+    b'{"Event-Name":"API","l":["a",2,{"k":"v"}]}',
+    b'{"Event-Name":"API","o":{"k":"v"},"_body":"text"}',
+    b'{"Event-Name":"API","_body":["a","b"]}',
+    b'{"Event-Name":"API","_body":7}',
+    b'{"Event-Name":"API","x":"\\u00e9","x":"dup"}',
+])
+def test_odd_json_values_take_the_general_path(raw: bytes) -> None:
+    fast, general = parse_json_event(raw), parse_json_event_any(raw)
+    assert list(fast.headers.items()) == list(general.headers.items())
+    assert fast.body == general.body
+    assert all(isinstance(v, str) or all(isinstance(i, str) for i in v) for v in fast.headers.values())
 
 
 def test_array_variable_is_a_list_in_both_formats() -> None:

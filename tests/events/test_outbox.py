@@ -38,3 +38,13 @@ def test_event_rolls_back_with_change(tenant):
         raise Boom
     assert OutboxEvent.select().count() == 0
     assert User.get_by_id(tenant.admin_id).is_agent is False
+
+
+def test_the_recorded_event_is_the_row(tenant):
+    """emit() builds its OutboxEvent without peewee's constructor: it must equal the row as read back."""
+    with db.atomic():
+        event = emit(tenant.account_id, "call:ring", {"call_id": "c1", "n": [1, "é"]}, ts=1700000000)
+    row = OutboxEvent.get(OutboxEvent.seq == event.seq)
+    for field in OutboxEvent._meta.sorted_fields:
+        assert getattr(event, field.name) == getattr(row, field.name), field.name
+    assert event.account_id == tenant.account_id and event.data == {"call_id": "c1", "n": [1, "é"]}
