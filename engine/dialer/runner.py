@@ -72,6 +72,9 @@ log = logging.getLogger("switchdesk.dialer")
 
 EVENTS = ("CUSTOM avmd::beep",)
 TICK = 0.25  # seconds between pacing passes (a finished call or an agent change wakes it sooner)
+# ... while no campaign runs and no call is up: a start through this box's API wakes it at once (the route is
+# the engine's), one through another box is seen within this; an idle box no longer asks 4 times a second
+IDLE_TICK = 2.0
 POPULATE_EVERY = 30.0  # wall-clock seconds between looks for leads added to the campaign's lists
 ABANDON_AFTER = pacing.ABANDON_AFTER  # an answered lead with no agent after this long is abandoned
 ACK_TIMEOUT = 10.0
@@ -126,6 +129,7 @@ class Dialer:
         self.populated: dict[int, float] = {}
         self.wraps: dict[int, int] = {}  # the account's wrap_up_time per campaign (mod_callcenter's wrap-up)
         self.ticks = 0
+        self.idle = False  # the last pass found no running campaign
         self.renewed = -RENEW_EVERY  # when the leases were last renewed (dialer clock)
         self.reconciled = gevent.event.Event()
         self._wake = gevent.event.Event()
@@ -145,7 +149,7 @@ class Dialer:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(TICK)
+            self._wake.wait(IDLE_TICK if self.idle and not self.live else TICK)
             self._wake.clear()
             try:
                 at = clock()
@@ -172,7 +176,9 @@ class Dialer:
     def tick(self) -> None:
         self.ticks += 1
         at = clock()
-        for campaign in self.running():
+        campaigns = self.running()
+        self.idle = not campaigns
+        for campaign in campaigns:
             wall = time.monotonic()
             if wall - self.populated.get(campaign.id, -POPULATE_EVERY) >= POPULATE_EVERY:
                 self.populated[campaign.id] = wall
