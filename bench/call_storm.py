@@ -123,6 +123,16 @@ def family_cpu_seconds(pid: int | None) -> float:
     return total + sum(cpu_seconds(int(child)) for child in children)
 
 
+def children_cpu_seconds(pid: int | None) -> dict[int, float]:
+    if pid is None:
+        return {}
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return {}
+    return {int(child): cpu_seconds(int(child)) for child in children}
+
+
 def machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all cores."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -140,6 +150,7 @@ class Snapshot:
         self.wall = time.monotonic()
         self.fs, self.sd, self.sipp = cpu_seconds(fs_pid), family_cpu_seconds(sd_pid), children_cpu()
         self.sd_engine = cpu_seconds(sd_pid)  # the engine process alone (the same as `sd` without workers)
+        self.sd_children = children_cpu_seconds(sd_pid)  # serve --workers: each child by pid
         self.me = time.process_time()  # this process: event listener, webhook receiver, samplers
         self.sd_wait = runqueue_wait(sd_pid) if sd_pid else 0.0
         self.busy, self.total = machine_jiffies()
@@ -528,6 +539,9 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
         "fs_cpu_ms_per_call": round((after.fs - before.fs) * per_call, 2),
         "sd_cpu_ms_per_call": round((after.sd - before.sd) * per_call, 2),
         "sd_engine_cpu_ms_per_call": round((after.sd_engine - before.sd_engine) * per_call, 2),
+        # each child (the HTTP workers in pid order, the webhook sender last: it is started last)
+        "sd_children_cpu_ms_per_call": [round((after.sd_children[pid] - before.sd_children[pid]) * per_call, 2)
+                                        for pid in sorted(before.sd_children) if pid in after.sd_children],
         "sipp_cpu_ms_per_call": round((after.sipp - before.sipp) * per_call, 2),
         "fs_core_pct": round(100 * (after.fs - before.fs) / wall, 1),
         "sd_core_pct": round(100 * (after.sd - before.sd) / wall, 1),
