@@ -123,6 +123,12 @@ def family_cpu_seconds(pid: int | None) -> float:
     return total + sum(cpu_seconds(int(child)) for child in children)
 
 
+def events_of(requests: list) -> list[dict]:
+    """The events of the receiver's requests: one per request, or a batch's `events` (event_push_batch > 1)."""
+    return [event for _headers, body, _raw in requests
+            for event in body.get("events", [body])]
+
+
 def children_cpu_seconds(pid: int | None) -> dict[int, float]:
     if pid is None:
         return {}
@@ -491,7 +497,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
         left = channels(fs)
         backlog = account.http("GET", "/api/status")[1].get("data", {}).get("outbox", {}).get("backlog", -1)
         with hook._lock:
-            ends = sum(1 for _h, body, _r in hook.received[hook_at:] if body["event"] == "call:end")
+            ends = sum(1 for body in events_of(hook.received[hook_at:]) if body["event"] == "call:end")
         if left == 0 and backlog == 0 and ends >= listener.marks()[1] - cause_at:
             break
         time.sleep(0.2)
@@ -512,10 +518,12 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
 
     # webhooks of this step: delay from the FreeSWITCH event they report, and from their own ts
     with hook._lock:
-        received = list(zip(hook.received[hook_at:], hook.arrived[hook_at:], strict=True))
+        received = [(body, arrived) for (_h, request, _r), arrived in zip(hook.received[hook_at:],
+                                                                          hook.arrived[hook_at:], strict=True)
+                    for body in events_of([(_h, request, _r)])]
     precise: dict[str, list[float]] = collections.defaultdict(list)
     coarse, kinds = [], collections.Counter()
-    for (_headers, body, _raw), arrived in received:
+    for body, arrived in received:
         kinds[body["event"]] += 1
         coarse.append(arrived - body["ts"])
         if body["event"].startswith("call:"):
@@ -527,7 +535,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
         causes = collections.Counter(listener.causes[cause_at:])
     if args.keep:  # the raw figures, for a closer look
         (folder / "esl_lags.json").write_text(json.dumps(lags))
-        (folder / "webhooks.json").write_text(json.dumps([[arrived, body] for (_h, body, _r), arrived in received]))
+        (folder / "webhooks.json").write_text(json.dumps([[arrived, body] for body, arrived in received]))
 
     return {
         "rate": rate, "calls": calls, "completed": completed, "failed": failed,
@@ -591,6 +599,8 @@ def main() -> None:
                         help="seconds of API and xml_curl latency probing before the first call (6)")
     parser.add_argument("--workers", type=int, default=0,
                         help="serve --workers N: the API and xml_curl in N worker processes (0: one process)")
+    parser.add_argument("--webhook-batch", type=int, default=1,
+                        help="the account's event_push_batch: events per webhook request (1: the vendor's format)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, sipp files)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -615,7 +625,7 @@ def main() -> None:
     hook = listener = None
     result.update(python=platform.python_version(), cpus=os.cpu_count(), load_before=os.getloadavg()[0],
                   rates=rates, seconds=args.seconds, hold_s=args.hold, ring_ms=args.ring_ms,
-                  rtp_ports=args.rtp_ports, workers=args.workers)
+                  rtp_ports=args.rtp_ports, workers=args.workers, webhook_batch=args.webhook_batch)
     try:
         fs.prepare()
         admin_key = sd.init("default.test")
@@ -626,7 +636,8 @@ def main() -> None:
         account = sd.create_account("Storm", f"storm-{secrets.token_hex(3)}.test", "storm")
         hook = WebhookReceiver()
         account.http.ok("PUT", "/api/account", {"event_push_url": hook.url,
-                                                "webhook_secret": "storm-webhook-secret-0123"})
+                                                "webhook_secret": "storm-webhook-secret-0123",
+                                                "event_push_batch": args.webhook_batch})
         for username, fields in ((CALLER, {"cid_num": CALLER}), (CALLEE, {"extension": EXTENSION})):
             account.http.post("/api/device", {"name": f"Desk {username}", "sip_username": username,
                                               "sip_password": PASSWORD, **fields})
