@@ -15,7 +15,15 @@ from engine.events.outbox import emit
 from engine.store.db import db
 from engine.store.models import Account, OutboxEvent
 from tests.events import test_webhooks as base
-from tests.events.test_webhooks import SECRET, Received, call_storm, record_events, set_target, statuses
+from tests.events.test_webhooks import (
+    SECRET,
+    Received,
+    call_storm,
+    record_events,
+    record_while_delivering,
+    set_target,
+    statuses,
+)
 from tests.support import wait_until
 
 receiver, clock, deliverers = base.receiver, base.clock, base.deliverers  # the fixtures, shared
@@ -136,11 +144,7 @@ def test_each_call_and_agent_in_order_with_several_batches_in_flight(tenant, rec
     receiver.answer = lambda request: (200, rng.uniform(0, 0.03))
     events = call_storm(60, 8, rng)
     d = deliverers()
-    ids = []
-    for start in range(0, len(events), 15):
-        with db.atomic():
-            ids += [emit(tenant.account_id, name, data).id for name, data in events[start:start + 15]]
-        gevent.sleep(0.003)
+    ids = record_while_delivering(tenant.account_id, events, 15, 0.003)
     wait_until(lambda: statuses(tenant.account_id) == {"delivered": len(ids)}, timeout=20)
     assert sorted(received_ids(receiver.requests)) == sorted(ids)
     assert_in_order(receiver.requests)

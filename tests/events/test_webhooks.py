@@ -341,6 +341,16 @@ def assert_in_order_per_call_and_agent(requests: list[Received]) -> None:
         assert seqs == sorted(seqs), key
 
 
+def record_while_delivering(account_id: int, events: list[tuple[str, dict]], chunk: int, pause: float) -> list[str]:
+    """Record `events` a few per transaction, letting the deliverer run between them; their ids in order."""
+    ids: list[str] = []
+    for start in range(0, len(events), chunk):
+        with db.atomic():
+            ids += [emit(account_id, name, data).id for name, data in events[start:start + chunk]]
+        gevent.sleep(pause)
+    return ids
+
+
 def call_storm(calls: int, agents: int, rng: random.Random) -> list[tuple[str, dict]]:
     """The events of `calls` queue calls answered by `agents` agents, interleaved as they would be recorded:
     six per call, the two agent:status events keyed by the agent (one also by the call)."""
@@ -372,11 +382,7 @@ def test_each_call_and_agent_in_order_with_several_requests_in_flight(tenant, re
     receiver.answer = lambda request: (200, rng.uniform(0, 0.05))
     events = call_storm(40, 8, rng)
     d = deliverers()
-    ids = []
-    for start in range(0, len(events), 12):
-        with db.atomic():
-            ids += [emit(tenant.account_id, name, data).id for name, data in events[start:start + 12]]
-        gevent.sleep(0.005)
+    ids = record_while_delivering(tenant.account_id, events, 12, 0.005)
     wait_until(lambda: statuses(tenant.account_id) == {"delivered": len(ids)}, timeout=20)
     got = receiver.ids()
     assert sorted(got) == sorted(ids) and len(set(got)) == len(got)  # each exactly once
