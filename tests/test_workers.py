@@ -175,13 +175,14 @@ def test_serve_with_workers(tmp_path, fs, database_url):
         workers = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+)\)", log_text())]
         assert len(workers) == 2 and "webhook sender started" in log_text(), log_text()
         # /api/status from the engine process's snapshot, through a worker
-        def synced() -> dict | None:  # connected, and the first sync done (the snapshot is up to 0.5 s old)
-            data = api.json("GET", "/api/status")[1]["data"]
-            return data if data["freeswitch"]["connected"] and data["sync"]["at"] else None
+        seen: list[dict] = []
+
+        def synced() -> bool:  # connected, and the first sync done (each worker's snapshot is up to 0.5 s old)
+            seen.append(api.json("GET", "/api/status")[1]["data"])
+            return bool(seen[-1]["freeswitch"]["connected"] and seen[-1]["sync"]["at"])
 
         wait_until(synced, timeout=15)
-        status = synced()
-        assert status and status["engine"] is True and status["outbox"]["backlog"] == 0
+        assert seen[-1]["engine"] is True and seen[-1]["outbox"]["backlog"] == 0
 
         # a device created and changed through one worker is served by both at once (answers kept in memory)
         code, created = api.json("POST", "/api/device", {"name": "Desk", "sip_username": "desk.1",
