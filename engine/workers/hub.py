@@ -22,8 +22,9 @@ when that stops, so they forget what they kept. A worker whose line dropped tell
 so when it is back (`lost`): the engine then syncs mod_callcenter in full, as after any gap.
 
 A change made through the API is served by every worker from the moment the API call returns: the
-worker that committed it waits (at most ACK_TIMEOUT) until the engine process and every other worker
-have dropped what they kept of it. Sending never blocks the sender's loop otherwise: every line has its
+worker that committed it waits (at most ACK_TIMEOUT) until every other worker has dropped what it kept
+of it and then the engine process has heard it (last, since its engine may at once make FreeSWITCH
+fetch what changed, from any worker). Sending never blocks the sender's loop otherwise: every line has its
 own bounded queue and writer greenlet, and a receiver that falls too far behind is disconnected (it
 reconnects, and forgets its cache).
 """
@@ -207,8 +208,8 @@ class Hub(_Relay):
         self._wakes: set[int] = set()  # accounts with new events, told the sender once per turn of the loop
         self._server: StreamServer | None = None
         self._status_loop: gevent.Greenlet | None = None
-        # a worker's change relayed to the other workers: number -> (its line, its `r`, lines yet to ack)
-        self._waiting: dict[int, tuple[_Line, Any, set[_Line]]] = {}
+        # a worker's change relayed to the other workers: number -> (its line, its message, lines yet to ack)
+        self._waiting: dict[int, tuple[_Line, dict[str, Any], set[_Line]]] = {}
         self._numbers = 0
         self._unwake: Callable[[], None] = lambda: None
         self.ready = gevent.event.Event()  # a worker accepts requests
@@ -283,41 +284,53 @@ class Hub(_Relay):
             self.lines.pop(line, None)
             self.senders.discard(line)
             line.close()
-            for number, (origin, _r, _pending) in list(self._waiting.items()):
+            for number, (origin, _message, _pending) in list(self._waiting.items()):
                 if origin is line:
-                    del self._waiting[number]
+                    self._complete(number)  # heard here all the same; nobody waits for the answer
                 else:
                     self._acked(line, number)
             if not orderly:
                 # it may have committed a change it had not told yet: nothing kept may be trusted
                 self._lost()
 
-    def _heard(self, source: Any, message: dict[str, Any]) -> None:
-        # _deliver has relayed it to the other lines (_heard_change, without `r`); those with `r` are below
-        r = message.get("r")
-        if r is None or not isinstance(source, _Line):
-            return
+    def _deliver(self, source: object, message: dict[str, Any]) -> None:
+        if message.get("t") == "n" and "r" in message and isinstance(source, _Line):
+            self._relay_first(source, message)
+        else:
+            super()._deliver(source, message)
+
+    def _relay_first(self, source: _Line, message: dict[str, Any]) -> None:
+        """A worker's change: the other workers drop what they kept first, then this process hears it (its
+        engine may make FreeSWITCH fetch what changed at once, from any worker), then the worker is told."""
         others = {line for line in self.lines
                   if line is not source and not line.closed and line not in self.senders}
-        if not others:
-            source.send({"t": "a", "r": r})
-            return
         self._numbers += 1
-        self._waiting[self._numbers] = (source, r, others)
+        number = self._numbers
+        self._waiting[number] = (source, message, others)
         relayed = {k: v for k, v in message.items() if k != "r"}
-        relayed["r"] = self._numbers
+        relayed["r"] = number
         for line in others:
             line.send(relayed)
+        if others:
+            gevent.spawn_later(ACK_TIMEOUT, self._complete, number)  # a worker that never answers holds no one
+        else:
+            self._complete(number)
 
     def _acked(self, line: _Line, number: Any) -> None:
         entry = self._waiting.get(number) if type(number) is int else None
         if entry is None:
             return
-        origin, r, pending = entry
-        pending.discard(line)
-        if not pending:
-            del self._waiting[number]
-            origin.send({"t": "a", "r": r})
+        entry[2].discard(line)
+        if not entry[2]:
+            self._complete(number)
+
+    def _complete(self, number: int) -> None:
+        entry = self._waiting.pop(number, None)
+        if entry is None:
+            return
+        source, message, _pending = entry
+        super()._deliver(source, message)  # this process's listeners (not relayed again: see _broadcast)
+        source.send({"t": "a", "r": message["r"]})  # dropped if its line has closed
 
     def _lost(self) -> None:
         changes.hearing(self, False)

@@ -165,7 +165,8 @@ def test_caller_hears_join_moh_and_announcements_then_exits_to_an_extension(real
     assert listed.startswith("file_string://") and listed.endswith(".wav"), listed
     log_before = len(real_switch.fs.log_text())
     floor.http.ok("PUT", f"/api/cc_queue/{queue.id}", {"audio_playback": {}, "moh_id": moh2["id"]})
-    eventually(lambda: floor.switch.queues()[queue.name]["moh_sound"],
+    # (`queue reload` unloads, then loads: the queue may be missing from the list for a moment)
+    eventually(lambda: floor.switch.queues().get(queue.name, {}).get("moh_sound", ""),
                lambda sound: sound.endswith(".wav") and not sound.startswith("file_string://"),
                "the queue reloaded with its new hold music")
     since = real_switch.fs.log_text()[log_before:]
