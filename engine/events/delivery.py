@@ -39,7 +39,10 @@ Guarantees (issue 7; DESIGN.md, Webhooks and Scale-out):
 * Prompt and cheap. A commit that recorded an event wakes the deliverer in
   the same process (`engine.events.outbox.on_commit`); events written by other
   processes are found by a poll every `POLL_INTERVAL`. On each wake the
-  scheduler reads the first batch of every woken account in one query. A
+  scheduler reads the first batch of every woken account in one query; a
+  wake within `WAKE_GAP` of the last round waits for the gap to pass, so a
+  busy switch's commits are gathered into ten rounds a second while an event
+  after a quiet spell goes at once. A
   worker then reads on by itself (after the last `seq` it read, numbering
   each read in one transaction) when fewer than `concurrency` of its events
   are left to start (half a batch while its reads come back full), at most
@@ -113,6 +116,9 @@ PRUNE_EVERY = 3600.0
 ACK_DELAY = 0.1             # deliveries are recorded this often, for all accounts in one write (a crash
                             # before it sends them again: at least once, as documented)
 REFILL_GAP = 0.01           # a worker with requests in flight reads newly committed events at most this often
+WAKE_GAP = 0.1              # under a steady stream of commits the scheduler starts a round at most this often
+                            # (a wake after a quiet spell starts one at once): a call's events, a few ms apart,
+                            # then cost one outbox read, one numbering and one request instead of one each
 
 
 def retry_delay(attempts: int) -> float:
@@ -294,7 +300,7 @@ class Deliverer:
                  pool_size: int = POOL_SIZE, poll_interval: float = POLL_INTERVAL, timeout: float = SEND_TIMEOUT,
                  batch: int = BATCH, clock: Callable[[], float] = time.time, owner: str | None = None,
                  keep_delivered: int | None = KEEP_DELIVERED, keep_failed: int = KEEP_FAILED,
-                 concurrency: int = CONCURRENCY):
+                 concurrency: int = CONCURRENCY, wake_gap: float = WAKE_GAP):
         if concurrency < 1:
             raise ValueError("webhook concurrency must be at least 1")
         self.account_ids = frozenset(account_ids) if account_ids is not None else None
@@ -302,6 +308,8 @@ class Deliverer:
         self.sender = Sender(allow_private=allow_private, timeout=timeout,
                              connections=max(HOST_CONNECTIONS, concurrency))
         self.poll_interval = poll_interval
+        self.wake_gap = wake_gap
+        self._round_at = -math.inf  # time.monotonic() of the last round that found woken accounts
         self.batch = batch
         self.clock = clock
         self.keep_delivered = keep_delivered
@@ -384,7 +392,12 @@ class Deliverer:
     def _run(self) -> None:
         next_poll = 0.0
         while not self._stopping:
+            gap = self._round_at + self.wake_gap - time.monotonic()
+            if gap > 0 and self._dirty:
+                gevent.sleep(gap)  # gather the commits that follow (see WAKE_GAP)
             self._wake.clear()
+            if self._dirty:
+                self._round_at = time.monotonic()
             candidates = set(self._dirty)
             now = self.clock()
             wake_at = None  # the soonest retry of an account whose worker left it waiting

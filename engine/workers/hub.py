@@ -52,10 +52,6 @@ MAX_QUEUED = 20000  # messages waiting for one line; past that the line is dropp
 MAX_LINE = 1 << 20  # a longer line is not ours
 STATUS_EVERY = 0.5  # seconds between the engine's status snapshots
 RECONNECT_EVERY = 0.2
-# The webhook sender's process hears of new events at most this often per account: a call's events come a few
-# milliseconds apart, and each wake costs the sender a read of the outbox (and, with event_push_batch, a
-# request of its own). Gathered, they go in fewer reads and fuller batches, ~20 ms later at most.
-SENDER_LINGER = 0.02
 ACK_TIMEOUT = 2.0  # a worker waits this long at most for the others to have heard its change
 
 
@@ -377,7 +373,6 @@ class HubClient(_Relay):
         self._acks: dict[int, gevent.event.Event] = {}
         self._numbers = 0
         self._serving = False
-        self._lingering: set[int] = set()  # accounts whose events the sender hears of at the end of the linger
 
     def start(self) -> HubClient:
         if self.relay_changes:
@@ -400,19 +395,6 @@ class HubClient(_Relay):
             gevent.wait([line.writer], timeout=1)
             line.close()
         changes.hearing(self, False)
-
-    def _woken(self, account_id: int) -> None:
-        if self.role != "deliver":
-            outbox.announce(account_id)
-            return
-        if not self._lingering:
-            gevent.spawn_later(SENDER_LINGER, self._wake_sender)
-        self._lingering.add(account_id)
-
-    def _wake_sender(self) -> None:
-        accounts, self._lingering = self._lingering, set()
-        for account_id in accounts:
-            outbox.announce(account_id)
 
     def serving(self) -> None:
         """Tell the engine process this worker accepts requests (now and after every reconnect)."""
