@@ -108,3 +108,43 @@ def test_a_failed_commit_is_counted_and_the_dispatcher_goes_on(traced) -> None:
     run(d, [ev("A", 1), ev("A", 2), ev("B", 3), ev("A", 4)])
     assert trace == ["A1", "A2", "B3", "A4"]
     assert d.stats["batch_failures"] == 1 and d.stats["dispatched"] == 4
+
+
+def feed(d: Dispatcher, spaced: list[tuple[float, Event]]) -> list[float]:
+    """Run the dispatcher while events arrive `delay` seconds apart; the loop time each one was handled."""
+    handled: list[float] = []
+    d.on_event("A", lambda e: handled.append(gevent.get_hub().loop.now()))
+    loop = gevent.spawn(d._dispatch_loop)
+    for delay, event in spaced:
+        gevent.sleep(delay)
+        d._queue.put(event)
+    gevent.sleep(0.1)
+    d._alive = False
+    d._queue.put(None)
+    loop.join(timeout=5)
+    return handled
+
+
+def test_under_a_steady_stream_events_wait_to_share_a_batch(traced) -> None:
+    """Events 2 ms apart, each handled at once, would each be a batch of one (one commit each); with `gather`
+    an event taken soon after the previous one waits for the next few."""
+    d, trace = traced
+    d.gather = 0.02
+    feed(d, [(0.002, ev("A", n)) for n in range(12)])
+    assert [t for t in trace if t.startswith("A")] == [f"A{n}" for n in range(12)]
+    assert d.stats["batched"] >= 8 and d.stats["batches"] <= 3, d.stats
+
+
+def test_without_gather_a_steady_stream_is_handled_one_by_one(traced) -> None:
+    d, trace = traced
+    feed(d, [(0.002, ev("A", n)) for n in range(12)])
+    assert d.stats["batches"] == 0 and trace.count("begin") == 0
+
+
+def test_an_event_after_a_quiet_spell_is_not_held(traced) -> None:
+    d, trace = traced
+    d.gather = 0.2
+    handled = feed(d, [(0.3, ev("A", 1)), (0.3, ev("A", 2))])
+    assert len(handled) == 2 and trace == ["A1", "A2"]
+    # each came 0.3 s after the last: dispatched as it came, not 0.2 s later
+    assert handled[1] - handled[0] < 0.45, handled

@@ -190,6 +190,27 @@ def test_new_event_wakes_the_deliverer_without_waiting_for_the_poll(tenant, rece
     assert time.monotonic() - started < 1
 
 
+def test_a_steady_stream_of_commits_is_gathered_into_rounds(tenant, receiver, deliverers, monkeypatch):
+    """Commits a few ms apart (a busy switch) start a round at most every `wake_gap`: one outbox read for many
+    commits; the first commit after a quiet spell is sent at once."""
+    set_target(tenant.account_id, receiver.url)
+    d = deliverers(poll_interval=30, wake_gap=0.3)
+    gevent.sleep(0.05)  # the first poll has passed
+    reads = []
+    real = d._read_heads
+    monkeypatch.setattr(d, "_read_heads", lambda *a, **kw: reads.append(1) or real(*a, **kw))
+    started = time.monotonic()
+    record_events(tenant.account_id, 1)
+    wait_until(lambda: len(receiver.requests) == 1, timeout=2)
+    assert time.monotonic() - started < 0.25  # not held for the gap
+    for _ in range(20):  # 20 commits over ~0.2 s
+        record_events(tenant.account_id, 1)
+        gevent.sleep(0.01)
+    wait_until(lambda: len(receiver.requests) == 21, timeout=3)
+    assert len(reads) <= 4, reads  # the first, then at most one round per 0.3 s
+    assert [r.json["account_seq"] for r in receiver.requests] == list(range(1, 22))
+
+
 def test_first_batches_of_many_accounts_are_read_in_one_query(tenant, other_tenant):
     set_target(tenant.account_id, "http://a.example/hooks")
     set_target(other_tenant.account_id, "http://b.example/hooks", secret=None)
