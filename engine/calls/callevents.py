@@ -64,10 +64,6 @@ EVENTS = (
 # Feature codes (check-in `***<code>`) are not calls anyone wants reported, and the code is a secret.
 FEATURE_PREFIX = "*"
 PURGE_EVERY = 500  # ended legs between purges of old rows
-# Under a steady stream of channel events the dispatcher waits this long before a batch, so a few
-# milliseconds' events share one commit (engine.esl.dispatch, "Batches"). SQLite only: on PostgreSQL each
-# event keeps its own transaction (`batch`), so waiting would save nothing.
-GATHER = 0.005
 
 
 class CallEvents:
@@ -378,6 +374,6 @@ def attach(engine: Any) -> CallEvents:
     engine.events.on_event("callcenter::info", plugin.on_callcenter)
     # Only the channel events: their handlers (this plugin, the dialer's, the metrics' counter) write inside
     # savepoints and send no change notice (which must wait for a commit); callcenter::info's do.
-    engine.events.batch_events(batch, EVENTS, gather=GATHER if is_sqlite() else 0.0)
+    engine.events.batch_events(batch, EVENTS)
     engine.events.on_connect(lambda _client: plugin.request_reconcile())
     return plugin

@@ -12,14 +12,9 @@ one may run together inside one context of ``batch`` (a callable set by the
 owner, e.g. one database transaction for all of them instead of one each),
 as long as each event's key is in ``batch_keys``; an event of another key
 ends the run and is dispatched alone, after it.  The order never changes.
-A batch is what has queued up, at most ``BATCH_MAX`` events, so at a low
-rate every event is dispatched alone as before and under load the cost per
-event falls. Under a steady stream (a batchable event taken within
-``gather`` seconds of the previous one) the dispatcher first lets ``gather``
-pass, so the events of the next few milliseconds share the batch: at 30
-calls a second FreeSWITCH sends an event every few milliseconds, each
-dispatched in well under one, so without it most batches would be one or
-two events, each paying a commit. An event after a quiet spell is not held.
+A batch is only what has queued up, at most ``BATCH_MAX`` events, so at a
+low rate every event is dispatched alone as before and under load the cost
+per event falls.
 
 **Overflow policy:** when the queue is full the reader blocks, so it stops
 reading the socket; nothing is dropped, and every time the reader had to wait
@@ -37,7 +32,6 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
-import gevent
 import gevent.pool
 import gevent.queue
 
@@ -68,8 +62,6 @@ class EventDispatcher:
     #: commit), the failure is logged and counted in ``stats["batch_failures"]``.
     batch: Batch | None = None
     batch_keys: Collection[str] = ()
-    #: Seconds a batchable event taken soon after the previous one waits for others (0: never waits).
-    gather: float = 0.0
 
     def _init_dispatch(self, *, queue_size: int, handler_pool_size: int) -> None:
         self._queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=queue_size)
@@ -113,9 +105,7 @@ class EventDispatcher:
 
     def _dispatch_loop(self) -> None:
         q = self._queue
-        loop = gevent.get_hub().loop
         held: Any = _NONE_HELD  # taken off the queue while gathering a batch, not part of it: next
-        last_taken = -1.0  # loop time the previous batchable event was taken
         while True:
             if held is _NONE_HELD:
                 event = q.get()
@@ -125,14 +115,7 @@ class EventDispatcher:
                 if not self._alive and q.empty():
                     return
                 continue
-            if self.batch is None or not self._batchable(event):
-                self._dispatch(event)
-                continue
-            now = loop.now()
-            busy, last_taken = now - last_taken < self.gather, now
-            if busy and q.empty() and self._alive:
-                gevent.sleep(self.gather)
-            if q.empty():
+            if self.batch is None or q.empty() or not self._batchable(event):
                 self._dispatch(event)
                 continue
             events = [event]

@@ -93,7 +93,6 @@ class ESLSupervisor:
         self._handlers: list[tuple[str, Callable, bool]] = []
         self._batch: Callable[[], Any] | None = None
         self._batch_keys: frozenset[str] = frozenset()
-        self._gather = 0.0
         self._stopping = gevent.event.Event()
         self._connected_event = gevent.event.Event()
         self._runner: gevent.Greenlet | None = None
@@ -131,15 +130,13 @@ class ESLSupervisor:
     def on_disconnect(self, callback: DisconnectCallback) -> None:
         self._on_disconnect.append(callback)
 
-    def batch_events(self, batch: Callable[[], Any], keys: Collection[str], gather: float = 0.0) -> None:
+    def batch_events(self, batch: Callable[[], Any], keys: Collection[str]) -> None:
         """Dispatch waiting events of `keys` together inside `batch()` on every client this supervisor builds
-        (engine.esl.dispatch, "Batches"), letting `gather` seconds pass first under a steady stream; `keys`
-        add to those already given."""
+        (engine.esl.dispatch, "Batches"); `keys` add to those already given."""
         self._batch = batch
         self._batch_keys = frozenset(self._batch_keys) | frozenset(keys)
-        self._gather = gather
         if self._client is not None:
-            self._client.batch, self._client.batch_keys, self._client.gather = batch, self._batch_keys, gather
+            self._client.batch, self._client.batch_keys = self._batch, self._batch_keys
 
     def on_event(self, name: str, handler: Callable, *, spawn: bool = False) -> None:
         """Register an event handler on every client this supervisor builds."""
@@ -217,7 +214,7 @@ class ESLSupervisor:
         while not self._stopping.is_set():
             self._attempts += 1
             client = self._factory()
-            client.batch, client.batch_keys, client.gather = self._batch, self._batch_keys, self._gather
+            client.batch, client.batch_keys = self._batch, self._batch_keys
             for name, handler, spawn in self._handlers:
                 client.on_event(name, handler, spawn=spawn)
             try:
