@@ -7,6 +7,7 @@ from peewee import fn
 from api.envelope import ok
 from api.spec import endpoint, openapi_document
 from engine.calls import recordings
+from engine.store import fastq
 from engine.store.models import OutboxEvent
 
 bp = Blueprint("system", __name__, url_prefix="/api")
@@ -41,11 +42,14 @@ def status(principal):
 
 def _outbox(account_id: int) -> dict:
     # only the statuses shown: delivered events (a week of them, millions on a busy box) are not counted
-    counts = dict(OutboxEvent.select(OutboxEvent.status, fn.COUNT(OutboxEvent.seq))
-                  .where((OutboxEvent.account == account_id) & OutboxEvent.status.in_(("pending", "failed")))
-                  .group_by(OutboxEvent.status).tuples())
-    oldest = (OutboxEvent.select(fn.MIN(OutboxEvent.ts))
-              .where((OutboxEvent.account == account_id) & (OutboxEvent.status == "pending")).scalar())
+    # compiled once (engine.store.fastq): /api/status is polled, often during storms
+    counts = dict(fastq.select("status.outbox.counts", lambda a, p, f: (
+        OutboxEvent.select(OutboxEvent.status, fn.COUNT(OutboxEvent.seq))
+        .where((OutboxEvent.account == a) & OutboxEvent.status.in_([p, f])).group_by(OutboxEvent.status)),
+        account_id, "pending", "failed"))
+    ((oldest,),) = fastq.select("status.outbox.oldest", lambda a, p: (
+        OutboxEvent.select(fn.MIN(OutboxEvent.ts)).where((OutboxEvent.account == a) & (OutboxEvent.status == p))),
+        account_id, "pending")
     return {"backlog": counts.get("pending", 0), "oldest_ts": oldest, "failed": counts.get("failed", 0)}
 
 

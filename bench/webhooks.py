@@ -17,7 +17,8 @@ receiver in a subprocess (a gevent WSGI server that answers 200 and counts):
 * ``emit_only_eps``: emit() alone, same transactions, nothing delivered: the
   source's own ceiling (on PostgreSQL it is the commit rate);
 * ``emit_wake_p50_ms``: an idle deliverer, one event emitted: time until the
-  receiver has it (the in-process wake-up after commit, not the 1 s poll);
+  receiver has it (the in-process wake-up after commit, not the 1 s poll;
+  events WAKE_GAP apart or more, as closer ones are gathered into rounds);
 * ``drain_eps``: BENCH_BACKLOG events (default 20,000) recorded while the
   receiver is down (connection refused, the heads retrying), then the
   receiver comes back: events/s until the backlog is empty.
@@ -272,7 +273,7 @@ def slow_receiver(out: dict, database) -> None:
 
 def main() -> None:
     from engine.directory import accounts, security
-    from engine.events.delivery import Deliverer
+    from engine.events.delivery import WAKE_GAP, Deliverer
     from engine.store import db, schema
     from engine.store.models import Account, OutboxEvent
 
@@ -323,7 +324,7 @@ def main() -> None:
             start = time.perf_counter()
             emit_events(ids[:1], 1, per_tx=1)
             lat.append(receiver.wait_count(before + 1) - start)
-            gevent.sleep(0.01)
+            gevent.sleep(WAKE_GAP + 0.05)  # idle: a quiet spell (events closer together are gathered)
         lat.sort()
         out["emit_wake_p50_ms"] = round(lat[len(lat) // 2] * 1000, 2)
 

@@ -430,14 +430,18 @@ def orphans(account_id: int) -> dict[str, int]:
     """`/api/status`: complete recordings whose call has no record, and call records whose recording
     did not complete (failed, or never finished), each counted once the call ended ORPHAN_GRACE s ago."""
     cutoff = now() - ORPHAN_GRACE
-    no_record = (Recording.select(peewee.fn.COUNT(Recording.id))
-                 .join(CallRecord, peewee.JOIN.LEFT_OUTER, on=(CallRecord.call_id == Recording.call_id))
-                 .where((Recording.account == account_id) & (Recording.state == "complete")
-                        & (Recording.ended_at < cutoff) & CallRecord.id.is_null()).scalar())
-    no_recording = (CallRecord.select(peewee.fn.COUNT(CallRecord.id))
-                    .join(Recording, on=(Recording.call_id == CallRecord.call_id))
-                    .where((CallRecord.account == account_id) & (CallRecord.end_ts < cutoff)
-                           & (Recording.state != "complete")).scalar())
+    # compiled once (engine.store.fastq): /api/status is polled, and building these two joins cost more than
+    # running them
+    ((no_record,),) = fastq.select("recordings.orphans.no_record", lambda a, c: (
+        Recording.select(peewee.fn.COUNT(Recording.id))
+        .join(CallRecord, peewee.JOIN.LEFT_OUTER, on=(CallRecord.call_id == Recording.call_id))
+        .where((Recording.account == a) & (Recording.state == "complete")
+               & (Recording.ended_at < c) & CallRecord.id.is_null())), account_id, cutoff)
+    ((no_recording,),) = fastq.select("recordings.orphans.no_recording", lambda a, c: (
+        CallRecord.select(peewee.fn.COUNT(CallRecord.id))
+        .join(Recording, on=(Recording.call_id == CallRecord.call_id))
+        .where((CallRecord.account == a) & (CallRecord.end_ts < c) & (Recording.state != "complete"))),
+        account_id, cutoff)
     return {"recordings_without_call_record": no_record or 0, "call_records_without_recording": no_recording or 0}
 
 
