@@ -160,5 +160,6 @@ def test_conversion_runs_off_the_event_loop(api, media_dir):
     assert r.status_code == 200, r.json
     during = [t for t in ticks if started <= t <= started + took]
     gaps = np.diff(during) if len(during) > 1 else [took]
-    assert took > 0.2 and len(during) > 5 and max(gaps) < 0.25, (took, len(during), max(gaps))
+    # a conversion held on the loop would show as one gap as long as the upload; ticks come every 10 ms
+    assert took > 0.1 and len(during) > 5 and max(gaps) < took / 2, (took, len(during), max(gaps))
     assert threading.active_count() >= 1
