@@ -374,6 +374,9 @@ def attach(engine: Any) -> CallEvents:
     engine.events.on_event("callcenter::info", plugin.on_callcenter)
     # Only the channel events: their handlers (this plugin, the dialer's, the metrics' counter) write inside
     # savepoints and send no change notice (which must wait for a commit); callcenter::info's do.
-    engine.events.batch_events(batch, EVENTS)
+    # SQLite: the dispatcher keeps its connection while events keep coming, instead of taking one from the
+    # pool and giving it back for every batch (a local file: nothing to go stale). On PostgreSQL a connection
+    # held through a busy spell would outlive a database restart, so each batch takes its own.
+    engine.events.batch_events(batch, EVENTS, session=connection if is_sqlite() else None)
     engine.events.on_connect(lambda _client: plugin.request_reconcile())
     return plugin

@@ -93,6 +93,7 @@ class ESLSupervisor:
         self._handlers: list[tuple[str, Callable, bool]] = []
         self._batch: Callable[[], Any] | None = None
         self._batch_keys: frozenset[str] = frozenset()
+        self._session: Callable[[], Any] | None = None
         self._stopping = gevent.event.Event()
         self._connected_event = gevent.event.Event()
         self._runner: gevent.Greenlet | None = None
@@ -130,13 +131,17 @@ class ESLSupervisor:
     def on_disconnect(self, callback: DisconnectCallback) -> None:
         self._on_disconnect.append(callback)
 
-    def batch_events(self, batch: Callable[[], Any], keys: Collection[str]) -> None:
+    def batch_events(self, batch: Callable[[], Any], keys: Collection[str],
+                     session: Callable[[], Any] | None = None) -> None:
         """Dispatch waiting events of `keys` together inside `batch()` on every client this supervisor builds
-        (engine.esl.dispatch, "Batches"); `keys` add to those already given."""
+        (engine.esl.dispatch, "Batches"), and each busy spell of its dispatcher inside `session()` if given
+        ("Sessions"); `keys` add to those already given."""
         self._batch = batch
         self._batch_keys = frozenset(self._batch_keys) | frozenset(keys)
+        self._session = session
         if self._client is not None:
             self._client.batch, self._client.batch_keys = self._batch, self._batch_keys
+            self._client.session = session
 
     def on_event(self, name: str, handler: Callable, *, spawn: bool = False) -> None:
         """Register an event handler on every client this supervisor builds."""
@@ -214,7 +219,7 @@ class ESLSupervisor:
         while not self._stopping.is_set():
             self._attempts += 1
             client = self._factory()
-            client.batch, client.batch_keys = self._batch, self._batch_keys
+            client.batch, client.batch_keys, client.session = self._batch, self._batch_keys, self._session
             for name, handler, spawn in self._handlers:
                 client.on_event(name, handler, spawn=spawn)
             try:

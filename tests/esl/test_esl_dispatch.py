@@ -109,3 +109,41 @@ def test_a_failed_commit_is_counted_and_the_dispatcher_goes_on(traced) -> None:
     assert trace == ["A1", "A2", "B3", "A4"]
     assert d.stats["batch_failures"] == 1 and d.stats["dispatched"] == 4
 
+
+
+def test_a_busy_spell_runs_inside_one_session_left_when_idle(traced, monkeypatch) -> None:
+    """The owner's session (SQLite: the dispatcher keeps its connection) is entered once for events that keep
+    coming, left after SESSION_IDLE without one, entered again for the next spell, and left when the
+    dispatcher ends."""
+    from engine.esl import dispatch
+
+    monkeypatch.setattr(dispatch, "SESSION_IDLE", 0.1)
+    d, trace = traced
+
+    @contextlib.contextmanager
+    def session() -> Iterator[None]:
+        trace.append("open")
+        yield
+        trace.append("close")
+    d.session = session
+    loop = gevent.spawn(d._dispatch_loop)
+    for n in range(5):  # a spell: an event every 20 ms
+        d._queue.put(ev("B", n))
+        gevent.sleep(0.02)
+    gevent.sleep(0.25)  # idle: the session is left
+    d._queue.put(ev("B", 9))
+    gevent.sleep(0.02)
+    d._alive = False
+    d._queue.put(None)
+    loop.join(timeout=5)
+    assert trace == ["open", "B0", "B1", "B2", "B3", "B4", "close", "open", "B9", "close"]
+
+
+def test_a_session_that_cannot_begin_does_not_stop_the_events(traced) -> None:
+    d, trace = traced
+
+    def refused():
+        raise OSError("unable to open database file")
+    d.session = refused
+    run(d, [ev("B", 1), ev("A", 2), ev("A", 3)])
+    assert trace == ["B1", "begin", "A2", "A3", "commit"] and d.stats["session_failures"] >= 1
