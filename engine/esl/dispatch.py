@@ -126,8 +126,9 @@ class EventDispatcher:
                 else:
                     try:
                         event = q.get(timeout=SESSION_IDLE)
-                    except gevent.queue.Empty:
-                        session = self._leave_session(session)
+                    except gevent.queue.Empty:  # idle: let go of what the session holds
+                        self._leave_session(session)
+                        session = None
                         continue
                 if event is None:
                     if not self._alive and q.empty():
