@@ -520,7 +520,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
     with hook._lock:
         received = [(body, arrived) for (_h, request, _r), arrived in zip(hook.received[hook_at:],
                                                                           hook.arrived[hook_at:], strict=True)
-                    for body in events_of([(_h, request, _r)])]
+                    for body in request.get("events", [request])]
     precise: dict[str, list[float]] = collections.defaultdict(list)
     coarse, kinds = [], collections.Counter()
     for body, arrived in received:

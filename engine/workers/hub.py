@@ -157,14 +157,10 @@ class _Relay:
             elif kind == "t" and type(message.get("a")) is int:
                 stats_hub.touch(message["a"], message.get("q"), message.get("g"))
             elif kind == "w" and type(message.get("a")) is int:
-                self._woken(message["a"])
+                outbox.announce(message["a"])
         finally:
             self._source = None
             self._relaying_numbered = False
-
-    def _woken(self, account_id: int) -> None:
-        """Events were recorded for the account in another process."""
-        outbox.announce(account_id)
 
     def _heard(self, source: Any, message: dict[str, Any]) -> None:
         """A change from `source` was handed to this process's listeners (acknowledge or relay it)."""
