@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_worker_count, default=os.environ.get("SWITCHDESK_WORKERS", "0"),
                    help="serve the API and FreeSWITCH's xml_curl lookups from this many worker processes, the "
                         "engine and webhooks staying in this one (env SWITCHDESK_WORKERS; default 0: all in one)")
+    p.add_argument("--realtime", action="store_true",
+                   help="run the event loops at the lowest real-time CPU priority (SCHED_RR 1), as FreeSWITCH "
+                        "runs its threads: on a busy box FreeSWITCH's xml_curl lookups and the API no longer wait "
+                        "for a CPU behind the switch's own threads; needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1 "
+                        "(env SWITCHDESK_REALTIME=1)")
     p.add_argument("--domains", default=os.environ.get("SWITCHDESK_DOMAINS"), type=_domain_list,
                    help="comma-separated account domains whose agents, queues and webhooks this box drives "
                         "(env SWITCHDESK_DOMAINS; default: all accounts)")
@@ -139,6 +144,16 @@ def _worker_count(text: str) -> int:
     if not 0 <= value <= 64:
         raise argparse.ArgumentTypeError("from 0 (everything in one process) to 64")
     return value
+
+
+def _env_flag(name: str) -> bool:
+    """A yes/no setting from the environment: 1/true/yes/on or 0/false/no/off (unset: no)."""
+    text = os.environ.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), not {text!r}")
 
 
 def _positive_int(value: str) -> int:
@@ -287,6 +302,11 @@ def cmd_user(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.server import serve
 
+    try:
+        realtime = args.realtime or _env_flag("SWITCHDESK_REALTIME")
+    except ValueError as exc:
+        print(f"switchdesk: {exc}", file=sys.stderr)
+        return 2
     host, port = split_hostport(args.listen)
     esl = None if args.no_esl else split_hostport(args.esl)
     outbound = None if args.no_esl else split_hostport(args.outbound_listen)
@@ -297,7 +317,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  metrics_public=args.metrics_public, outbound=outbound, media_dir=args.media_dir,
                  media_max_bytes=args.media_max_bytes, media_max_seconds=args.media_max_seconds,
                  recordings=(args.recordings_dir, args.recordings_min_free_mb, args.recording_days, args.cdr_days),
-                 box_name=args.hostname, advertise_url=args.advertise_url, workers=args.workers)
+                 box_name=args.hostname, advertise_url=args.advertise_url, workers=args.workers,
+                 realtime=realtime)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,7 +116,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
           media_dir: str | None = None, media_max_bytes: int | None = None,
           media_max_seconds: int | None = None,
           recordings: tuple[str | None, int, int, int] | None = None, box_name: str | None = None,
-          advertise_url: str | None = None, workers: int = 0) -> int:
+          advertise_url: str | None = None, workers: int = 0, realtime: bool = False) -> int:
     """Serve the API and, unless `esl` is None, run the engine against FreeSWITCH in the same process.
 
     `domains` limits the engine (mod_callcenter sync, agent control, webhooks) to those accounts: with
@@ -126,6 +126,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
     `advertise_url` is where the other boxes reach its API (default: from `host` unless that is loopback).
     `workers` > 0: the API and xml_curl are served by that many worker processes (engine.workers), this
     process keeps the engine, the webhook deliverer and the check-in socket.
+    `realtime`: every process's event loop at real-time CPU priority (engine.priority).
     """
     settings = {
         "db_url": db_url, "max_body": max_body, "webhook_allow_private": webhook_allow_private,
@@ -135,7 +136,7 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         "media_max_bytes": media_max_bytes, "media_max_seconds": media_max_seconds,
         "recordings": list(recordings) if recordings is not None else None, "box_name": box_name,
         "advertise_url": advertise_url, "engine": esl is not None, "esl_password": esl_password,
-        "workers": workers, "webhook_concurrency": webhook_concurrency,
+        "workers": workers, "webhook_concurrency": webhook_concurrency, "realtime": realtime,
     }
     prepared = _prepare(settings, init_schema=True)
     if isinstance(prepared, int):
@@ -256,6 +257,9 @@ def _prepare(settings: dict[str, Any], *, init_schema: bool) -> int | tuple[Any,
     except ValueError as exc:  # from the environment: argparse checks only the command line
         print(f"switchdesk: {exc}", file=sys.stderr)
         return 2
+    from engine import priority
+
+    priority.apply(bool(settings.get("realtime")))  # before any thread is started: those start at normal
     for secret in (settings.get("esl_password"), settings.get("xmlcurl_password")):
         logs.add_secret(secret)
     from engine.directory import security

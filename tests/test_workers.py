@@ -26,6 +26,7 @@ import gevent
 import pytest
 from geventhttpclient import HTTPClient
 
+from engine import priority
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
 from tests.support import wait_until
@@ -116,6 +117,12 @@ def _pids_of_workers(parent: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _realtime_granted() -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_RR, "
+                            "os.sched_param(1))"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
 PG_URL = os.environ.get("SWITCHDESK_TEST_DB", "")
 
 
@@ -162,7 +169,8 @@ def test_serve_with_workers(tmp_path, fs, database_url):
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "serve", "--db", url, "--listen", f"127.0.0.1:{port}",
-             "--esl", f"127.0.0.1:{fs.port}", "--outbound-listen", f"127.0.0.1:{_free_port()}", "--workers", "2"],
+             "--esl", f"127.0.0.1:{fs.port}", "--outbound-listen", f"127.0.0.1:{_free_port()}", "--workers", "2",
+             "--realtime"],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     api = Client(port, key)
 
@@ -174,6 +182,13 @@ def test_serve_with_workers(tmp_path, fs, database_url):
         wait_until(lambda: len(_pids_of_workers(proc.pid)) == 3, timeout=30)  # and the webhook sender's
         workers = [int(pid) for pid in re.findall(r"worker \d started \(pid (\d+)\)", log_text())]
         assert len(workers) == 2 and "webhook sender started" in log_text(), log_text()
+        # --realtime: every process raises its own loop (each started at normal priority: reset on fork)
+        raised = log_text().count("runs at real-time priority")
+        if _realtime_granted():
+            wait_until(lambda: log_text().count("runs at real-time priority") == 4, timeout=10)
+            assert all(priority.is_realtime(pid) for pid in [proc.pid, *_pids_of_workers(proc.pid)])
+        else:
+            assert raised == 0 and "stays at normal priority" in log_text()
         # /api/status from the engine process's snapshot, through a worker
         seen: list[dict] = []
 

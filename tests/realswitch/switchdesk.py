@@ -105,6 +105,8 @@ class Switchdesk:
         self.box_name = "sd-box-a"  # serve --hostname: the `host` of the recordings it makes
         # serve --workers: the API and xml_curl in worker processes (engine.workers); 0 runs it all in one
         self.workers = int(os.environ.get("SWITCHDESK_TEST_WORKERS", "2"))
+        # serve --realtime, as the shipped systemd unit runs it (engine.priority); 0 leaves it off
+        self.realtime = os.environ.get("SWITCHDESK_TEST_REALTIME", "1") != "0"
         self.start_seconds = 0.0
 
     def second_box(self, http_port: int, domains: str) -> subprocess.Popen:
@@ -162,6 +164,8 @@ class Switchdesk:
                    "--workers", str(self.workers)]
         if self.webhook_allow_private:
             command.append("--webhook-allow-private")
+        if self.realtime:
+            command.append("--realtime")
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                             cwd=self.root, start_new_session=True)
