@@ -205,6 +205,11 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         # the xml_curl answers come from memory (engine.directory.views) only while this process hears
         # other boxes' changes; with the engine, its own listener does that
         remote = pgnotify.RemoteChanges.for_database(database).start()
+    checkpointer = None
+    if db_is_sqlite() and database.database != ":memory:":
+        from engine.store.checkpoint import Checkpointer
+
+        checkpointer = Checkpointer(database.database).start()
     deliverer = None
     if split is None:
         from engine.events.delivery import Deliverer
@@ -236,6 +241,8 @@ def serve(db_url: str, host: str, port: int, *, max_body: int | None = None,
         split.stop()
     else:
         server.stop(timeout=5)
+    if checkpointer is not None:
+        checkpointer.stop()
     database.close_all() if hasattr(database, "close_all") else None
     log.info("stopped")
     return 0
@@ -277,7 +284,8 @@ def _prepare(settings: dict[str, Any], *, init_schema: bool) -> int | tuple[Any,
     except ValueError as exc:
         print(f"switchdesk: --hostname/--advertise-url: {exc}", file=sys.stderr)
         return 2
-    database = db.bind(db_url, shared=bool(settings.get("workers")))
+    # SQLite: the engine process checkpoints the write-ahead log off the loop (engine.store.checkpoint)
+    database = db.bind(db_url, shared=bool(settings.get("workers")), background_checkpoints=True)
     with database.connection_context():
         if init_schema:
             schema.init_schema(database)

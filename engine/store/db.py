@@ -30,7 +30,8 @@ SQLITE_PRAGMAS = {
 }
 
 
-def make_database(url: str, *, command_line: bool = False, shared: bool = False) -> peewee.Database:
+def make_database(url: str, *, command_line: bool = False, shared: bool = False,
+                  background_checkpoints: bool = False) -> peewee.Database:
     """Build (but do not open) the database named by `url`.
 
     `command_line`: a process of its own beside a running `serve`. Its SQLite transactions take the
@@ -38,6 +39,8 @@ def make_database(url: str, *, command_line: bool = False, shared: bool = False)
     once (not after the busy timeout) when serve wrote in between. The server keeps deferred
     transactions, so its readers never wait on the event loop. `shared`: one of the processes of
     `serve --workers N`, which all write: the same immediate transactions, for the same reason.
+    `background_checkpoints`: no commit checkpoints the write-ahead log (`serve` has
+    engine.store.checkpoint do it off the event loop).
     """
     parsed = urlparse(url)
     scheme = parsed.scheme
@@ -47,7 +50,8 @@ def make_database(url: str, *, command_line: bool = False, shared: bool = False)
         if not path:
             raise ValueError(f"no database file in {url!r}")
         return PooledSqliteDatabase(
-            path, pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=300, timeout=POOL_WAIT,
+            path, pragmas={**SQLITE_PRAGMAS, **({"wal_autocheckpoint": 0} if background_checkpoints else {})},
+            max_connections=64, stale_timeout=300, timeout=POOL_WAIT,
             check_same_thread=False, lock_type="IMMEDIATE" if command_line or shared else None,
         )
     if scheme in ("postgres", "postgresql"):
@@ -63,9 +67,11 @@ def make_database(url: str, *, command_line: bool = False, shared: bool = False)
 POOL_WAIT = 30
 
 
-def bind(url: str, *, command_line: bool = False, shared: bool = False) -> peewee.Database:
+def bind(url: str, *, command_line: bool = False, shared: bool = False,
+         background_checkpoints: bool = False) -> peewee.Database:
     """Bind the global proxy to the database at `url` (see make_database) and return it."""
-    database = make_database(url, command_line=command_line, shared=shared)
+    database = make_database(url, command_line=command_line, shared=shared,
+                             background_checkpoints=background_checkpoints)
     db.initialize(database)
     return database
 
