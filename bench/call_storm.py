@@ -29,6 +29,10 @@ has no channel left and the account's outbox is empty (``drain_s``). Per step:
   ``switchdesk_esl_event_lag_seconds`` from /metrics, sampled every second while calls run (now minus the
   timestamp of the last event its reader took off the socket), median and max;
 * ``outbox_backlog_max``: GET /api/status ``outbox.backlog`` sampled every second, highest seen;
+* ``latency_ms``: p50 / p99 of ``/api/status``, ``/api/user`` and a dialplan lookup, every
+  ``--probe-every`` seconds in turn, from a probe process of its own (at real-time priority where the
+  machine allows: ``probe_realtime``), against ``idle_latency_ms``, the same probe before the first call;
+* ``xml_curl_per_call``: FreeSWITCH's xml_curl requests per call by section (switchdesk's /metrics);
 * ``webhook_ms``: webhook delay, arrival at the receiver minus the FreeSWITCH event the call event
   reports (Event-Date-Timestamp in microseconds, from this process's listener: CHANNEL_CREATE or the first
   progress of a leg for ``call:ring``, CHANNEL_ANSWER, CHANNEL_HANGUP_COMPLETE), p50 / p99 / max;
@@ -43,7 +47,8 @@ which of switchdesk or FreeSWITCH grows towards a core first is the limit. Loopb
 a step that fails more than ``--stop-failed`` of its calls ends the run.
 
 Prints one JSON line (``{"skipped": ...}`` when no FreeSWITCH or no sipp can be had).
-Run: ``.venv/bin/python bench/call_storm.py [--rates 5,10,15,20,30] [--seconds 15] [--hold 2]``.
+Run: ``.venv/bin/python bench/call_storm.py [--rates 5,10,15,20,30] [--seconds 15] [--hold 2]
+[--workers N] [--realtime] [--webhook-batch N] [--probe-every S]``.
 """
 from __future__ import annotations
 
@@ -127,6 +132,17 @@ def events_of(requests: list) -> list[dict]:
     """The events of the receiver's requests: one per request, or a batch's `events` (event_push_batch > 1)."""
     return [event for _headers, body, _raw in requests
             for event in body.get("events", [body])]
+
+
+def xml_curl_requests(base: str) -> dict[str, float]:
+    """switchdesk's request counters of the xml_curl routes (/metrics, loopback), by route."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = collections.Counter()
+    for route, value in re.findall(r'^switchdesk_http_requests_total\{[^}]*route="(/freeswitch/[^"]*)"[^}]*\} (\S+)$',
+                                   text, re.M):
+        counts[route] += float(value)
+    return counts
 
 
 def children_cpu_seconds(pid: int | None) -> dict[int, float]:
@@ -515,6 +531,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
     hook_at = len(hook.arrived)
     lag_at, cause_at = listener.marks()
     before = Snapshot(fs.pid(), sd.process.pid)
+    lookups_before = xml_curl_requests(sd.base)
     sampler = Sampler(account.http, sd.base)
     sampler.start()
     latency = LatencyProbe(account.http, sd.base, ctx["xmlcurl_password"], account.domain, args.probe_every)
@@ -545,6 +562,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
     latency_ms = latency.stop()
     sd_states = watcher.stop()
     after = Snapshot(fs.pid(), sd.process.pid)
+    lookups = {route: n - lookups_before.get(route, 0) for route, n in xml_curl_requests(sd.base).items()}
 
     uac_stats, uas_stats = sipp_stats(folder / "uac_stat.csv"), sipp_stats(folder / "uas_stat.csv")
     completed, failed = counter(uac_stats, "SuccessfulCall"), counter(uac_stats, "FailedCall")
@@ -589,6 +607,9 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
         # each child (the HTTP workers in pid order, the webhook sender last: it is started last)
         "sd_children_cpu_ms_per_call": [round((after.sd_children[pid] - before.sd_children[pid]) * per_call, 2)
                                         for pid in sorted(before.sd_children) if pid in after.sd_children],
+        # FreeSWITCH's xml_curl requests per call, by section (the probe's dialplan lookups included)
+        "xml_curl_per_call": {route.rsplit("/", 1)[-1]: round(n / completed, 2) for route, n in sorted(lookups.items())
+                              if n} if completed else None,
         "sipp_cpu_ms_per_call": round((after.sipp - before.sipp) * per_call, 2),
         "fs_core_pct": round(100 * (after.fs - before.fs) / wall, 1),
         "sd_core_pct": round(100 * (after.sd - before.sd) / wall, 1),

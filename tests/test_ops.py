@@ -137,7 +137,7 @@ def test_unit_verifies(tmp_path):
 
 def test_env_example_names_only_options_serve_reads():
     cli = (ROOT / "engine" / "cli.py").read_text()
-    read = set(re.findall(r'os\.environ\.get\("(SWITCHDESK_[A-Z_]+)"', cli))
+    read = set(re.findall(r'(?:os\.environ\.get|_env_flag)\("(SWITCHDESK_[A-Z_]+)"', cli))
     names = set(re.findall(r"^#?(SWITCHDESK_[A-Z_]+)=", ENV_EXAMPLE.read_text(), re.M))
     engine_read = {"SWITCHDESK_SECRET_KEY"}  # read by engine.directory.security, not the CLI
     assert names - engine_read <= read, names - engine_read - read

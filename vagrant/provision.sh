@@ -187,4 +187,9 @@ callcenter_loaded() {
     [ "$(fs_cli -H 127.0.0.1 -P 8021 -p "$SWITCHDESK_ESL_PASSWORD" -x 'module_exists mod_callcenter' | tr -d '[:space:]')" = true ]
 }
 wait_for 30 "mod_callcenter is not loaded" callcenter_loaded
+# SWITCHDESK_REALTIME=1 in the env file: the unit's LimitRTPRIO=1 must have let the event loop take SCHED_RR
+if grep -q '^SWITCHDESK_REALTIME=1' "$ENV_FILE"; then
+    chrt -p "$(systemctl show -p MainPID --value switchdesk)" | grep -q SCHED_RR \
+        || die "switchdesk's event loop is not at real-time priority: journalctl -u switchdesk | grep realtime"
+fi
 echo "==> ready: API $api (forwarded to the host), SIP 5060, RTP $RTP_START-$RTP_END"
