@@ -1,4 +1,5 @@
-"""`serve --realtime` (engine.priority): the event loop at SCHED_RR 1, everything it starts at normal priority.
+"""What keeps serve's event loop from stalling: `--realtime` (engine.priority: the loop at SCHED_RR 1, everything
+it starts at normal priority) and a settled heap (engine.server.settle_heap).
 
 Where this machine grants real-time priority (root, CAP_SYS_NICE or RLIMIT_RTPRIO), the loop must get it
 and the threads and processes it starts must not; where it does not, switchdesk must say so and serve on.
@@ -82,3 +83,18 @@ def test_the_environment_flag_is_checked(tmp_path):
                          env={**os.environ, "SWITCHDESK_REALTIME": "maybe"})
     assert run.returncode == 2 and "SWITCHDESK_REALTIME must be 1 or 0" in run.stderr
     assert not (tmp_path / "x.db").exists()  # refused before anything was made
+
+
+def test_a_settled_heap_is_not_walked_again():
+    """serve freezes what start-up made (engine.server.settle_heap): a full collection then walks only what
+    came after, not the ~100,000 objects of the loaded app (a 17-33 ms stall of the loop each time)."""
+    code = ("import gc, time; from api import create_app; app = create_app({}); "
+            "from engine.server import settle_heap; "
+            "t = time.perf_counter(); gc.collect(); before = time.perf_counter() - t; "
+            "settle_heap(); t = time.perf_counter(); gc.collect(); after = time.perf_counter() - t; "
+            "print(gc.get_freeze_count(), before, after)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    frozen, before, after = run.stdout.split()
+    assert int(frozen) > 50_000 and float(after) < float(before) / 5

@@ -100,7 +100,7 @@ def run_worker(spec: WorkerSpec) -> int:
     die_with_parent(spec.parent)
     if spec.role == "deliver":
         return run_sender(spec)
-    from engine.server import make_server
+    from engine.server import make_server, settle_heap
     from engine.store import db
 
     settings = spec.settings
@@ -134,6 +134,7 @@ def run_worker(spec: WorkerSpec) -> int:
     server.start()
     line.serving()
     log.info("worker %d serving (pid %d)", spec.index, os.getpid())
+    settle_heap()
     _until_sigterm()
     server.close()  # accept no more; let the requests in flight end
     server.stop(timeout=5)
@@ -148,6 +149,7 @@ def run_sender(spec: WorkerSpec) -> int:
     """The webhook sender (engine.events.delivery) in a process of its own: the engine process's loop is left
     to FreeSWITCH's events. Every process's commits that record an event wake it over the hub."""
     from engine.events.delivery import Deliverer
+    from engine.server import settle_heap
 
     os.close(spec.fd)  # serves no HTTP
     settings = spec.settings
@@ -163,6 +165,7 @@ def run_sender(spec: WorkerSpec) -> int:
                           owner=f"serve-{spec.origin[:12]}",
                           **({"concurrency": concurrency} if concurrency else {})).start()
     log.info("webhook sender serving (pid %d)", os.getpid())
+    settle_heap()
     _until_sigterm()
     deliverer.stop()  # finishes the requests in flight and records them
     line.stop()
