@@ -1,6 +1,8 @@
 """Helpers shared by the tests that run the engine against the emulator."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float 
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         gevent.sleep(step)
+
+
+def realtime_granted() -> bool:
+    """Whether this machine lets a process take SCHED_RR 1 (root, CAP_SYS_NICE, RLIMIT_RTPRIO): tried in a
+    child, which then exits, so the test process itself never runs at real-time priority."""
+    probe = subprocess.run([sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_RR, "
+                            "os.sched_param(1))"], capture_output=True, timeout=30)
+    return probe.returncode == 0
 
 
 def provider(name: str) -> dict[str, str] | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine import priority
+from tests.support import realtime_granted
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,13 +38,6 @@ print(json.dumps({"applied": applied, "loop": priority.is_realtime(), "threadpoo
 """
 
 
-def _granted() -> bool:
-    """Whether this machine lets a process take SCHED_RR 1 (tried in a child, which then exits)."""
-    probe = subprocess.run([sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_RR, "
-                            "os.sched_param(1))"], capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
 def test_the_loop_is_raised_and_what_it_starts_is_not():
     import json
 
@@ -51,7 +45,7 @@ def test_the_loop_is_raised_and_what_it_starts_is_not():
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout)
-    if _granted():
+    if realtime_granted():
         assert seen["applied"] is True and seen["loop"] is True, (seen, run.stderr)
         assert "runs at real-time priority (SCHED_RR 1)" in run.stderr
     else:

@@ -29,7 +29,7 @@ from geventhttpclient import HTTPClient
 from engine import priority
 from tests.fakeswitch.callcenter import CallCenter
 from tests.fakeswitch.server import FakeSwitch
-from tests.support import wait_until
+from tests.support import realtime_granted, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 XML_PASSWORD = "xml-w0rkers"
@@ -117,12 +117,6 @@ def _pids_of_workers(parent: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def _realtime_granted() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_RR, "
-                            "os.sched_param(1))"], capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
 PG_URL = os.environ.get("SWITCHDESK_TEST_DB", "")
 
 
@@ -184,7 +178,7 @@ def test_serve_with_workers(tmp_path, fs, database_url):
         assert len(workers) == 2 and "webhook sender started" in log_text(), log_text()
         # --realtime: every process raises its own loop (each started at normal priority: reset on fork)
         raised = log_text().count("runs at real-time priority")
-        if _realtime_granted():
+        if realtime_granted():
             wait_until(lambda: log_text().count("runs at real-time priority") == 4, timeout=10)
             assert all(priority.is_realtime(pid) for pid in [proc.pid, *_pids_of_workers(proc.pid)])
         else:
