@@ -191,5 +191,8 @@ wait_for 30 "mod_callcenter is not loaded" callcenter_loaded
 if grep -q '^SWITCHDESK_REALTIME=1' "$ENV_FILE"; then
     chrt -p "$(systemctl show -p MainPID --value switchdesk)" | grep -q SCHED_RR \
         || die "switchdesk's event loop is not at real-time priority: journalctl -u switchdesk | grep realtime"
+    # beside a FreeSWITCH at normal priority it would run ahead of the switch's media (README: Real-time priority)
+    chrt -p "$(systemctl show -p MainPID --value freeswitch)" | grep -Eq 'SCHED_(FIFO|RR)' \
+        || echo "WARNING: FreeSWITCH is not at real-time priority; set SWITCHDESK_REALTIME=0 in $ENV_FILE" >&2
 fi
 echo "==> ready: API $api (forwarded to the host), SIP 5060, RTP $RTP_START-$RTP_END"
