@@ -27,6 +27,9 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "busy_timeout": 5000,
     "cache_size": -16000,
+    # the write-ahead log file is cut back to this when it restarts: a large import or batch must not leave
+    # a file of its size behind for good (SQLite only ever reuses the file otherwise)
+    "journal_size_limit": 64 * 1024 * 1024,
 }
 
 

@@ -76,3 +76,18 @@ def test_a_failing_checkpoint_is_said_once_and_retried(tmp_path, caplog):
         assert checkpointer.run_once() is None
     assert caplog.text.count("SQLite checkpoint of") == 1 and checkpointer.checkpoints == 0
     checkpointer.stop()
+
+
+def test_the_log_file_is_cut_back_after_a_large_write(tmp_path, monkeypatch):
+    """journal_size_limit: once checkpointed and restarted, a log grown by one large batch is truncated."""
+    monkeypatch.setitem(db.SQLITE_PRAGMAS, "journal_size_limit", 1024 * 1024)
+    path = tmp_path / "sd.db"
+    database = db.make_database(f"sqlite:///{path}", background_checkpoints=True)
+    _write(database, 3000)
+    assert _wal(path) > 5_000_000
+    checkpointer = Checkpointer(str(path))
+    checkpointer.run_once()
+    _write(database, 10)  # the log restarts: cut back to the limit
+    assert _wal(path) <= 1024 * 1024
+    checkpointer.stop()
+    database.close_all()
