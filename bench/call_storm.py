@@ -254,9 +254,9 @@ class Sampler(threading.Thread):
     both from GET /api/status. (/metrics has the lag too, but a scrape costs ~6 ms of switchdesk's CPU:
     once a second it was ~0.2 ms per call at 30 calls/s, where Prometheus scrapes every 15 s or so.)"""
 
-    def __init__(self, http: Http, base: str):
+    def __init__(self, http: Http):
         super().__init__(name="sampler", daemon=True)
-        self.http, self.base = http, base
+        self.http = http
         self.stop_event = threading.Event()
         self.backlog: list[int] = []
         self.lag: list[float] = []
@@ -532,7 +532,7 @@ def step(args, rate: float, ctx: dict, seconds: float | None = None, name: str =
     lag_at, cause_at = listener.marks()
     before = Snapshot(fs.pid(), sd.process.pid)
     lookups_before = xml_curl_requests(sd.base)
-    sampler = Sampler(account.http, sd.base)
+    sampler = Sampler(account.http)
     sampler.start()
     latency = LatencyProbe(account.http, sd.base, ctx["xmlcurl_password"], account.domain, args.probe_every)
     latency.start()
