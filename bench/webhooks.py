@@ -43,6 +43,13 @@ per account, as before requests went several at a time.
   (default 2,000) recorded while no deliverer runs, then one starts: events/s
   of delivery alone, whatever the pace of the source.
 
+* ``post_cpu_us``: this process's CPU time per POST of one signed event through
+  `Sender.post` (engine.events.transport), one request in flight; against
+  ``post_cpu_us_geventhttpclient``, the same POST through geventhttpclient's
+  ``HTTPClient.request`` (the transport before issue 19), and
+  ``post_cpu_us_raw``, the same bytes written to a socket by hand and the
+  answer read by ``recv`` (the floor: the system calls alone).
+
 BENCH_CASES=slow runs only the slow-receiver case, BENCH_CASES=fast all but it.
 
 Prints one JSON line. Target: at least 2,000 events/s through the outbox.
@@ -163,6 +170,55 @@ def baseline(port: int, n: int, streams: int) -> float:
     elapsed = time.perf_counter() - start
     client.close()
     return per * streams / elapsed
+
+
+def post_costs(port: int, n: int) -> dict[str, float]:
+    """CPU µs per POST of one signed event: Sender.post, geventhttpclient's HTTPClient, a bare socket."""
+    import socket
+
+    from engine.events.sender import Sender, signed_headers
+
+    body = json.dumps({"id": DATA["id"], "event": "call:end", "ts": 1764400000, "account_id": 1,
+                       "account_seq": 1, "data": DATA}, separators=(",", ":")).encode()
+    url = f"http://127.0.0.1:{port}/hooks"
+    sender = Sender(allow_private=True)
+    client = HTTPClient("127.0.0.1", port=port, concurrency=1, headers={"User-Agent": "switchdesk-webhooks/1"})
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def with_sender() -> None:
+        assert sender.post(url, body, signed_headers(DATA["id"], body, "bench-secret", 1)) == 200
+
+    def with_geventhttpclient() -> None:
+        response = client.request("POST", "/hooks", body=body, headers=signed_headers(DATA["id"], body,
+                                                                                     "bench-secret", 1))
+        response.read()
+        response.release()
+        assert response.status_code == 200
+
+    def with_socket() -> None:
+        headers = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(DATA["id"], body, "bench-secret", 1).items())
+        raw.sendall(f"POST /hooks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+                    f"{headers}\r\n".encode() + body)
+        answer = b""
+        while not answer.endswith(b"ok"):  # the receiver answers a 2-byte body
+            answer += raw.recv(65536)
+
+    costs: dict[str, list[float]] = {"post_cpu_us": [], "post_cpu_us_geventhttpclient": [], "post_cpu_us_raw": []}
+    ways = (("post_cpu_us", with_sender), ("post_cpu_us_geventhttpclient", with_geventhttpclient),
+            ("post_cpu_us_raw", with_socket))
+    for _ in range(3):  # interleaved rounds: the machine's noise falls on all three alike
+        for name, way in ways:
+            for _ in range(200):
+                way()
+            cpu = time.process_time()
+            for _ in range(n):
+                way()
+            costs[name].append((time.process_time() - cpu) / n * 1e6)
+    sender.close()
+    client.close()
+    raw.close()
+    return {name: round(sorted(values)[1], 1) for name, values in costs.items()}  # the median round
 
 
 def emit_events(account_ids: list[int], n: int, per_tx: int = 10) -> float:
@@ -306,6 +362,7 @@ def main() -> None:
     receiver.start()
     out["baseline_1_stream_eps"] = round(baseline(port, EVENTS // 2, 1))
     out[f"baseline_{ACCOUNTS}_streams_eps"] = round(baseline(port, EVENTS, ACCOUNTS))
+    out.update(post_costs(port, 3000))
 
     # emit() alone (an account without a URL; the deliverer is not running yet): the ceiling of the source
     with database.connection_context():

@@ -13,22 +13,23 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
 
 import gevent
-from geventhttpclient import HTTPClient
+from geventhttpclient.connectionpool import ConnectionPool
 
 from engine.directory import security
 from engine.directory.accounts import address_is_private
+from engine.events import transport
 from engine.events.outbox import DELIVERED, FAILED
 from engine.store.models import OutboxEvent
 
 SEND_TIMEOUT = 5.0          # seconds for connect + request + answer (issue 7)
 HOST_CONNECTIONS = 32       # keep-alive connections per receiving host
-MAX_RESPONSE_READ = 65536   # a longer answer is not read: its connection is closed instead
-USER_AGENT = "switchdesk-webhooks/1"
 MAX_PER_REQUEST = 500       # events in one batched request at most (the account's `event_push_batch`: 1..500)
 
 
@@ -91,6 +92,16 @@ class TargetRefused(Exception):
     """The receiver's address is loopback, link-local or private and that is not allowed."""
 
 
+def _guard(host: str, infos: list[Any]) -> None:
+    """Refuse a new connection to `host` when any address it resolved to is loopback, link-local or private."""
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address_is_private(address):
+            raise TargetRefused(
+                f"refused: {host} resolves to {address}, a loopback, link-local or private address "
+                "(allowed only with --webhook-allow-private)")
+
+
 @dataclass
 class Outcome:
     """What one attempt came to: `delivered`, `failed` (give up now) or `retry`."""
@@ -146,94 +157,57 @@ def read_target(url: str | None, secret_enc: str | None, per_request: int | None
 
 
 class Sender:
-    """POSTs over keep-alive connections, one client per receiving origin.
+    """POSTs over keep-alive connections, one pool per receiving origin (`engine.events.transport`).
 
-    The address check runs where the client resolves the name for a new
+    The address check runs where the pool resolves the name for a new
     connection, so what is checked is exactly what is connected to, on every
     connection (names can change, DESIGN.md, Webhooks).
     """
 
     def __init__(self, *, allow_private: bool = False, timeout: float = SEND_TIMEOUT,
-                 connections: int = HOST_CONNECTIONS, max_clients: int = 256):
+                 connections: int = HOST_CONNECTIONS, max_clients: int = 256,
+                 ssl_context_factory: Callable[..., Any] | None = None):
         self.allow_private = allow_private
         self.timeout = timeout
         self.connections = connections
         self.max_clients = max_clients
-        self._clients: collections.OrderedDict[tuple[str, str, int], HTTPClient] = collections.OrderedDict()
+        self.ssl_context_factory = ssl_context_factory  # tests: a context that trusts their own CA
+        self._pools: collections.OrderedDict[tuple[str, str, int], ConnectionPool] = collections.OrderedDict()
 
-    def _client(self, scheme: str, host: str, port: int) -> HTTPClient:
-        key = (scheme, host, port)
-        client = self._clients.get(key)
-        if client is not None:
-            self._clients.move_to_end(key)
-            return client
-        client = HTTPClient(host, port=port, ssl=scheme == "https", concurrency=self.connections,
-                            connection_timeout=self.timeout, network_timeout=self.timeout,
-                            headers={"User-Agent": USER_AGENT})
-        if not self.allow_private:
-            self._guard(client, host)
-        self._clients[key] = client
-        while len(self._clients) > self.max_clients:
-            self._clients.popitem(last=False)[1].close()
-        return client
-
-    @staticmethod
-    def _guard(client: HTTPClient, host: str) -> None:
-        # geventhttpclient resolves in ConnectionPool._resolve for every new connection (pinned: >=2.3,<3).
-        pool = client._connection_pool
-        resolve = pool._resolve
-
-        def checked_resolve():
-            infos = resolve()
-            for info in infos:
-                address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-                if address_is_private(address):
-                    raise TargetRefused(
-                        f"refused: {host} resolves to {address}, a loopback, link-local or private address "
-                        "(allowed only with --webhook-allow-private)")
-            return infos
-
-        pool._resolve = checked_resolve
-
-    def _drop(self, key: tuple[str, str, int]) -> None:
-        client = self._clients.pop(key, None)
-        if client is not None:
-            client.close()
+    def _pool(self, key: tuple[str, str, int]) -> ConnectionPool:
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._pools.move_to_end(key)
+            return pool
+        scheme, host, port = key
+        pool = transport.make_pool(scheme, host, port, connections=self.connections, connect_timeout=self.timeout,
+                                   resolve_check=None if self.allow_private else functools.partial(_guard, host),
+                                   ssl_context_factory=self.ssl_context_factory)
+        self._pools[key] = pool
+        while len(self._pools) > self.max_clients:
+            self._pools.popitem(last=False)[1].close()
+        return pool
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        """The receiver's HTTP status; raises TargetRefused, OSError, ValueError or gevent.Timeout."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        key = (parts.scheme, parts.hostname, port)
-        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        client = self._client(*key)
+        """The receiver's HTTP status; raises TargetRefused, OSError, ValueError, TimeoutError or an answer's
+        parse error."""
+        key, head = transport.route(url)
+        pool = self._pool(key)
         timer = gevent.Timeout(self.timeout)
         timer.start()
         try:
-            response = client.request("POST", uri, body=body, headers=headers)
-            try:
-                response.read(MAX_RESPONSE_READ)
-            finally:
-                response.release()
-            return response.status_code
+            return transport.post(pool, head, headers, body)  # interrupted, it closes the socket it used
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
-            # The client may be stuck mid-request on one of its sockets: start that origin afresh (once: other
-            # requests in flight on it finish on their own sockets, which close when given back).
-            if self._clients.get(key) is client:
-                self._drop(key)
             raise TimeoutError(f"no answer within {self.timeout:g} s") from None
         finally:
             timer.close()
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     def deliver(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """One POST, its answer or its error as an `Outcome`."""
@@ -241,6 +215,8 @@ class Sender:
             status = self.post(url, body, headers)
         except TargetRefused as exc:
             return Outcome(FAILED, str(exc))
+        except ssl.SSLError as exc:  # a ValueError too; a certificate gets renewed: retried, not failed for good
+            return Outcome("retry", f"TLS: {exc}")
         except ValueError as exc:
             return Outcome(FAILED, str(exc))
         except TimeoutError as exc:
