@@ -51,7 +51,9 @@ class AccountFields(Schema):
     timezone: Timezone | None = None
     event_push_url: Annotated[str, Field(max_length=2000, description=(
         "http(s) URL that receives the push events; loopback, link-local and private addresses are refused "
-        "unless the server runs with --webhook-allow-private. Empty or null: no events are pushed"
+        "unless the server runs with --webhook-allow-private; an https:// receiver must present a certificate valid "
+        "for its name (one that fails the check is retried, as a connection error is). Empty or null: no events "
+        "are pushed"
     ))] | None = None
     webhook_secret: Annotated[str, Field(max_length=256), AfterValidator(_secret), Field(description=(
         "write-only: the HMAC-SHA256 key of X-Switchdesk-Signature, stored encrypted; empty or null removes it"

@@ -26,6 +26,7 @@ from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 
 USER_AGENT = "switchdesk-webhooks/1"
 MAX_ANSWER_BODY = 65536  # bytes of an answer's body read at most; a longer one is cut off with its connection
+MAX_ANSWER_HEAD = 65536  # bytes of status lines and headers (interim answers included): more is no answer
 _READ = 65536
 # What a request target may hold as it is (RFC 3986's unreserved, sub-delims, ':', '@', '/', '?' and the '%'
 # of an escape already there); anything else (a space, a quote, non-ASCII) is percent-encoded.
@@ -164,8 +165,10 @@ def post(pool: ConnectionPool, head: bytes, headers: dict[str, str], body: bytes
     try:
         sock.sendall(request)
         answer = _Answer()
+        received = 0
         while not answer.complete or answer.get_code() < 200:
             data = sock.recv(_READ)
+            received += len(data)
             answer.feed(data)  # b"": the end of a read-until-close body, or an HTTPParseError mid-answer
             if not data:
                 if not answer.complete or answer.get_code() < 200:
@@ -173,6 +176,8 @@ def post(pool: ConnectionPool, head: bytes, headers: dict[str, str], body: bytes
                 break
             if answer.body_bytes > MAX_ANSWER_BODY:
                 return answer.get_code()  # not read to the end: the connection is closed below
+            if received - answer.body_bytes > MAX_ANSWER_HEAD:  # endless headers or 1xx answers: the loop's time
+                raise AnswerError(f"the answer's head is longer than {MAX_ANSWER_HEAD} bytes")
         keep = bool(data) and answer.should_keep_alive() and not answer.parser_failed()
         return answer.get_code()
     finally:

@@ -191,8 +191,12 @@ def test_a_long_answer_is_cut_off_with_its_connection(make_script, make_sender):
     assert script.connections == 2
 
 
-@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", b"SMTP ready\r\n\r\n",
-                                    b"HTTP/1.1 100 Continue\r\n\r\n"])
+@pytest.mark.parametrize("answer", [
+    None, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", b"SMTP ready\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X-Filler: yes\r\n" * 10000 + b"Content-Length: 0\r\n\r\n",  # a head of 150 KB
+    b"HTTP/1.1 102 Processing\r\n\r\n" * 10000 + OK,  # interim answers without end
+])
 def test_no_answer_or_a_broken_one_is_retried_later(make_script, make_sender, answer):
     script = make_script(answer=lambda n: answer, close_after=lambda n: True)
     s = make_sender()
