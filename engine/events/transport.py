@@ -4,7 +4,8 @@ Every event the outbox sends is one POST (the vendor's contract), about six per 
 costs is paid six times per call (issue 19). geventhttpclient's `HTTPClient.request` spent ~100 µs of CPU
 per POST on the loop, half of it in general machinery a webhook never uses (a header multidict for the
 request and the answer, 100-continue and proxy handling, a `select()` per reuse, a gevent timer per socket
-wait); the same POST written here costs ~55 µs (`bench/webhooks.py`, `post_cpu_us`). What stays
+wait); the same POST written here costs ~66 µs, and ~42 µs are the system calls alone (`bench/webhooks.py`:
+`post_cpu_us`, `post_cpu_us_geventhttpclient`, `post_cpu_us_raw`). What stays
 geventhttpclient's is what is easy to get wrong: its connection pools (name resolution, connect, TLS with
 its CA bundle and host name check, at most `connections` sockets per origin) and its llhttp parser for the
 answer (status, chunked and read-until-close bodies, interim 1xx answers, keep-alive rules).
