@@ -110,11 +110,12 @@ class _Liveness:
         except AttributeError:
             return False
         try:
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) is None  # b"" (closed) or data: not quiet
+            raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return True
+            return True  # nothing to read: quiet
         except (OSError, ValueError):
             return False
+        return False  # bytes nobody asked for, or the receiver's close
 
 
 class _Pool(_Liveness, ConnectionPool):
