@@ -33,9 +33,6 @@ _READ = 65536
 # of an escape already there); anything else (a space, a quote, non-ASCII) is percent-encoded.
 _TARGET_SAFE = "/?:@!$&'()*+,;=-._~%"
 
-Resolver = Callable[[], list[Any]]
-
-
 class AnswerError(Exception):
     """The receiver closed the connection before a complete answer, or sent something that is not HTTP."""
 
@@ -96,13 +93,25 @@ class _Answer(HTTPResponseParser):
         self.complete = True
 
 
-class _Liveness:
-    """A pooled connection is reused only while it is quiet: no bytes and no close from the receiver.
+class _Origin:
+    """What switchdesk changes in geventhttpclient's pools: the address check and the liveness check.
 
-    One non-blocking `recv(MSG_PEEK)` on the socket instead of the library's `select()` (which in gevent
-    builds a watcher per call). On a TLS connection it peeks at the raw TLS records: anything there (an
-    alert, a close) makes it unusable too, as with the library's check.
+    `resolve_check(infos)` runs on the addresses every new connection resolves to, before connecting: what
+    is checked is exactly what is connected to (a name may change between connections).
+
+    A pooled connection is reused only while it is quiet: no bytes and no close from the receiver. One
+    non-blocking `recv(MSG_PEEK)` on the socket instead of the library's `select()` (which in gevent builds
+    a watcher per call). On a TLS connection it peeks at the raw TLS records: anything there (an alert, a
+    close) makes it unusable too, as with the library's check.
     """
+
+    resolve_check: Callable[[list[Any]], None] | None = None
+
+    def _resolve(self) -> list[Any]:
+        infos = super()._resolve()  # type: ignore[misc]
+        if self.resolve_check is not None:
+            self.resolve_check(infos)
+        return infos
 
     def _is_socket_alive(self, sock: Any) -> bool:
         try:
@@ -118,37 +127,25 @@ class _Liveness:
         return False  # bytes nobody asked for, or the receiver's close
 
 
-class _Pool(_Liveness, ConnectionPool):
+class _Pool(_Origin, ConnectionPool):
     pass
 
 
-class _TLSPool(_Liveness, SSLConnectionPool):
+class _TLSPool(_Origin, SSLConnectionPool):
     pass
 
 
 def make_pool(scheme: str, host: str, port: int, *, connections: int, connect_timeout: float,
               resolve_check: Callable[[list[Any]], None] | None = None,
               ssl_context_factory: Callable[..., Any] | None = None) -> ConnectionPool:
-    """A pool of at most `connections` keep-alive connections to one origin.
-
-    `resolve_check(infos)` runs on the addresses every new connection resolves to, before connecting: what
-    is checked is exactly what is connected to (a name may change between connections).
-    """
+    """A pool of at most `connections` keep-alive connections to one origin (`_Origin` for the checks)."""
     kw: dict[str, Any] = {"size": connections, "connection_timeout": connect_timeout, "network_timeout": None}
-    pool: ConnectionPool
+    pool: _Pool | _TLSPool
     if scheme == "https":
         pool = _TLSPool(host, port, host, port, ssl_context_factory=ssl_context_factory, **kw)
     else:
         pool = _Pool(host, port, host, port, **kw)
-    if resolve_check is not None:
-        resolve: Resolver = pool._resolve
-
-        def checked_resolve() -> list[Any]:
-            infos = resolve()
-            resolve_check(infos)
-            return infos
-
-        pool._resolve = checked_resolve  # type: ignore[method-assign]
+    pool.resolve_check = resolve_check
     return pool
 
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.events import sender, transport
+from engine.events import transport
 from engine.events.sender import Sender
 
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -193,11 +193,12 @@ def test_at_most_connections_requests_in_flight_per_origin(make_script, make_sen
     assert script.most_open == 2
 
 
-def test_refused_addresses_are_checked_on_each_new_connection(make_script):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_refused_addresses_are_checked_on_each_new_connection(make_script, scheme):
     script = make_script()
     s = Sender(allow_private=False)
     try:
-        outcome = s.deliver(script.url(), b"{}", {})
+        outcome = s.deliver(script.url(scheme=scheme), b"{}", {})
         assert outcome.kind == "failed" and "private address" in outcome.error
         assert script.connections == 0
     finally:
@@ -262,7 +263,3 @@ def test_liveness_check_tells_quiet_from_closed_or_talking():
         ga.close()
         pool.close()
 
-
-def test_default_timeout_and_connections_are_the_documented_ones():
-    s = Sender()
-    assert (s.timeout, s.connections) == (sender.SEND_TIMEOUT, sender.HOST_CONNECTIONS) == (5.0, 32)
