@@ -106,6 +106,9 @@ class Engine:
             self._loop.kill()
         self.events.stop()
         self.commands.stop()
+        # Nothing a plugin spawned may outlive the engine: a greenlet still waiting for a connection
+        # (the dialer's reconciliation waits up to 10 s) would otherwise wake against a stopped engine.
+        self.group.kill(block=True, timeout=2)
 
     # -- sync ------------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ from engine.callcenter import fsconfig
 from engine.dialer import leads as leadsvc
 from engine.dialer import pacing, window
 from engine.esl import quoting
-from engine.esl.errors import ESLError
+from engine.esl.errors import ConnectionLost, ESLError
 from engine.store import fastq
 from engine.store.db import connection, db
 from engine.store.models import (
@@ -548,6 +548,11 @@ class Dialer:
             gevent.sleep(0.1)
         try:
             self.reconcile()
+        except ConnectionLost:
+            # gone again before we could ask: the next connection reconciles, and until then
+            # nothing is taken over (reclaim waits for `reconciled`)
+            log.info("dialer: FreeSWITCH went away before reconciliation; the next connection does it")
+            return
         except Exception:
             log.exception("dialer reconciliation failed")
         self.reconciled.set()

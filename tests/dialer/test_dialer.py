@@ -8,6 +8,7 @@ import itertools
 import threading
 from collections.abc import Iterator
 
+import gevent
 import pytest
 
 from api import create_app
@@ -632,3 +633,30 @@ def test_an_agent_later_than_2_s_is_an_abandon(tenant):
         assert figures["abandon_rate"] == pytest.approx(66.67)
     finally:
         runner.clock = __import__("time").time
+
+
+def test_a_connection_lost_before_reconciliation_waits_for_the_next_one(caplog):
+    """CI once logged "dialer reconciliation failed" with a traceback for a connection that simply went away."""
+    import logging
+    from types import SimpleNamespace
+
+    from engine.esl.errors import ConnectionLost
+
+    def gone() -> None:
+        raise ConnectionLost("FreeSWITCH is not connected")
+
+    box = runner.Dialer(SimpleNamespace(commands=SimpleNamespace(client=object(), require_client=gone),
+                                        events=SimpleNamespace(connected=True), account_ids=None), owner="box")
+    box.reconciled.set()
+    with caplog.at_level(logging.INFO, logger="switchdesk.dialer"):
+        box._on_connect()
+    assert not box.reconciled.is_set()  # nothing is taken over until a connection has reconciled
+    assert [r.levelno for r in caplog.records if r.name == "switchdesk.dialer"] == [logging.INFO]
+
+
+def test_stopping_the_engine_stops_what_its_plugins_spawned(switch):
+    eng = Engine("127.0.0.1", switch.port, "ClueCon", resync_every=3600).start()
+    assert eng.commands.wait_connected(10)
+    waiting = eng.group.spawn(gevent.sleep, 60)
+    eng.stop()
+    assert waiting.dead and not eng.group
